@@ -1,0 +1,78 @@
+"""Encoders and the UNODE model; `create_model` builds one by name."""
+
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from unode_jax.models.resnet import (BasicBlock, Bottleneck, ResNet,
+                                     ResNet18, ResNet18Cifar, ResNet50,
+                                     TinyResNet, WideResNet, WideResNet50_2,
+                                     WRN28_10)
+from unode_jax.models.unode import UNODEModel
+
+# Encoder constructors; each accepts dtype= and bn_axis_name=.
+MODELS = {
+    'resnet18_cifar': ResNet18Cifar,
+    'resnet18': ResNet18,
+    'resnet50': ResNet50,
+    'wide_resnet50_2': WideResNet50_2,
+    'wrn28_10': WRN28_10,
+    'tiny': TinyResNet,
+}
+
+# Encoder parameter-name prefixes to freeze when fine-tuning a pretrained
+# backbone: stem + layer1 + layer2, as the authors do. WRN-28-10 is trained
+# from scratch, so nothing is frozen; `tiny` has only two stages, so it
+# freezes stem + layer1 to leave some encoder params trainable in tests.
+_STEM_TO_LAYER2 = ('conv1', 'bn1', 'layer1_', 'layer2_')
+FROZEN_PREFIXES = {
+    'resnet18_cifar': _STEM_TO_LAYER2,
+    'resnet18': _STEM_TO_LAYER2,
+    'resnet50': _STEM_TO_LAYER2,
+    'wide_resnet50_2': _STEM_TO_LAYER2,
+    'wrn28_10': (),
+    'tiny': ('conv1', 'bn1', 'layer1_'),
+}
+
+
+def create_model(name: str, *, num_classes: int = 2, proj_dim: int = 128,
+                 normalize_feature: bool = False, dtype: Any = jnp.float32,
+                 bn_axis_name: Optional[str] = None) -> UNODEModel:
+  """UNODEModel around the encoder MODELS[name]."""
+  if name not in MODELS:
+    raise ValueError(
+        f'Unknown model {name!r}; valid names: {", ".join(sorted(MODELS))}')
+  encoder = MODELS[name](dtype=dtype, bn_axis_name=bn_axis_name)
+  return UNODEModel(encoder=encoder, proj_dim=proj_dim,
+                    num_classes=num_classes,
+                    normalize_feature=normalize_feature, dtype=dtype)
+
+
+def _key_name(k) -> str:
+  return str(getattr(k, 'key', getattr(k, 'name', k)))
+
+
+def frozen_mask(params, prefixes: Sequence[str]):
+  """Pytree of bools like `params`: True for leaves under encoder/<name>
+  with <name> starting with one of `prefixes` (e.g. for optax.masked).
+
+  Works with or without the outer {'params': ...} level.
+  """
+  prefixes = tuple(prefixes)
+
+  def is_frozen(path, _):
+    names = [_key_name(k) for k in path]
+    if 'encoder' not in names:
+      return False
+    i = names.index('encoder')
+    return i + 1 < len(names) and names[i + 1].startswith(prefixes)
+
+  return jax.tree_util.tree_map_with_path(is_frozen, params)
+
+
+__all__ = [
+    'BasicBlock', 'Bottleneck', 'ResNet', 'WideResNet', 'UNODEModel',
+    'ResNet18Cifar', 'ResNet18', 'ResNet50', 'WideResNet50_2', 'WRN28_10',
+    'TinyResNet', 'MODELS', 'FROZEN_PREFIXES', 'create_model', 'frozen_mask',
+]

@@ -1,0 +1,20 @@
+"""CIFAR-10 one-class, the paper's settings (Table 1: 95.4 AUROC from scratch, mean of 10 classes).
+
+  python launch.py --config=configs/cifar10.py --workdir=runs/cifar10 --config.data.normal_class=0
+  python launch.py --config=configs/cifar10.py --workdir=runs/cifar10 --config.data.normal_class=-1
+
+Paper: Wide-ResNet-50-2 from scratch, LARS, lr 0.1 -> 1.0 over 10 warmup epochs
+then cosine, 1000 epochs, 128 inliers per step. The authors' code trains a CIFAR
+ResNet-18 instead (--config.model.name=resnet18_cifar) with one-transform
+negatives (--config.negatives.mode=single --config.negatives.weights=authors).
+Cost: 5,000 images per class = 39 steps per epoch, 39,000 steps per class.
+Needs the tfds cifar10 dataset prepared in data.data_dir (or --config.data.download=True).
+"""
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.data.name = 'cifar10'
+  config.model.name = 'wide_resnet50_2'
+  return config

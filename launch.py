@@ -1,0 +1,33 @@
+"""UNODE: train and evaluate a novelty detector.
+
+  python launch.py --config=configs/digits.py --workdir=/tmp/unode_digits
+  python launch.py --config=configs/cifar10.py --workdir=DIR --config.data.normal_class=3
+"""
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from unode_jax.run import MODES, run
+from unode_jax.validate import ConfigError, validate_config
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.py file.', lock_config=True)
+flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and results go.')
+flags.DEFINE_enum('mode', 'train_eval', MODES, 'What to do.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.WARNING)
+  try:
+    validate_config(FLAGS.config)  # Before any data, device or compile work.
+    run(FLAGS.config, FLAGS.workdir, FLAGS.mode)
+  except (ConfigError, FileNotFoundError) as e:
+    sys.exit(f'error: {e}')
+
+
+if __name__ == '__main__':
+  app.run(main)
