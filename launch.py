@@ -19,15 +19,15 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  logging.set_verbosity(logging.WARNING)
-  try:
-    validate_config(FLAGS.config)  # Before any data, device or compile work.
-    run(FLAGS.config, FLAGS.workdir, FLAGS.mode)
-  except (ConfigError, FileNotFoundError) as e:
-    sys.exit(f'error: {e}')
+    if len(argv) > 1:
+        raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+    logging.set_verbosity(logging.WARNING)
+    try:
+        validate_config(FLAGS.config)  # Before any data, device or compile work.
+        run(FLAGS.config, FLAGS.workdir, FLAGS.mode)
+    except (ConfigError, FileNotFoundError) as e:
+        sys.exit(f'error: {e}')
 
 
 if __name__ == '__main__':
-  app.run(main)
+    app.run(main)

@@ -9,6 +9,6 @@ from configs import cifar10
 
 
 def get_config():
-  config = cifar10.get_config()
-  config.data.name = 'arrays'
-  return config
+    config = cifar10.get_config()
+    config.data.name = 'arrays'
+    return config

@@ -14,7 +14,7 @@ from configs import default
 
 
 def get_config():
-  config = default.get_config()
-  config.data.name = 'cifar10'
-  config.model.name = 'wide_resnet50_2'
-  return config
+    config = default.get_config()
+    config.data.name = 'cifar10'
+    config.model.name = 'wide_resnet50_2'
+    return config

@@ -9,97 +9,105 @@ from ml_collections import config_dict
 
 
 def get_config():
-  config = config_dict.ConfigDict()
-  config.seed = 0  # Every random draw is keyed by (seed, step, global sample index).
+    config = config_dict.ConfigDict()
+    config.seed = 0  # Every random draw is keyed by (seed, step, global sample index).
 
-  # --- data -----------------------------------------------------------------
-  config.data = config_dict.ConfigDict()
-  # digits | cifar10 | cifar100 | mnist | fashion_mnist | emnist_letters | svhn | arrays
-  config.data.name = 'cifar10'
-  config.data.data_dir = config_dict.placeholder(str)  # tfds data_dir (None: ~/tensorflow_datasets)
-  config.data.download = False  # Let tfds download and prepare (needs network + tensorflow).
-  config.data.path = config_dict.placeholder(str)  # The .npz file for data.name='arrays'.
-  config.data.image_size = 32  # Images are resized to image_size x image_size x 3.
-  config.data.cifar100_coarse = True  # One-class CIFAR-100 uses the 20 superclasses.
-  # The normal class (one-class setting); -1 trains and evaluates every class in
-  # turn, each in <workdir>/class_<c>/, and summarises them in <workdir>/results.json.
-  config.data.normal_class = 0
+    # --- data -----------------------------------------------------------------
+    config.data = config_dict.ConfigDict()
+    # digits | cifar10 | cifar100 | mnist | fashion_mnist | emnist_letters | svhn | arrays
+    config.data.name = 'cifar10'
+    # tfds data_dir (None: ~/tensorflow_datasets)
+    config.data.data_dir = config_dict.placeholder(str)
+    config.data.download = False  # Let tfds download and prepare (needs network + tensorflow).
+    config.data.path = config_dict.placeholder(str)  # The .npz file for data.name='arrays'.
+    config.data.image_size = 32  # Images are resized to image_size x image_size x 3.
+    config.data.cifar100_coarse = True  # One-class CIFAR-100 uses the 20 superclasses.
+    # The normal class (one-class setting); -1 trains and evaluates every class in
+    # turn, each in <workdir>/class_<c>/, and summarises them in <workdir>/results.json.
+    config.data.normal_class = 0
 
-  # --- model ----------------------------------------------------------------
-  config.model = config_dict.ConfigDict()
-  # resnet18_cifar (authors' from-scratch model) | resnet18 | resnet50 |
-  # wide_resnet50_2 (the paper's) | wrn28_10 | tiny (tests)
-  config.model.name = 'resnet18_cifar'
-  config.model.proj_dim = 128  # Projection head g: Linear(d, d) - ReLU - Linear(d, proj_dim).
-  config.model.normalize_feature = False  # L2-normalise f before the heads (authors, pretrained).
-  config.model.dtype = 'float32'  # Compute dtype: float32 | bfloat16 (outputs stay float32).
-  config.model.input_norm = 'half'  # half: (x - 0.5) / 0.5 (authors, scratch) | imagenet.
+    # --- model ----------------------------------------------------------------
+    config.model = config_dict.ConfigDict()
+    # resnet18_cifar (authors' from-scratch model) | resnet18 | resnet50 |
+    # wide_resnet50_2 (the paper's) | wrn28_10 | tiny (tests)
+    config.model.name = 'resnet18_cifar'
+    config.model.proj_dim = 128  # Projection head g: Linear(d, d) - ReLU - Linear(d, proj_dim).
+    config.model.normalize_feature = False  # L2-normalise f before the heads (authors, pretrained).
+    config.model.dtype = 'float32'  # Compute dtype: float32 | bfloat16 (outputs stay float32).
+    config.model.input_norm = 'half'  # half: (x - 0.5) / 0.5 (authors, scratch) | imagenet.
 
-  # --- positive views t, t' (SimCLR) ---------------------------------------
-  config.views = config_dict.ConfigDict()
-  config.views.flip = True  # Off for digit datasets.
-  config.views.crop_scale = (0.08, 1.0)
-  config.views.crop_ratio = (3 / 4, 4 / 3)
-  config.views.jitter = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue
-  config.views.jitter_p = 0.8
-  config.views.gray_p = 0.2
+    # --- positive views t, t' (SimCLR) ---------------------------------------
+    config.views = config_dict.ConfigDict()
+    config.views.flip = True  # Off for digit datasets.
+    config.views.crop_scale = (0.08, 1.0)
+    config.views.crop_ratio = (3 / 4, 4 / 3)
+    config.views.jitter = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue
+    config.views.jitter_p = 0.8
+    config.views.gray_p = 0.2
 
-  # --- hard negatives Gamma(x) (sec. 3.1) -----------------------------------
-  config.negatives = config_dict.ConfigDict()
-  config.negatives.transforms = ('rotation', 'cutperm', 'gaussian_noise', 'cutout',
-                                 'cutpaste', 'sobel', 'blur', 'mixup', 'elastic')
-  # Per-transform weights: 'uniform' (all transforms but elastic, which the paper
-  # does not list), 'authors' (the authors' hand-set per-dataset table), or an
-  # explicit 'name=w,name=w' string. Automatic AutoAugOOD weights come separately.
-  config.negatives.weights = 'uniform'
-  # compose (paper: r ~ U(1, max_compose) transforms without replacement, in
-  # proportion to the weights, composed) | single (authors: one transform each).
-  config.negatives.mode = 'compose'
-  config.negatives.per = 'batch'  # compose: one composition per batch (paper) | per sample.
-  config.negatives.max_compose = 0  # 0: the number of transforms with nonzero weight.
-  # False (paper): one negative per image, of which both views are taken.
-  # True (authors): an independent negative for each view.
-  config.negatives.per_view = False
+    # --- hard negatives Gamma(x) (sec. 3.1) -----------------------------------
+    config.negatives = config_dict.ConfigDict()
+    config.negatives.transforms = ('rotation', 'cutperm', 'gaussian_noise', 'cutout',
+                                   'cutpaste', 'sobel', 'blur', 'mixup', 'elastic')
+    # Per-transform weights: 'uniform' (all transforms but elastic, which the paper
+    # does not list), 'authors' (the authors' hand-set per-dataset table), or an
+    # explicit 'name=w,name=w' string. Automatic AutoAugOOD weights come separately.
+    config.negatives.weights = 'uniform'
+    # compose (paper: r ~ U(1, max_compose) transforms without replacement, in
+    # proportion to the weights, composed) | single (authors: one transform each).
+    config.negatives.mode = 'compose'
+    config.negatives.per = 'batch'  # compose: one composition per batch (paper) | per sample.
+    config.negatives.max_compose = 0  # 0: the number of transforms with nonzero weight.
+    # False (paper): one negative per image, of which both views are taken.
+    # True (authors): an independent negative for each view.
+    config.negatives.per_view = False
+    # Mixup partner weight range: out = lam * x + (1 - lam) * partner.
+    config.negatives.mixup_lam = (0.3, 0.7)
+    # Outlier exposure (the authors' "mixup"): a .npz with key 'x' of external uint8
+    # images used as mixup partners instead of other inliers of the batch. The
+    # authors use Tiny-ImageNet with mixup_lam = (0.02, 0.1). Recorded in results.json.
+    config.negatives.outliers = config_dict.placeholder(str)
 
-  # --- loss -----------------------------------------------------------------
-  config.loss = config_dict.ConfigDict()
-  config.loss.kind = 'paper'  # paper: eq. (9)-(11) | authors: NT-Xent over all 4B rows.
-  # Eq. (9) is written without a temperature; 0.5 is the SimCLR/CSI value the
-  # authors' code uses, and the one this implementation was checked with.
-  config.loss.temperature = 0.5
-  config.loss.ce_weight = 1.0  # lambda in L = L_con + lambda * L_CE (paper: 1).
+    # --- loss -----------------------------------------------------------------
+    config.loss = config_dict.ConfigDict()
+    config.loss.kind = 'paper'  # paper: eq. (9)-(11) | authors: NT-Xent over all 4B rows.
+    # Eq. (9) is written without a temperature; 0.5 is the SimCLR/CSI value the
+    # authors' code uses, and the one this implementation was checked with.
+    config.loss.temperature = 0.5
+    config.loss.ce_weight = 1.0  # lambda in L = L_con + lambda * L_CE (paper: 1).
 
-  # --- optimiser (appendix C.1) ---------------------------------------------
-  config.batch_size = 128  # Inlier images per step, global (4x rows go through the model).
-  config.optim = config_dict.ConfigDict()
-  config.optim.name = 'torchlars'  # torchlars (authors' rule) | optax_lars
-  config.optim.num_epochs = 1000
-  config.optim.warmup_epochs = 10
-  config.optim.base_lr = 0.1  # Warmup starts here ...
-  config.optim.peak_lr = 1.0  # ... and ends here, then cosine decay to 0.
-  # Paper: cosine over the epochs after warmup. Authors: over all num_epochs.
-  config.optim.decay_epochs = config.optim.get_ref('num_epochs') - config.optim.get_ref('warmup_epochs')
-  config.optim.weight_decay = 1e-6
-  config.optim.momentum = 0.9
-  config.optim.trust_coefficient = 1e-3  # LARS eta.
-  config.optim.eps = 1e-8
-  # Freeze parameters whose names start with these prefixes (e.g. the stem, layer1
-  # and layer2 of a pretrained backbone) until step unfreeze_step.
-  config.optim.freeze_prefixes = ()
-  config.optim.unfreeze_step = 0
+    # --- optimiser (appendix C.1) ---------------------------------------------
+    config.batch_size = 128  # Inlier images per step, global (4x rows go through the model).
+    config.optim = config_dict.ConfigDict()
+    config.optim.name = 'torchlars'  # torchlars (authors' rule) | optax_lars
+    config.optim.num_epochs = 1000
+    config.optim.warmup_epochs = 10
+    config.optim.base_lr = 0.1  # Warmup starts here ...
+    config.optim.peak_lr = 1.0  # ... and ends here, then cosine decay to 0.
+    # Paper: cosine over the epochs after warmup. Authors: over all num_epochs.
+    config.optim.decay_epochs = config.optim.get_ref(
+        'num_epochs') - config.optim.get_ref('warmup_epochs')
+    config.optim.weight_decay = 1e-6
+    config.optim.momentum = 0.9
+    config.optim.trust_coefficient = 1e-3  # LARS eta.
+    config.optim.eps = 1e-8
+    # Freeze parameters whose names start with these prefixes (e.g. the stem, layer1
+    # and layer2 of a pretrained backbone) until step unfreeze_step.
+    config.optim.freeze_prefixes = ()
+    config.optim.unfreeze_step = 0
 
-  # --- bookkeeping ------------------------------------------------------------
-  config.log_every = 50  # Steps between metrics.jsonl lines (and non-finite checks).
-  config.checkpoint_every = 1000  # Steps between checkpoints (and one at the end).
-  config.keep_checkpoints = 2
-  config.progress_bar = True
+    # --- bookkeeping ------------------------------------------------------------
+    config.log_every = 50  # Steps between metrics.jsonl lines (and non-finite checks).
+    config.checkpoint_every = 1000  # Steps between checkpoints (and one at the end).
+    config.keep_checkpoints = 2
+    config.progress_bar = True
 
-  # --- scoring (eq. 13-15) ----------------------------------------------------
-  config.score = config_dict.ConfigDict()
-  config.score.balance = 'appendix_c'  # appendix_c (sign-safe lambda) | authors
-  # Test-time ensemble (authors): T passes of the view augmentation with the crop
-  # area fixed, no flip; embeddings and logits averaged. 1 = the plain image.
-  config.score.ensemble = 1
-  config.score.crop_area = 0.54
-  config.score.batch_size = 256  # Images per forward pass when embedding.
-  return config
+    # --- scoring (eq. 13-15) ----------------------------------------------------
+    config.score = config_dict.ConfigDict()
+    config.score.balance = 'appendix_c'  # appendix_c (sign-safe lambda) | authors
+    # Test-time ensemble (authors): T passes of the view augmentation with the crop
+    # area fixed, no flip; embeddings and logits averaged. 1 = the plain image.
+    config.score.ensemble = 1
+    config.score.crop_area = 0.54
+    config.score.batch_size = 256  # Images per forward pass when embedding.
+    return config

@@ -8,7 +8,7 @@ from configs import cifar10
 
 
 def get_config():
-  config = cifar10.get_config()
-  config.data.name = 'emnist_letters'
-  config.views.flip = False
-  return config
+    config = cifar10.get_config()
+    config.data.name = 'emnist_letters'
+    config.views.flip = False
+    return config

@@ -8,6 +8,6 @@ from configs import cifar10
 
 
 def get_config():
-  config = cifar10.get_config()
-  config.data.name = 'fashion_mnist'
-  return config
+    config = cifar10.get_config()
+    config.data.name = 'fashion_mnist'
+    return config

@@ -6,70 +6,70 @@ from unode_jax import metrics, score
 
 
 def brute_force(q, bank):
-  qn = q / np.linalg.norm(q, axis=1, keepdims=True)
-  bn = bank / np.linalg.norm(bank, axis=1, keepdims=True)
-  return (qn @ bn.T).max(axis=1)
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    bn = bank / np.linalg.norm(bank, axis=1, keepdims=True)
+    return (qn @ bn.T).max(axis=1)
 
 
 @pytest.mark.parametrize('m, n, qc, bc', [(37, 101, 16, 32), (5, 3, 1024, 8192), (64, 64, 64, 64)])
 def test_max_cosine_similarity_matches_brute_force(m, n, qc, bc):
-  rng = np.random.default_rng(m + n)
-  q = rng.normal(size=(m, 12)) * rng.uniform(0.1, 10, size=(m, 1))  # unnormalised rows
-  bank = rng.normal(size=(n, 12)) * rng.uniform(0.1, 10, size=(n, 1))
-  got = score.max_cosine_similarity(q, bank, query_chunk=qc, bank_chunk=bc)
-  assert got.shape == (m,) and got.dtype == np.float32
-  np.testing.assert_allclose(got, brute_force(q, bank), atol=1e-5)
+    rng = np.random.default_rng(m + n)
+    q = rng.normal(size=(m, 12)) * rng.uniform(0.1, 10, size=(m, 1))  # unnormalised rows
+    bank = rng.normal(size=(n, 12)) * rng.uniform(0.1, 10, size=(n, 1))
+    got = score.max_cosine_similarity(q, bank, query_chunk=qc, bank_chunk=bc)
+    assert got.shape == (m,) and got.dtype == np.float32
+    np.testing.assert_allclose(got, brute_force(q, bank), atol=1e-5)
 
 
 def test_max_cosine_similarity_rejects_bad_shapes():
-  with pytest.raises(ValueError):
-    score.max_cosine_similarity(np.ones((3, 4)), np.ones((3, 5)))
-  with pytest.raises(ValueError):
-    score.max_cosine_similarity(np.ones((3, 4)), np.ones((0, 4)))
+    with pytest.raises(ValueError):
+        score.max_cosine_similarity(np.ones((3, 4)), np.ones((3, 5)))
+    with pytest.raises(ValueError):
+        score.max_cosine_similarity(np.ones((3, 4)), np.ones((0, 4)))
 
 
 def test_leave_one_out_excludes_self():
-  z = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-  np.testing.assert_allclose(score.leave_one_out_max_cosine(z), [np.sqrt(0.5)] * 3, atol=1e-6)
+    z = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    np.testing.assert_allclose(score.leave_one_out_max_cosine(z), [np.sqrt(0.5)] * 3, atol=1e-6)
 
 
 def test_balance_weight_is_positive_and_bounded():
-  # Whatever the training scores, lambda > 0 (the binary term never flips sign)
-  # and lambda <= 1/floor (it never blows up).
-  assert score.balance_weight(np.array([0.9]), np.array([0.5])) == pytest.approx(1.8)
-  for sim, prob in [(-0.5, 0.0), (0.0, 0.0), (1.0, 1e-9), (0.3, 1.0)]:
-    w = score.balance_weight(np.array([sim]), np.array([prob]), floor=1e-3)
-    assert 0 < w <= 1e3
+    # Whatever the training scores, lambda > 0 (the binary term never flips sign)
+    # and lambda <= 1/floor (it never blows up).
+    assert score.balance_weight(np.array([0.9]), np.array([0.5])) == pytest.approx(1.8)
+    for sim, prob in [(-0.5, 0.0), (0.0, 0.0), (1.0, 1e-9), (0.3, 1.0)]:
+        w = score.balance_weight(np.array([sim]), np.array([prob]), floor=1e-3)
+        assert 0 < w <= 1e3
 
 
 def test_unode_scores_equation_15():
-  rng = np.random.default_rng(3)
-  train = dict(z=rng.normal(size=(20, 8)), logits=rng.normal(size=(20, 2)))
-  test = dict(z=rng.normal(size=(7, 8)), logits=rng.normal(size=(7, 2)))
-  s = score.unode_scores(train, test)
-  p_test = np.exp(test['logits'][:, 1]) / np.exp(test['logits']).sum(1)
-  p_train = np.exp(train['logits'][:, 1]) / np.exp(train['logits']).sum(1)
-  zn = train['z'] / np.linalg.norm(train['z'], axis=1, keepdims=True)
-  loo = zn @ zn.T
-  np.fill_diagonal(loo, -np.inf)
-  lam = loo.max(1).mean() / p_train.mean()
-  np.testing.assert_allclose(s['score'], brute_force(test['z'], train['z']) + lam * p_test,
-                             rtol=1e-5)
+    rng = np.random.default_rng(3)
+    train = dict(z=rng.normal(size=(20, 8)), logits=rng.normal(size=(20, 2)))
+    test = dict(z=rng.normal(size=(7, 8)), logits=rng.normal(size=(7, 2)))
+    s = score.unode_scores(train, test)
+    p_test = np.exp(test['logits'][:, 1]) / np.exp(test['logits']).sum(1)
+    p_train = np.exp(train['logits'][:, 1]) / np.exp(train['logits']).sum(1)
+    zn = train['z'] / np.linalg.norm(train['z'], axis=1, keepdims=True)
+    loo = zn @ zn.T
+    np.fill_diagonal(loo, -np.inf)
+    lam = loo.max(1).mean() / p_train.mean()
+    np.testing.assert_allclose(s['score'], brute_force(test['z'], train['z']) + lam * p_test,
+                               rtol=1e-5)
 
 
 def test_authors_balance_restated():
-  rng = np.random.default_rng(4)
-  train = dict(z=rng.normal(size=(20, 8)), logits=rng.normal(size=(20, 2)) - [1.0, 0])
-  test = dict(z=rng.normal(size=(7, 8)), logits=rng.normal(size=(7, 2)))
-  s = score.unode_scores(train, test, balance='authors')
-  zn = train['z'] / np.linalg.norm(train['z'], axis=1, keepdims=True)
-  sim = (test['z'] @ zn.T).max(1) / np.linalg.norm(train['z'], axis=1).mean()
-  want = sim + test['logits'][:, 0] / train['logits'][:, 0].mean()
-  np.testing.assert_allclose(s['score'], want, rtol=1e-5)
+    rng = np.random.default_rng(4)
+    train = dict(z=rng.normal(size=(20, 8)), logits=rng.normal(size=(20, 2)) - [1.0, 0])
+    test = dict(z=rng.normal(size=(7, 8)), logits=rng.normal(size=(7, 2)))
+    s = score.unode_scores(train, test, balance='authors')
+    zn = train['z'] / np.linalg.norm(train['z'], axis=1, keepdims=True)
+    sim = (test['z'] @ zn.T).max(1) / np.linalg.norm(train['z'], axis=1).mean()
+    want = sim + test['logits'][:, 0] / train['logits'][:, 0].mean()
+    np.testing.assert_allclose(s['score'], want, rtol=1e-5)
 
 
 def test_auroc_normal_is_positive():
-  assert metrics.auroc([1, 1, 0, 0], [0.9, 0.8, 0.1, 0.2]) == 1.0
-  assert metrics.auroc([1, 1, 0, 0], [0.1, 0.2, 0.9, 0.8]) == 0.0
-  with pytest.raises(ValueError):
-    metrics.auroc([1, 1], [0.1, 0.2])
+    assert metrics.auroc([1, 1, 0, 0], [0.9, 0.8, 0.1, 0.2]) == 1.0
+    assert metrics.auroc([1, 1, 0, 0], [0.1, 0.2, 0.9, 0.8]) == 0.0
+    with pytest.raises(ValueError):
+        metrics.auroc([1, 1], [0.1, 0.2])

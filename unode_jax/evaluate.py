@@ -12,51 +12,52 @@ from unode_jax.train import normalize_input
 
 @functools.partial(jax.jit, static_argnames=('apply_fn', 'input_norm', 'crop_area'))
 def _embed_batch(variables, images, key, *, apply_fn, input_norm, crop_area):
-  """Projections and logits of one padded uint8 batch; with a key, one test-time view."""
-  x = images.astype(jnp.float32) / 255.0
-  if key is not None:
-    # The authors' test-time views: crop area fixed, no flip, jitter and gray random.
-    keys = jax.random.split(key, x.shape[0])
-    x = views.random_views(keys, x, flip=False, crop_area=crop_area)
-  out = apply_fn(variables, normalize_input(x, input_norm), train=False)
-  return out['z'].astype(jnp.float32), out['logits'].astype(jnp.float32)
+    """Projections and logits of one padded uint8 batch; with a key, one test-time view."""
+    x = images.astype(jnp.float32) / 255.0
+    if key is not None:
+        # The authors' test-time views: crop area fixed, no flip, jitter and gray random.
+        keys = jax.random.split(key, x.shape[0])
+        x = views.random_views(keys, x, flip=False, crop_area=crop_area)
+    out = apply_fn(variables, normalize_input(x, input_norm), train=False)
+    return out['z'].astype(jnp.float32), out['logits'].astype(jnp.float32)
 
 
 def embed(state, images, config):
-  """dict(z (N, proj_dim), logits (N, C)) for uint8 images (N, H, W, 3).
+    """dict(z (N, proj_dim), logits (N, C)) for uint8 images (N, H, W, 3).
 
-  With score.ensemble = T > 1, the average over T test-time views (seeds 0..T-1,
-  as the authors' code), raw projections and logits averaged.
-  """
-  variables = {'params': state.params, 'batch_stats': state.batch_stats}
-  bs = config.score.batch_size
-  passes = config.score.ensemble
-  zs, logits = [], []
-  for start in range(0, len(images), bs):
-    chunk = images[start:start + bs]
-    padded = np.zeros((bs,) + images.shape[1:], np.uint8)
-    padded[:len(chunk)] = chunk
-    z_sum, l_sum = 0.0, 0.0
-    for t in range(passes):
-      key = None if passes == 1 else jax.random.fold_in(jax.random.key(t), start)
-      z, l = _embed_batch(variables, padded, key, apply_fn=state.apply_fn,
-                          input_norm=config.model.input_norm, crop_area=config.score.crop_area)
-      z_sum, l_sum = z_sum + z, l_sum + l
-    zs.append(np.asarray(z_sum / passes)[:len(chunk)])
-    logits.append(np.asarray(l_sum / passes)[:len(chunk)])
-  return dict(z=np.concatenate(zs), logits=np.concatenate(logits))
+    With score.ensemble = T > 1, the average over T test-time views (seeds 0..T-1,
+    as the authors' code), raw projections and logits averaged.
+    """
+    variables = {'params': state.params, 'batch_stats': state.batch_stats}
+    bs = config.score.batch_size
+    passes = config.score.ensemble
+    zs, logits = [], []
+    for start in range(0, len(images), bs):
+        chunk = images[start:start + bs]
+        padded = np.zeros((bs,) + images.shape[1:], np.uint8)
+        padded[:len(chunk)] = chunk
+        z_sum, l_sum = 0.0, 0.0
+        for t in range(passes):
+            key = None if passes == 1 else jax.random.fold_in(jax.random.key(t), start)
+            z, l = _embed_batch(variables, padded, key, apply_fn=state.apply_fn,
+                                input_norm=config.model.input_norm,
+                                crop_area=config.score.crop_area)
+            z_sum, l_sum = z_sum + z, l_sum + l
+        zs.append(np.asarray(z_sum / passes)[:len(chunk)])
+        logits.append(np.asarray(l_sum / passes)[:len(chunk)])
+    return dict(z=np.concatenate(zs), logits=np.concatenate(logits))
 
 
 def evaluate_one_class(state, config, x_train, x_test, test_is_normal):
-  """Scores of every test image and the AUROC with normal as the positive class."""
-  train = embed(state, x_train, config)
-  test = embed(state, x_test, config)
-  s = score.unode_scores(train, test, balance=config.score.balance)
-  return dict(
-      auroc=metrics.auroc(test_is_normal, s['score']),
-      auroc_sim=metrics.auroc(test_is_normal, s['sim']),
-      auroc_binary=metrics.auroc(test_is_normal, s['binary']),
-      balance_weight=s['weight'],
-      n_test_inliers=int(np.sum(test_is_normal)),
-      n_test_outliers=int(np.sum(~np.asarray(test_is_normal, bool))),
-  ), s
+    """Scores of every test image and the AUROC with normal as the positive class."""
+    train = embed(state, x_train, config)
+    test = embed(state, x_test, config)
+    s = score.unode_scores(train, test, balance=config.score.balance)
+    return dict(
+        auroc=metrics.auroc(test_is_normal, s['score']),
+        auroc_sim=metrics.auroc(test_is_normal, s['sim']),
+        auroc_binary=metrics.auroc(test_is_normal, s['binary']),
+        balance_weight=s['weight'],
+        n_test_inliers=int(np.sum(test_is_normal)),
+        n_test_outliers=int(np.sum(~np.asarray(test_is_normal, bool))),
+    ), s

@@ -21,94 +21,101 @@ OPTIMIZERS = ('torchlars', 'optax_lars')
 
 
 class TorchLarsState(NamedTuple):
-  pass
+    pass
 
 
 def scale_by_torchlars(weight_decay=1e-6, eta=1e-3, eps=1e-8) -> optax.GradientTransformation:
-  """torchlars' LARS step: weight decay folded in, then the layer-wise trust ratio."""
+    """torchlars' LARS step: weight decay folded in, then the layer-wise trust ratio."""
 
-  def init_fn(params):
-    del params
-    return TorchLarsState()
+    def init_fn(params):
+        del params
+        return TorchLarsState()
 
-  def update_fn(updates, state, params):
-    def one(g, w):
-      w_norm = jnp.linalg.norm(w)
-      g_norm = jnp.linalg.norm(g)
-      ratio = eta * w_norm / (g_norm + weight_decay * w_norm + eps)
-      ratio = jnp.where((w_norm > 0) & (g_norm > 0), ratio, 1.0)
-      return (g + weight_decay * w) * ratio
+    def update_fn(updates, state, params):
+        def one(g, w):
+            w_norm = jnp.linalg.norm(w)
+            g_norm = jnp.linalg.norm(g)
+            ratio = eta * w_norm / (g_norm + weight_decay * w_norm + eps)
+            ratio = jnp.where((w_norm > 0) & (g_norm > 0), ratio, 1.0)
+            return (g + weight_decay * w) * ratio
 
-    return jax.tree.map(one, updates, params), state
+        return jax.tree.map(one, updates, params), state
 
-  return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 def freeze(mask, until_step) -> optax.GradientTransformation:
-  """Zero the updates of masked parameters while the step count is below until_step.
+    """Zero the updates of masked parameters while the step count is below until_step.
 
-  Used to keep the stem, layer1 and layer2 of a pretrained backbone fixed for the
-  first epochs, as the authors do; their BatchNorm statistics still update.
-  """
+    Used to keep the stem, layer1 and layer2 of a pretrained backbone fixed for the
+    first epochs, as the authors do; their BatchNorm statistics still update.
+    """
 
-  def init_fn(params):
-    del params
-    return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+    def init_fn(params):
+        del params
+        return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
 
-  def update_fn(updates, state, params=None):
-    del params
-    frozen = state.count < until_step
-    updates = jax.tree.map(lambda u, m: jnp.where(m & frozen, jnp.zeros_like(u), u), updates, mask)
-    return updates, optax.ScaleByScheduleState(count=optax.safe_increment(state.count))
+    def update_fn(updates, state, params=None):
+        del params
+        frozen = state.count < until_step
+        updates = jax.tree.map(
+    lambda u,
+    m: jnp.where(
+        m & frozen,
+        jnp.zeros_like(u),
+        u),
+        updates,
+         mask)
+        return updates, optax.ScaleByScheduleState(count=optax.safe_increment(state.count))
 
-  return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 def learning_rate(step, steps_per_epoch, *, base_lr, peak_lr, warmup_epochs, decay_epochs):
-  """Linear warmup base_lr -> peak_lr over warmup_epochs, then cosine to 0 over decay_epochs.
+    """Linear warmup base_lr -> peak_lr over warmup_epochs, then cosine to 0 over decay_epochs.
 
-  Evaluated per iteration at the fractional epoch t = step / steps_per_epoch, as the
-  authors' GradualWarmupScheduler + CosineAnnealingLR do. The paper decays over the
-  epochs after warmup (decay_epochs = num_epochs - warmup_epochs); the authors' code
-  over all epochs (decay_epochs = num_epochs).
-  """
-  t = step / steps_per_epoch
-  warm = base_lr + (peak_lr - base_lr) * t / jnp.maximum(warmup_epochs, 1e-9)
-  progress = jnp.clip((t - warmup_epochs) / jnp.maximum(decay_epochs, 1e-9), 0.0, 1.0)
-  cos = 0.5 * peak_lr * (1.0 + jnp.cos(jnp.pi * progress))
-  return jnp.where(t <= warmup_epochs, warm, cos).astype(jnp.float32)
+    Evaluated per iteration at the fractional epoch t = step / steps_per_epoch, as the
+    authors' GradualWarmupScheduler + CosineAnnealingLR do. The paper decays over the
+    epochs after warmup (decay_epochs = num_epochs - warmup_epochs); the authors' code
+    over all epochs (decay_epochs = num_epochs).
+    """
+    t = step / steps_per_epoch
+    warm = base_lr + (peak_lr - base_lr) * t / jnp.maximum(warmup_epochs, 1e-9)
+    progress = jnp.clip((t - warmup_epochs) / jnp.maximum(decay_epochs, 1e-9), 0.0, 1.0)
+    cos = 0.5 * peak_lr * (1.0 + jnp.cos(jnp.pi * progress))
+    return jnp.where(t <= warmup_epochs, warm, cos).astype(jnp.float32)
 
 
 def create_optimizer(optim_config, freeze_mask: Any = None) -> optax.GradientTransformation:
-  """LARS with an injected learning rate (set each step by the train step)."""
-  c = optim_config
-  if c.name not in OPTIMIZERS:
-    raise ValueError(f'optim.name must be one of {OPTIMIZERS}, got {c.name!r}')
+    """LARS with an injected learning rate (set each step by the train step)."""
+    c = optim_config
+    if c.name not in OPTIMIZERS:
+        raise ValueError(f'optim.name must be one of {OPTIMIZERS}, got {c.name!r}')
 
-  def make(learning_rate):
-    if c.name == 'torchlars':
-      tx = optax.chain(
-          scale_by_torchlars(c.weight_decay, c.trust_coefficient, c.eps),
-          optax.trace(decay=c.momentum, nesterov=False),
-          optax.scale_by_learning_rate(learning_rate),
-      )
-    else:
-      tx = optax.lars(
-          learning_rate, weight_decay=c.weight_decay, weight_decay_mask=True,
-          trust_coefficient=c.trust_coefficient, eps=c.eps, trust_ratio_mask=True,
-          momentum=c.momentum)
+    def make(learning_rate):
+        if c.name == 'torchlars':
+            tx = optax.chain(
+                scale_by_torchlars(c.weight_decay, c.trust_coefficient, c.eps),
+                optax.trace(decay=c.momentum, nesterov=False),
+                optax.scale_by_learning_rate(learning_rate),
+            )
+        else:
+            tx = optax.lars(
+                learning_rate, weight_decay=c.weight_decay, weight_decay_mask=True,
+                trust_coefficient=c.trust_coefficient, eps=c.eps, trust_ratio_mask=True,
+                momentum=c.momentum)
+        return tx
+
+    tx = optax.inject_hyperparams(make)(learning_rate=0.0)
+    if freeze_mask is not None:
+        tx = optax.chain(tx, freeze(freeze_mask, c.unfreeze_step))
     return tx
-
-  tx = optax.inject_hyperparams(make)(learning_rate=0.0)
-  if freeze_mask is not None:
-    tx = optax.chain(tx, freeze(freeze_mask, c.unfreeze_step))
-  return tx
 
 
 def set_learning_rate(opt_state, lr):
-  """Write lr into the inject_hyperparams state (first element when chained with freeze)."""
-  if isinstance(opt_state, tuple) and not hasattr(opt_state, 'hyperparams'):
-    return (set_learning_rate(opt_state[0], lr),) + tuple(opt_state[1:])
-  hyper = dict(opt_state.hyperparams)
-  hyper['learning_rate'] = jnp.asarray(lr, hyper['learning_rate'].dtype)
-  return opt_state._replace(hyperparams=hyper)
+    """Write lr into the inject_hyperparams state (first element when chained with freeze)."""
+    if isinstance(opt_state, tuple) and not hasattr(opt_state, 'hyperparams'):
+        return (set_learning_rate(opt_state[0], lr),) + tuple(opt_state[1:])
+    hyper = dict(opt_state.hyperparams)
+    hyper['learning_rate'] = jnp.asarray(lr, hyper['learning_rate'].dtype)
+    return opt_state._replace(hyperparams=hyper)

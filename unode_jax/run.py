@@ -14,7 +14,7 @@ import numpy as np
 from unode_jax import train as train_lib
 from unode_jax.augment.weights import negative_weights
 from unode_jax.checkpoint import Checkpointer
-from unode_jax.data.datasets import load_dataset
+from unode_jax.data.datasets import load_dataset, load_outliers
 from unode_jax.data.splits import one_class_split
 from unode_jax.evaluate import evaluate_one_class
 from unode_jax.validate import validate_config
@@ -23,89 +23,103 @@ MODES = ('train', 'eval', 'train_eval')
 
 
 def _write_json(path, obj):
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)  # Atomic: a killed run never leaves half a results file.
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)  # Atomic: a killed run never leaves half a results file.
 
 
 def restore_for_eval(config, workdir, image_size):
-  model = train_lib.build_model(config)
-  state = train_lib.create_train_state(jax.random.key(config.seed), config, model, image_size)
-  ckpt = Checkpointer(workdir, config.keep_checkpoints)
-  restored = ckpt.restore(state)
-  ckpt.close()
-  if restored is None:
-    raise FileNotFoundError(f'no checkpoint in {os.path.join(workdir, "checkpoints")}: '
-                            'train first (--mode=train or train_eval)')
-  return restored
+    state = train_lib.create_train_state(jax.random.key(config.seed), config, image_size)
+    ckpt = Checkpointer(workdir, config.keep_checkpoints)
+    restored = ckpt.restore(state)
+    ckpt.close()
+    if restored is None:
+        raise FileNotFoundError(f'no checkpoint in {os.path.join(workdir, "checkpoints")}: '
+                                'train first (--mode=train or train_eval)')
+    return restored
 
 
 def run_class(config, workdir, ds, normal_class, mode, *, n_pad=None, p_train_step=None):
-  x_train, x_test, is_normal = one_class_split(ds, normal_class)
-  weights = negative_weights(config)
-  if mode in ('train', 'train_eval'):
-    state = train_lib.train(config, workdir, x_train, weights, n_pad=n_pad,
-                            p_train_step=p_train_step)
-    if mode == 'train':
-      return None
-  else:
-    state = restore_for_eval(config, workdir, x_train.shape[1])
-  result, scores = evaluate_one_class(state, config, x_train, x_test, is_normal)
-  result = dict(dataset=ds.name, normal_class=int(normal_class),
-                class_name=ds.class_names[normal_class], steps=int(state.step),
-                negative_weights=dict(zip(config.negatives.transforms, map(float, weights))),
-                score_balance=config.score.balance, ensemble=config.score.ensemble, **result)
-  np.savez(os.path.join(workdir, 'scores.npz'), is_normal=is_normal, **{
-      k: v for k, v in scores.items() if k != 'weight'})
-  return result
+    x_train, x_test, is_normal = one_class_split(ds, normal_class)
+    weights = negative_weights(config)
+    outliers = None
+    if config.negatives.outliers:
+        outliers = load_outliers(config.negatives.outliers, config.data.image_size)
+    if mode in ('train', 'train_eval'):
+        state = train_lib.train(config, workdir, x_train, weights, n_pad=n_pad,
+                                p_train_step=p_train_step, outliers=outliers)
+        if mode == 'train':
+            return None
+    else:
+        state = restore_for_eval(config, workdir, x_train.shape[1])
+    result, scores = evaluate_one_class(state, config, x_train, x_test, is_normal)
+    result = dict(dataset=ds.name, normal_class=int(normal_class),
+                  class_name=ds.class_names[normal_class], steps=int(state.step),
+                  negative_weights=dict(zip(config.negatives.transforms, map(float, weights))),
+                  outlier_exposure=config.negatives.outliers, score_balance=config.score.balance,
+                  ensemble=config.score.ensemble, **result)
+    np.savez(os.path.join(workdir, 'scores.npz'), is_normal=is_normal, **{
+        k: v for k, v in scores.items() if k != 'weight'})
+    return result
 
 
 def format_table(results, dataset):
-  lines = [f'{"class":>8} {"name":>14} {"AUROC":>7} {"inliers":>8} {"outliers":>9}']
-  for r in results:
-    lines.append(f'{r["normal_class"]:>8} {str(r["class_name"])[:14]:>14} {100 * r["auroc"]:7.2f} '
-                 f'{r["n_test_inliers"]:>8} {r["n_test_outliers"]:>9}')
-  mean = float(np.mean([r['auroc'] for r in results]))
-  lines.append(f'{"mean":>8} {dataset[:14]:>14} {100 * mean:7.2f}')
-  return '\n'.join(lines), mean
+    lines = [f'{"class":>8} {"name":>14} {"AUROC":>7} {"inliers":>8} {"outliers":>9}']
+    for r in results:
+        name = str(r['class_name'])[:14]
+        lines.append(f'{r["normal_class"]:>8} {name:>14} {100 * r["auroc"]:7.2f} '
+                     f'{r["n_test_inliers"]:>8} {r["n_test_outliers"]:>9}')
+    mean = float(np.mean([r['auroc'] for r in results]))
+    lines.append(f'{"mean":>8} {dataset[:14]:>14} {100 * mean:7.2f}')
+    return '\n'.join(lines), mean
 
 
-def run(config, workdir, mode='train_eval'):
-  """Train and/or evaluate config.data.normal_class (-1: every class); returns the summary."""
-  if mode not in MODES:
-    raise ValueError(f'--mode must be one of {MODES}, got {mode!r}')
-  ds = load_dataset(config.data.name, data_dir=config.data.data_dir,
-                    download=config.data.download, image_size=config.data.image_size,
-                    path=config.data.path, cifar100_coarse=config.data.cifar100_coarse)
-  validate_config(config, num_classes=ds.num_classes, num_devices=jax.local_device_count())
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2))
-  c = config.data.normal_class
-  if c >= 0:
-    results = [run_class(config, workdir, ds, c, mode)]
-  else:
-    # Pad every class to the largest, and share one compiled step across classes.
-    n_pad = int(np.bincount(ds.y_train, minlength=ds.num_classes).max())
-    p_train_step = train_lib.make_p_train_step(config)
-    results = []
-    for k in range(ds.num_classes):
-      class_dir = os.path.join(workdir, f'class_{k}')
-      done = os.path.join(class_dir, 'results.json')
-      if mode == 'train_eval' and os.path.exists(done):
-        with open(done) as f:
-          results.append(json.load(f))  # Finished before a stop: not redone.
-        continue
-      result = run_class(config, class_dir, ds, k, mode, n_pad=n_pad, p_train_step=p_train_step)
-      if result is not None:
-        _write_json(done, result)
-        results.append(result)
-  if mode == 'train':
-    return None
-  table, mean = format_table(results, ds.name)
-  print(table, flush=True)
-  summary = dict(dataset=ds.name, metric='AUROC, normal = positive class', mean_auroc=mean,
-                 classes={str(r['normal_class']): r for r in results})
-  _write_json(os.path.join(workdir, 'results.json'), summary)
-  return summary
+def run(config, workdir, mode='train_eval', classes=None):
+    """Train and/or evaluate config.data.normal_class; returns the summary.
+
+    normal_class = -1 sweeps every class (or those in `classes`) in turn.
+    """
+    if mode not in MODES:
+        raise ValueError(f'--mode must be one of {MODES}, got {mode!r}')
+    ds = load_dataset(config.data.name, data_dir=config.data.data_dir,
+                      download=config.data.download, image_size=config.data.image_size,
+                      path=config.data.path, cifar100_coarse=config.data.cifar100_coarse)
+    validate_config(config, num_classes=ds.num_classes, num_devices=jax.local_device_count())
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+        f.write(config.to_json_best_effort(indent=2))
+    c = config.data.normal_class
+    if c >= 0:
+        results = [run_class(config, workdir, ds, c, mode)]
+    else:
+        # Pad every class to the largest, and share one compiled step across classes.
+        n_pad = int(np.bincount(ds.y_train, minlength=ds.num_classes).max())
+        p_train_step = train_lib.make_p_train_step(config)
+        results = []
+        for k in (range(ds.num_classes) if classes is None else classes):
+            class_dir = os.path.join(workdir, f'class_{k}')
+            done = os.path.join(class_dir, 'results.json')
+            if mode == 'train_eval' and os.path.exists(done):
+                with open(done) as f:
+                    results.append(json.load(f))  # Finished before a stop: not redone.
+                continue
+            result = run_class(
+    config,
+    class_dir,
+    ds,
+    k,
+    mode,
+    n_pad=n_pad,
+     p_train_step=p_train_step)
+            if result is not None:
+                _write_json(done, result)
+                results.append(result)
+    if mode == 'train':
+        return None
+    table, mean = format_table(results, ds.name)
+    print(table, flush=True)
+    summary = dict(dataset=ds.name, metric='AUROC, normal = positive class', mean_auroc=mean,
+                   classes={str(r['normal_class']): r for r in results})
+    _write_json(os.path.join(workdir, 'results.json'), summary)
+    return summary

@@ -35,220 +35,260 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
 class TrainState(train_state.TrainState):
-  batch_stats: Any
+    batch_stats: Any
 
 
 def normalize_input(x, kind):
-  """x: float images in [0, 1] -> the model's input."""
-  if kind == 'half':
-    return (x - 0.5) / 0.5
-  if kind == 'imagenet':
-    return (x - IMAGENET_MEAN) / IMAGENET_STD
-  raise ValueError(f"model.input_norm must be 'half' or 'imagenet', got {kind!r}")
+    """x: float images in [0, 1] -> the model's input."""
+    if kind == 'half':
+        return (x - 0.5) / 0.5
+    if kind == 'imagenet':
+        return (x - IMAGENET_MEAN) / IMAGENET_STD
+    raise ValueError(f"model.input_norm must be 'half' or 'imagenet', got {kind!r}")
 
 
 def build_model(config, num_classes=2, bn_axis_name=None):
-  return create_model(
-      config.model.name, num_classes=num_classes, proj_dim=config.model.proj_dim,
-      normalize_feature=config.model.normalize_feature,
-      dtype=jnp.dtype(config.model.dtype), bn_axis_name=bn_axis_name)
+    return create_model(
+        config.model.name, num_classes=num_classes, proj_dim=config.model.proj_dim,
+        normalize_feature=config.model.normalize_feature,
+        dtype=jnp.dtype(config.model.dtype), bn_axis_name=bn_axis_name)
 
 
-def create_train_state(rng, config, model, image_size) -> TrainState:
-  variables = jax.jit(functools.partial(model.init, train=False))(
-      rng, jnp.zeros((2, image_size, image_size, 3), jnp.float32))
-  mask = None
-  if config.optim.freeze_prefixes:
-    mask = frozen_mask(variables['params'], tuple(config.optim.freeze_prefixes))
-  tx = optim.create_optimizer(config.optim, freeze_mask=mask)
-  return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
-                           batch_stats=variables['batch_stats'])
+_MODELS_AND_OPTIMIZERS = {}
+
+
+def model_and_optimizer(config, image_size, bn_axis_name=None):
+    """The model, optimizer and jitted init for a config, built once and reused.
+
+    They are static parts of the TrainState's tree structure, so reusing the same
+    objects lets a sweep over classes hit the compilation caches of pmap and jit.
+    """
+    key = (config.to_json_best_effort(), image_size, bn_axis_name)
+    if key not in _MODELS_AND_OPTIMIZERS:
+        model = build_model(config, bn_axis_name=bn_axis_name)
+        mask = None
+        if config.optim.freeze_prefixes:
+            shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
+                                    jnp.zeros((2, image_size, image_size, 3), jnp.float32))
+            mask = frozen_mask(shapes['params'], tuple(config.optim.freeze_prefixes))
+        init = jax.jit(functools.partial(model.init, train=False))
+        _MODELS_AND_OPTIMIZERS[key] = model, optim.create_optimizer(config.optim, mask), init
+    return _MODELS_AND_OPTIMIZERS[key]
+
+
+def create_train_state(rng, config, image_size, bn_axis_name=None) -> TrainState:
+    model, tx, init = model_and_optimizer(config, image_size, bn_axis_name)
+    variables = init(rng, jnp.zeros((2, image_size, image_size, 3), jnp.float32))
+    return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
+                             batch_stats=variables['batch_stats'])
 
 
 def batch_indices(rng, step, positions, n_valid, n_pad, global_batch):
-  """Training-set indices of the given global-batch positions at this step.
+    """Training-set indices of the given global-batch positions at this step.
 
-  Sample s = step * G + position is item s % n of epoch s // n; epoch e visits the
-  n valid images in the order of a permutation keyed by (rng, e). The array is
-  padded to n_pad rows so one compilation serves any n <= n_pad; padded rows get
-  sort keys of +inf and so are never visited. Needs G <= n (checked on the host),
-  so a batch spans at most two epochs.
-  """
-  s = step * global_batch + positions
-  first_epoch = (step * global_batch) // n_valid
+    Sample s = step * G + position is item s % n of epoch s // n; epoch e visits the
+    n valid images in the order of a permutation keyed by (rng, e). The array is
+    padded to n_pad rows so one compilation serves any n <= n_pad; padded rows get
+    sort keys of +inf and so are never visited. Needs G <= n (checked on the host),
+    so a batch spans at most two epochs.
+    """
+    s = step * global_batch + positions
+    first_epoch = (step * global_batch) // n_valid
 
-  def permutation(epoch):
-    u = jax.random.uniform(jax.random.fold_in(rng, epoch), (n_pad,))
-    return jnp.argsort(jnp.where(jnp.arange(n_pad) < n_valid, u, jnp.inf))
+    def permutation(epoch):
+        u = jax.random.uniform(jax.random.fold_in(rng, epoch), (n_pad,))
+        return jnp.argsort(jnp.where(jnp.arange(n_pad) < n_valid, u, jnp.inf))
 
-  perms = jnp.stack([permutation(first_epoch), permutation(first_epoch + 1)])
-  return perms[s // n_valid - first_epoch, s % n_valid]
+    perms = jnp.stack([permutation(first_epoch), permutation(first_epoch + 1)])
+    return perms[s // n_valid - first_epoch, s % n_valid]
 
 
-def make_batch(config, rng, step, images, n_valid, weights, positions, global_batch):
-  """The model input [t(x), t(G(x)), t'(x), t'(G(x))] for this device's positions.
+def make_batch(config, rng, step, images, n_valid, weights, positions, global_batch, outliers):
+    """The model input [t(x), t(G(x)), t'(x), t'(G(x))] for this device's positions.
 
-  Returns float32 (4b, H, W, 3) in [0, 1]. Keys: one per (step, global position),
-  split into the views' and negatives' keys; the paper's per-batch composition of
-  negatives is keyed by the step alone.
-  """
-  n_pad = images.shape[0]
-  data_rng, aug_rng, neg_rng = (jax.random.fold_in(rng, i) for i in range(3))
-  idx = batch_indices(data_rng, step, positions, n_valid, n_pad, global_batch)
-  # Mixup's partner: the image at the next global position (another inlier of the batch).
-  partner_idx = batch_indices(data_rng, step, (positions + 1) % global_batch, n_valid, n_pad,
-                              global_batch)
-  x = images[idx].astype(jnp.float32) / 255.0
-  partner = images[partner_idx].astype(jnp.float32) / 255.0
-  step_key = jax.random.fold_in(aug_rng, step)
-  keys = jax.vmap(lambda p: jax.random.split(jax.random.fold_in(step_key, p), 6))(positions)
-  neg_key = jax.random.fold_in(neg_rng, step)
-  c = config.negatives
-  neg_kw = dict(mode=c.mode, per=c.per, max_compose=c.max_compose or None,
-                names=tuple(c.transforms))
-  neg1 = negatives.negative_batch(jax.random.fold_in(neg_key, 0), keys[:, 2], x, partner,
-                                  weights, **neg_kw)
-  neg2 = neg1
-  if c.per_view:  # The authors draw an independent negative for each view.
-    neg2 = negatives.negative_batch(jax.random.fold_in(neg_key, 1), keys[:, 5], x, partner,
+    Returns float32 (4b, H, W, 3) in [0, 1]. Keys: one per (step, global position),
+    split into the views' and negatives' keys; the paper's per-batch composition of
+    negatives is keyed by the step alone.
+    """
+    n_pad = images.shape[0]
+    data_rng, aug_rng, neg_rng = (jax.random.fold_in(rng, i) for i in range(3))
+    idx = batch_indices(data_rng, step, positions, n_valid, n_pad, global_batch)
+    x = images[idx].astype(jnp.float32) / 255.0
+    step_key = jax.random.fold_in(aug_rng, step)
+    keys = jax.vmap(lambda p: jax.random.split(jax.random.fold_in(step_key, p), 7))(positions)
+    c = config.negatives
+    if c.outliers:  # Outlier exposure: a random external image per sample.
+        pick = jax.vmap(lambda k: jax.random.randint(k, (), 0, outliers.shape[0]))(keys[:, 6])
+        partner = outliers[pick].astype(jnp.float32) / 255.0
+    else:  # Another inlier of the batch: the image at the next global position.
+        partner_idx = batch_indices(data_rng, step, (positions + 1) % global_batch, n_valid, n_pad,
+                                    global_batch)
+        partner = images[partner_idx].astype(jnp.float32) / 255.0
+    neg_key = jax.random.fold_in(neg_rng, step)
+    names = tuple(c.transforms)
+    params = {'mixup': {'lam_range': tuple(c.mixup_lam)}} if 'mixup' in names else None
+    neg_kw = dict(mode=c.mode, per=c.per, max_compose=c.max_compose or None, names=names,
+                  params=params)
+    neg1 = negatives.negative_batch(jax.random.fold_in(neg_key, 0), keys[:, 2], x, partner,
                                     weights, **neg_kw)
-  v = config.views
-  view_kw = dict(flip=v.flip, crop_scale=tuple(v.crop_scale), crop_ratio=tuple(v.crop_ratio),
-                 jitter=tuple(v.jitter), jitter_p=v.jitter_p, gray_p=v.gray_p)
-  return jnp.concatenate([
-      views.random_views(keys[:, 0], x, **view_kw),
-      views.random_views(keys[:, 3], neg1, **view_kw),
-      views.random_views(keys[:, 1], x, **view_kw),
-      views.random_views(keys[:, 4], neg2, **view_kw),
-  ])
+    neg2 = neg1
+    if c.per_view:  # The authors draw an independent negative for each view.
+        neg2 = negatives.negative_batch(jax.random.fold_in(neg_key, 1), keys[:, 5], x, partner,
+                                        weights, **neg_kw)
+    v = config.views
+    view_kw = dict(flip=v.flip, crop_scale=tuple(v.crop_scale), crop_ratio=tuple(v.crop_ratio),
+                   jitter=tuple(v.jitter), jitter_p=v.jitter_p, gray_p=v.gray_p)
+    return jnp.concatenate([
+        views.random_views(keys[:, 0], x, **view_kw),
+        views.random_views(keys[:, 3], neg1, **view_kw),
+        views.random_views(keys[:, 1], x, **view_kw),
+        views.random_views(keys[:, 4], neg2, **view_kw),
+    ])
 
 
-def train_step(state, images, n_valid, weights, steps_per_epoch, *, config, axis_name=AXIS):
-  """One device's part of a global step. images: (n_pad, H, W, 3) uint8 on this device."""
-  n_dev = jax.lax.axis_size(axis_name)
-  b = config.batch_size // n_dev
-  global_batch = config.batch_size
-  positions = jax.lax.axis_index(axis_name) * b + jnp.arange(b)
-  rng = jax.random.key(config.seed)
-  batch = make_batch(config, rng, state.step, images, n_valid, weights, positions, global_batch)
-  inputs = normalize_input(batch, config.model.input_norm)
-  labels = jnp.concatenate([jnp.ones(b), jnp.zeros(b), jnp.ones(b), jnp.zeros(b)]).astype(jnp.int32)
+def train_step(state, images, n_valid, weights, steps_per_epoch, outliers, *, config,
+               axis_name=AXIS):
+    """One device's part of a global step.
 
-  def loss_fn(params):
-    out, new_vars = state.apply_fn({'params': params, 'batch_stats': state.batch_stats}, inputs,
-                                   train=True, mutable=['batch_stats'])
-    z1, zn1, z2, zn2 = jnp.split(out['z'], 4)
-    con = losses.contrastive_loss(config.loss.kind, z1, z2, zn1, zn2, config.loss.temperature,
-                                  axis_name)
-    ce = losses.cross_entropy(out['logits'], labels, 4 * global_batch)
-    acc = jnp.sum(jnp.argmax(out['logits'], -1) == labels) / (4 * global_batch)
-    return con + config.loss.ce_weight * ce, (con, ce, acc, new_vars['batch_stats'])
+    images: (n_pad, H, W, 3) uint8 on this device, of which the first n_valid are the
+    training set; outliers: uint8 images for outlier exposure (unused without it).
+    """
+    n_dev = jax.lax.axis_size(axis_name)
+    b = config.batch_size // n_dev
+    global_batch = config.batch_size
+    positions = jax.lax.axis_index(axis_name) * b + jnp.arange(b)
+    rng = jax.random.key(config.seed)
+    batch = make_batch(config, rng, state.step, images, n_valid, weights, positions, global_batch,
+                       outliers)
+    inputs = normalize_input(batch, config.model.input_norm)
+    # Binary head targets (eq. 12): 1 = inlier view, 0 = view of a hard negative.
+    labels = jnp.tile(jnp.repeat(jnp.array([1, 0], jnp.int32), b), 2)
 
-  grads, (con, ce, acc, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
-  # Each device's loss is its contribution to the global-batch loss: sum them.
-  grads = jax.lax.psum(grads, axis_name)
-  con, ce, acc = jax.lax.psum((con, ce, acc), axis_name)
-  o = config.optim
-  lr = optim.learning_rate(state.step, steps_per_epoch, base_lr=o.base_lr, peak_lr=o.peak_lr,
-                           warmup_epochs=o.warmup_epochs, decay_epochs=o.decay_epochs)
-  state = state.replace(opt_state=optim.set_learning_rate(state.opt_state, lr))
-  state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-  metrics = dict(loss=con + config.loss.ce_weight * ce, loss_con=con, loss_ce=ce, acc_bin=acc,
-                 lr=lr, grad_norm=optax.global_norm(grads))
-  return state, metrics
+    def loss_fn(params):
+        out, new_vars = state.apply_fn({'params': params, 'batch_stats': state.batch_stats}, inputs,
+                                       train=True, mutable=['batch_stats'])
+        z1, zn1, z2, zn2 = jnp.split(out['z'], 4)
+        con = losses.contrastive_loss(config.loss.kind, z1, z2, zn1, zn2, config.loss.temperature,
+                                      axis_name)
+        ce = losses.cross_entropy(out['logits'], labels, 4 * global_batch)
+        acc = jnp.sum(jnp.argmax(out['logits'], -1) == labels) / (4 * global_batch)
+        return con + config.loss.ce_weight * ce, (con, ce, acc, new_vars['batch_stats'])
+
+    grads, (con, ce, acc, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+    # Each device's loss is its contribution to the global-batch loss: sum them.
+    grads = jax.lax.psum(grads, axis_name)
+    con, ce, acc = jax.lax.psum((con, ce, acc), axis_name)
+    o = config.optim
+    lr = optim.learning_rate(state.step, steps_per_epoch, base_lr=o.base_lr, peak_lr=o.peak_lr,
+                             warmup_epochs=o.warmup_epochs, decay_epochs=o.decay_epochs)
+    state = state.replace(opt_state=optim.set_learning_rate(state.opt_state, lr))
+    state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    metrics = dict(loss=con + config.loss.ce_weight * ce, loss_con=con, loss_ce=ce, acc_bin=acc,
+                   lr=lr, grad_norm=optax.tree.norm(grads))
+    return state, metrics
+
+
+def unreplicate(tree):
+    """Device 0's copy of a pmap-replicated tree (flax's returns (1, ...) arrays when
+    pmap ran on 1 of several devices)."""
+    return jax.tree.map(lambda x: x.addressable_shards[0].data.reshape(x.shape[1:]), tree)
 
 
 def make_p_train_step(config, devices=None):
-  return jax.pmap(functools.partial(train_step, config=config), axis_name=AXIS,
-                  donate_argnums=(0,), devices=devices)
+    return jax.pmap(functools.partial(train_step, config=config), axis_name=AXIS,
+                    donate_argnums=(0,), devices=devices)
 
 
 def num_train_steps(config, n_train):
-  return int(round(config.optim.num_epochs * (n_train // config.batch_size)))
+    return int(round(config.optim.num_epochs * (n_train // config.batch_size)))
 
 
 def _truncate_metrics(path, last_step):
-  """Drop metrics.jsonl lines past the restored checkpoint (written before a kill)."""
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    lines = [l for l in f if l.strip() and json.loads(l)['step'] <= last_step]
-  with open(path, 'w') as f:
-    f.writelines(lines)
+    """Drop metrics.jsonl lines past the restored checkpoint (written before a kill)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = [l for l in f if l.strip() and json.loads(l)['step'] <= last_step]
+    with open(path, 'w') as f:
+        f.writelines(lines)
 
 
-def train(config, workdir, x_train, weights, *, n_pad=None, p_train_step=None):
-  """Train on the normal images x_train (n, H, W, 3) uint8; returns the final TrainState.
+def train(config, workdir, x_train, weights, *, n_pad=None, p_train_step=None, outliers=None):
+    """Train on the normal images x_train (n, H, W, 3) uint8; returns the final TrainState.
 
-  Resumes from the latest checkpoint in <workdir>/checkpoints. n_pad (>= n) pads the
-  image array so runs on classes of different sizes share one compilation, and
-  p_train_step may be passed in for the same reason.
-  """
-  n_dev = jax.local_device_count()
-  n = len(x_train)
-  if config.batch_size % n_dev:
-    raise ValueError(f'batch_size {config.batch_size} is not divisible by the {n_dev} devices')
-  if n < config.batch_size:
-    raise ValueError(f'only {n} training images for batch_size {config.batch_size}: '
-                     f'lower --config.batch_size to at most {n}')
-  os.makedirs(workdir, exist_ok=True)
-  steps_per_epoch = n // config.batch_size
-  total = num_train_steps(config, n)
-  n_pad = max(n_pad or n, n)
-  images = np.zeros((n_pad,) + x_train.shape[1:], np.uint8)
-  images[:n] = x_train
+    Resumes from the latest checkpoint in <workdir>/checkpoints. n_pad (>= n) pads the
+    image array so runs on classes of different sizes share one compilation, and
+    p_train_step may be passed in for the same reason.
+    """
+    n_dev = jax.local_device_count()
+    n = len(x_train)
+    if config.batch_size % n_dev:
+        raise ValueError(f'batch_size {config.batch_size} is not divisible by the {n_dev} devices')
+    if n < config.batch_size:
+        raise ValueError(f'only {n} training images for batch_size {config.batch_size}: '
+                         f'lower --config.batch_size to at most {n}')
+    os.makedirs(workdir, exist_ok=True)
+    steps_per_epoch = n // config.batch_size
+    total = num_train_steps(config, n)
+    n_pad = max(n_pad or n, n)
+    images = np.zeros((n_pad,) + x_train.shape[1:], np.uint8)
+    images[:n] = x_train
 
-  model = build_model(config, bn_axis_name=AXIS)
-  state = create_train_state(jax.random.key(config.seed), config, model, x_train.shape[1])
-  ckpt = Checkpointer(workdir, config.keep_checkpoints)
-  restored = ckpt.restore(state)
-  metrics_path = os.path.join(workdir, 'metrics.jsonl')
-  if restored is not None:
-    state = restored
-    _truncate_metrics(metrics_path, int(state.step))
-  elif os.path.exists(metrics_path):
-    os.remove(metrics_path)
-  start = int(state.step)
-  meta = dict(n_train=n, steps_per_epoch=steps_per_epoch, total_steps=total,
-              weights=[float(w) for w in weights], transforms=list(config.negatives.transforms))
+    state = create_train_state(jax.random.key(config.seed), config, x_train.shape[1], AXIS)
+    ckpt = Checkpointer(workdir, config.keep_checkpoints)
+    restored = ckpt.restore(state)
+    metrics_path = os.path.join(workdir, 'metrics.jsonl')
+    if restored is not None:
+        state = restored
+        _truncate_metrics(metrics_path, int(state.step))
+    elif os.path.exists(metrics_path):
+        os.remove(metrics_path)
+    start = int(state.step)
+    meta = dict(n_train=n, steps_per_epoch=steps_per_epoch, total_steps=total,
+                weights=[float(w) for w in weights], transforms=list(config.negatives.transforms))
 
-  p_train_step = p_train_step or make_p_train_step(config)
-  rep = jax_utils.replicate
-  state_r = rep(state)
-  images_r, n_r = rep(jnp.asarray(images)), rep(jnp.int32(n))
-  weights_r, spe_r = rep(jnp.asarray(weights, jnp.float32)), rep(jnp.float32(steps_per_epoch))
+    p_train_step = p_train_step or make_p_train_step(config)
+    rep = jax_utils.replicate
+    state_r = rep(state)
+    images_r, n_r = rep(jnp.asarray(images)), rep(jnp.int32(n))
+    weights_r, spe_r = rep(jnp.asarray(weights, jnp.float32)), rep(jnp.float32(steps_per_epoch))
+    if bool(config.negatives.outliers) != (outliers is not None):
+        raise ValueError('pass outlier images exactly when negatives.outliers is set')
+    outliers_r = rep(jnp.asarray(outliers if outliers is not None else images[:1]))
 
-  pending = []  # (step, device metrics) since the last host sync
-  bar = tqdm(total=total, initial=start, disable=not config.progress_bar, unit='step',
-             dynamic_ncols=True, desc=os.path.basename(os.path.normpath(workdir)))
-  t0, images_seen = time.time(), 0
-  with open(metrics_path, 'a') as log:
-    for step in range(start, total):
-      state_r, m = p_train_step(state_r, images_r, n_r, weights_r, spe_r)
-      pending.append((step + 1, m))
-      images_seen += config.batch_size
-      last = step + 1 == total
-      save = last or (step + 1) % config.checkpoint_every == 0
-      if save or (step + 1) % config.log_every == 0:
-        rows = [dict(step=s, **{k: float(v[0]) for k, v in jax.device_get(mm).items()})
-                for s, mm in pending]
-        pending = []
-        for row in rows:
-          if not all(np.isfinite(v) for v in row.values()):
-            ckpt.close()
-            raise FloatingPointError(
-                f"non-finite loss at step {row['step']} ({row}); nothing was saved after step "
-                f"{ckpt.latest_step()}: lower optim.peak_lr or check the data")
-        dt = time.time() - t0
-        for row in rows:
-          row['images_per_s'] = images_seen / max(dt, 1e-9)
-          log.write(json.dumps(row) + '\n')
-        log.flush()
-        t0, images_seen = time.time(), 0
-        bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}", img_s=f"{rows[-1]['images_per_s']:.0f}")
-        bar.update(rows[-1]['step'] - bar.n)
-      if save:
-        ckpt.save(step + 1, jax_utils.unreplicate(state_r), meta)
-  bar.close()
-  ckpt.close()
-  return jax_utils.unreplicate(state_r)
+    pending = []  # (step, device metrics) since the last host sync
+    bar = tqdm(total=total, initial=start, disable=not config.progress_bar, unit='step',
+               dynamic_ncols=True, desc=os.path.basename(os.path.normpath(workdir)))
+    t0, images_seen = time.time(), 0
+    with open(metrics_path, 'a') as log:
+        for step in range(start, total):
+            state_r, m = p_train_step(state_r, images_r, n_r, weights_r, spe_r, outliers_r)
+            pending.append((step + 1, m))
+            images_seen += config.batch_size
+            last = step + 1 == total
+            save = last or (step + 1) % config.checkpoint_every == 0
+            if save or (step + 1) % config.log_every == 0:
+                rows = [dict(step=s, **{k: float(v[0]) for k, v in jax.device_get(mm).items()})
+                        for s, mm in pending]
+                pending = []
+                for row in rows:
+                    if not all(np.isfinite(v) for v in row.values()):
+                        ckpt.close()
+                        raise FloatingPointError(
+                            f"non-finite loss at step {row['step']} ({row}); nothing was saved "
+                            f"after step {ckpt.latest_step()}: lower optim.peak_lr or check the data")
+                dt = time.time() - t0
+                for row in rows:
+                    row['images_per_s'] = images_seen / max(dt, 1e-9)
+                    log.write(json.dumps(row) + '\n')
+                log.flush()
+                t0, images_seen = time.time(), 0
+                bar.set_postfix(
+    loss=f"{rows[-1]['loss']:.4f}",
+     img_s=f"{rows[-1]['images_per_s']:.0f}")
+                bar.update(rows[-1]['step'] - bar.n)
+            if save:
+                ckpt.save(step + 1, unreplicate(state_r), meta)
+    bar.close()
+    ckpt.close()
+    return unreplicate(state_r)

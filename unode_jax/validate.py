@@ -8,46 +8,50 @@ from unode_jax.score import BALANCES
 
 
 class ConfigError(ValueError):
-  pass
+    pass
 
 
 def _one_of(name, value, allowed):
-  if value not in allowed:
-    raise ConfigError(f'{name}={value!r} is not one of {tuple(allowed)}')
+    if value not in allowed:
+        raise ConfigError(f'{name}={value!r} is not one of {tuple(allowed)}')
 
 
 def validate_config(config, *, num_classes=None, num_devices=None):
-  """Raises ConfigError naming the bad field. Dataset-dependent checks need num_classes."""
-  _one_of('data.name', config.data.name, DATASETS)
-  _one_of('model.name', config.model.name, MODELS)
-  _one_of('model.dtype', config.model.dtype, ('float32', 'bfloat16'))
-  _one_of('model.input_norm', config.model.input_norm, ('half', 'imagenet'))
-  _one_of('loss.kind', config.loss.kind, LOSS_KINDS)
-  _one_of('optim.name', config.optim.name, OPTIMIZERS)
-  _one_of('score.balance', config.score.balance, BALANCES)
-  _one_of('negatives.mode', config.negatives.mode, ('compose', 'single'))
-  _one_of('negatives.per', config.negatives.per, ('batch', 'sample'))
-  for t in config.negatives.transforms:
-    _one_of('negatives.transforms entry', t, TRANSFORMS)
-  if config.data.name == 'arrays' and not config.data.path:
-    raise ConfigError("data.name='arrays' needs --config.data.path=FILE.npz")
-  positive = dict(batch_size=config.batch_size, image_size=config.data.image_size,
-                  log_every=config.log_every, checkpoint_every=config.checkpoint_every,
-                  keep_checkpoints=config.keep_checkpoints, score_batch_size=config.score.batch_size,
-                  ensemble=config.score.ensemble, temperature=config.loss.temperature,
-                  num_epochs=config.optim.num_epochs)
-  for name, value in positive.items():
-    if not value > 0:
-      raise ConfigError(f'{name} must be positive, got {value!r}')
-  if config.optim.warmup_epochs < 0 or config.optim.decay_epochs < 0:
-    raise ConfigError('optim.warmup_epochs and optim.decay_epochs must be >= 0')
-  if config.negatives.max_compose < 0:
-    raise ConfigError('negatives.max_compose must be >= 0 (0: all weighted transforms)')
-  if not 0 < config.score.crop_area <= 1:
-    raise ConfigError(f'score.crop_area must be in (0, 1], got {config.score.crop_area}')
-  if num_devices is not None and config.batch_size % num_devices:
-    raise ConfigError(f'batch_size={config.batch_size} is not divisible by the {num_devices} '
-                      f'local devices')
-  if num_classes is not None and not -1 <= config.data.normal_class < num_classes:
-    raise ConfigError(f'data.normal_class={config.data.normal_class} is out of range: '
-                      f'{config.data.name} has classes 0..{num_classes - 1} (-1: all)')
+    """Raises ConfigError naming the bad field. Dataset-dependent checks need num_classes."""
+    _one_of('data.name', config.data.name, DATASETS)
+    _one_of('model.name', config.model.name, MODELS)
+    _one_of('model.dtype', config.model.dtype, ('float32', 'bfloat16'))
+    _one_of('model.input_norm', config.model.input_norm, ('half', 'imagenet'))
+    _one_of('loss.kind', config.loss.kind, LOSS_KINDS)
+    _one_of('optim.name', config.optim.name, OPTIMIZERS)
+    _one_of('score.balance', config.score.balance, BALANCES)
+    _one_of('negatives.mode', config.negatives.mode, ('compose', 'single'))
+    _one_of('negatives.per', config.negatives.per, ('batch', 'sample'))
+    for t in config.negatives.transforms:
+        _one_of('negatives.transforms entry', t, TRANSFORMS)
+    if config.data.name == 'arrays' and not config.data.path:
+        raise ConfigError("data.name='arrays' needs --config.data.path=FILE.npz")
+    positive = dict(batch_size=config.batch_size, image_size=config.data.image_size,
+                    log_every=config.log_every, checkpoint_every=config.checkpoint_every,
+                    keep_checkpoints=config.keep_checkpoints,
+                    score_batch_size=config.score.batch_size,
+                    ensemble=config.score.ensemble, temperature=config.loss.temperature,
+                    num_epochs=config.optim.num_epochs)
+    for name, value in positive.items():
+        if not value > 0:
+            raise ConfigError(f'{name} must be positive, got {value!r}')
+    if config.optim.warmup_epochs < 0 or config.optim.decay_epochs < 0:
+        raise ConfigError('optim.warmup_epochs and optim.decay_epochs must be >= 0')
+    if config.negatives.max_compose < 0:
+        raise ConfigError('negatives.max_compose must be >= 0 (0: all weighted transforms)')
+    lo, hi = config.negatives.mixup_lam
+    if not 0 <= lo <= hi <= 1:
+        raise ConfigError(f'negatives.mixup_lam must satisfy 0 <= lo <= hi <= 1, got {(lo, hi)}')
+    if not 0 < config.score.crop_area <= 1:
+        raise ConfigError(f'score.crop_area must be in (0, 1], got {config.score.crop_area}')
+    if num_devices is not None and config.batch_size % num_devices:
+        raise ConfigError(f'batch_size={config.batch_size} is not divisible by the {num_devices} '
+                          f'local devices')
+    if num_classes is not None and not -1 <= config.data.normal_class < num_classes:
+        raise ConfigError(f'data.normal_class={config.data.normal_class} is out of range: '
+                          f'{config.data.name} has classes 0..{num_classes - 1} (-1: all)')

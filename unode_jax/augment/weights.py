@@ -21,35 +21,44 @@ AUTHORS_TABLE = {
 }
 AUTHORS_DEFAULT = {'rotation': 0.3, 'mixup': 0.7}
 # The paper (appendix C.2) lists these; elastic is ours and off unless weighted.
-PAPER_TRANSFORMS = ('rotation', 'cutperm', 'gaussian_noise', 'cutout', 'cutpaste', 'sobel', 'blur', 'mixup')
+PAPER_TRANSFORMS = (
+    'rotation',
+    'cutperm',
+    'gaussian_noise',
+    'cutout',
+    'cutpaste',
+    'sobel',
+    'blur',
+     'mixup')
 
 
 def parse_weights(spec: str) -> dict:
-  out = {}
-  for item in spec.split(','):
-    name, sep, value = item.partition('=')
-    if not sep:
-      raise ValueError(f"negatives.weights: expected 'name=w,...', got {spec!r}")
-    try:
-      out[name.strip()] = float(value)
-    except ValueError:
-      raise ValueError(f'negatives.weights: {value!r} is not a number in {spec!r}') from None
-  return out
+    out = {}
+    for item in spec.split(','):
+        name, sep, value = item.partition('=')
+        if not sep:
+            raise ValueError(f"negatives.weights: expected 'name=w,...', got {spec!r}")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f'negatives.weights: {value!r} is not a number in {spec!r}') from None
+    return out
 
 
 def negative_weights(config) -> np.ndarray:
-  names = tuple(config.negatives.transforms)
-  spec = config.negatives.weights
-  if spec == 'uniform':
-    table = {n: 1.0 for n in PAPER_TRANSFORMS}
-  elif spec == 'authors':
-    table = AUTHORS_TABLE.get(config.data.name, AUTHORS_DEFAULT)
-  else:
-    table = parse_weights(spec)
-  unknown = sorted(set(table) - set(names))
-  if spec not in ('uniform', 'authors') and unknown:
-    raise ValueError(f'negatives.weights names {unknown}, not in negatives.transforms {names}')
-  w = np.array([table.get(n, 0.0) for n in names], np.float32)
-  if (w < 0).any() or not np.isfinite(w).all() or w.sum() <= 0:
-    raise ValueError(f'negatives.weights must be finite, >= 0 and not all 0; got {dict(zip(names, w))}')
-  return w / w.sum()
+    names = tuple(config.negatives.transforms)
+    spec = config.negatives.weights
+    if spec == 'uniform':
+        table = {n: 1.0 for n in PAPER_TRANSFORMS}
+    elif spec == 'authors':
+        table = AUTHORS_TABLE.get(config.data.name, AUTHORS_DEFAULT)
+    else:
+        table = parse_weights(spec)
+    unknown = sorted(set(table) - set(names))
+    if spec not in ('uniform', 'authors') and unknown:
+        raise ValueError(f'negatives.weights names {unknown}, not in negatives.transforms {names}')
+    w = np.array([table.get(n, 0.0) for n in names], np.float32)
+    if (w < 0).any() or not np.isfinite(w).all() or w.sum() <= 0:
+        raise ValueError(
+            f'negatives.weights must be finite, >= 0 and not all 0; got {dict(zip(names, w))}')
+    return w / w.sum()

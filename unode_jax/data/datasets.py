@@ -324,3 +324,28 @@ def resize_bilinear(x: np.ndarray, height: int, width: int) -> np.ndarray:
         cols = np.matmul(ww, rows.reshape(len(chunk), height, w, c))
         out[s:s + _RESIZE_CHUNK] = np.clip(np.rint(cols), 0, 255)
     return out
+
+
+def load_outliers(path, image_size: int) -> np.ndarray:
+    """External images for outlier exposure: a .npz with key 'x' (uint8 NHW or NHWC).
+
+    Returned as uint8 NHWC with 3 channels at image_size^2. Like 'arrays', the
+    file is untrusted and read without pickle.
+    """
+    path = pathlib.Path(path).expanduser()
+    if not path.is_file():
+        raise DatasetNotFoundError(
+            f'outlier file not found: {path} (a .npz with key "x", uint8 images)')
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if 'x' not in npz.files:
+                raise ValueError(f'{path}: needs key "x"; found {npz.files}')
+            x = npz['x']
+    except (OSError, EOFError) as e:
+        raise ValueError(f'{path}: not a readable .npz file ({e})') from e
+    if x.dtype != np.uint8 or not (x.ndim == 3 or (x.ndim == 4 and x.shape[-1] in (1, 3))):
+        raise ValueError(f'{path}: x must be uint8 NHW or NHWC (1 or 3 channels), '
+                         f'got {x.dtype} {x.shape}')
+    if len(x) == 0:
+        raise ValueError(f'{path}: x is empty')
+    return _to_rgb(x, image_size)
