@@ -65,13 +65,18 @@ def run_class(config, workdir, ds, normal_class, mode, *, n_pad=None, p_train_st
 
 
 def format_table(results, dataset):
-    lines = [f'{"class":>8} {"name":>14} {"AUROC":>7} {"inliers":>8} {"outliers":>9}']
+    """AUROC (%) per normal class and the mean; also of each score term alone (eq. 13, 14)."""
+    head = f'{"class":>6} {"name":>12} {"AUROC":>7} {"sim":>7} {"binary":>7} {"inliers":>8} ' \
+        f'{"outliers":>9}'
+    lines = [head]
     for r in results:
-        name = str(r['class_name'])[:14]
-        lines.append(f'{r["normal_class"]:>8} {name:>14} {100 * r["auroc"]:7.2f} '
+        name = str(r['class_name'])[:12]
+        lines.append(f'{r["normal_class"]:>6} {name:>12} {100 * r["auroc"]:7.2f} '
+                     f'{100 * r["auroc_sim"]:7.2f} {100 * r["auroc_binary"]:7.2f} '
                      f'{r["n_test_inliers"]:>8} {r["n_test_outliers"]:>9}')
     mean = float(np.mean([r['auroc'] for r in results]))
-    lines.append(f'{"mean":>8} {dataset[:14]:>14} {100 * mean:7.2f}')
+    means = [100 * np.mean([r[k] for r in results]) for k in ('auroc_sim', 'auroc_binary')]
+    lines.append(f'{"mean":>6} {dataset[:12]:>12} {100 * mean:7.2f} {means[0]:7.2f} {means[1]:7.2f}')
     return '\n'.join(lines), mean
 
 

@@ -40,8 +40,8 @@ def validate_config(config, *, num_classes=None, num_devices=None):
     for name, value in positive.items():
         if not value > 0:
             raise ConfigError(f'{name} must be positive, got {value!r}')
-    if config.optim.warmup_epochs < 0 or config.optim.decay_epochs < 0:
-        raise ConfigError('optim.warmup_epochs and optim.decay_epochs must be >= 0')
+    if config.optim.warmup_epochs < 0:
+        raise ConfigError('optim.warmup_epochs must be >= 0')
     if config.negatives.max_compose < 0:
         raise ConfigError('negatives.max_compose must be >= 0 (0: all weighted transforms)')
     lo, hi = config.negatives.mixup_lam
