@@ -30,7 +30,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from flax import jax_utils  # noqa: E402
 
 from configs import default  # noqa: E402
 from unode_jax import losses, optim  # noqa: E402
@@ -135,7 +134,7 @@ def setup_jax(config, images_np, warmup):
 
     # 1. The full pmapped step, compiled ahead of time so compilation is timed on its own.
     state = train_lib.create_train_state(jax.random.key(0), config, s, train_lib.AXIS)
-    rep = lambda x: jax_utils.replicate(x, devices=devices)
+    def rep(x): return train_lib.replicate(x, devices)
     images_d = jnp.asarray(images_np)
     no_outliers = images_d[:1]  # Unused: mixup partners are batch images.
     args = (rep(images_d), rep(jnp.int32(len(images_np))), rep(jnp.asarray(weights)),

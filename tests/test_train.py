@@ -10,7 +10,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import jax_utils
 
 from configs import default
 from unode_jax import train as train_lib
@@ -38,7 +37,7 @@ def run_steps(config, images, n_dev, k):
     devices = jax.local_devices()[:n_dev]
     state = train_lib.create_train_state(jax.random.key(0), config, images.shape[1], train_lib.AXIS)
     p_step = train_lib.make_p_train_step(config, devices)
-    rep = lambda x: jax_utils.replicate(x, devices=devices)
+    def rep(x): return train_lib.replicate(x, devices)
     state_r = rep(state)
     args = (rep(jnp.asarray(images)), rep(jnp.int32(len(images))),
             rep(jnp.full((len(SMALL_SET),), 1 / len(SMALL_SET), jnp.float32)), rep(jnp.float32(len(images) // 8)),

@@ -20,7 +20,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import jax_utils
 from flax.training import train_state
 from tqdm import tqdm
 
@@ -79,8 +78,12 @@ def model_and_optimizer(config, image_size, bn_axis_name=None):
 def create_train_state(rng, config, image_size, bn_axis_name=None) -> TrainState:
     model, tx, init = model_and_optimizer(config, image_size, bn_axis_name)
     variables = init(rng, jnp.zeros((2, image_size, image_size, 3), jnp.float32))
-    return TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
-                             batch_stats=variables['batch_stats'])
+    state = TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
+                              batch_stats=variables['batch_stats'])
+    # Strong types throughout (the step counter and the injected learning rate start
+    # weakly typed): the step's outputs are strongly typed, and a mismatch between
+    # the first and later inputs would compile the train step twice.
+    return jax.tree.map(lambda x: jnp.array(x, dtype=jnp.asarray(x).dtype), state)
 
 
 def batch_indices(rng, step, positions, n_valid, n_pad, global_batch):
@@ -186,6 +189,18 @@ def train_step(state, images, n_valid, weights, steps_per_epoch, outliers, *, co
     return state, metrics
 
 
+def replicate(tree, devices=None):
+    """A copy of tree on each device, laid out as pmap's own outputs are.
+
+    flax's replicate gives arrays whose sharding names another mesh axis than
+    pmap's outputs, so the second step would recompile the train step.
+    """
+    devices = devices or jax.local_devices()
+    stacked = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (len(devices),) + np.shape(x)),
+                           tree)
+    return jax.pmap(lambda x: x, axis_name=AXIS, devices=devices)(stacked)
+
+
 def unreplicate(tree):
     """Device 0's copy of a pmap-replicated tree (flax's returns (1, ...) arrays when
     pmap ran on 1 of several devices)."""
@@ -246,7 +261,7 @@ def train(config, workdir, x_train, weights, *, n_pad=None, p_train_step=None, o
                 weights=[float(w) for w in weights], transforms=list(config.negatives.transforms))
 
     p_train_step = p_train_step or make_p_train_step(config)
-    rep = jax_utils.replicate
+    rep = replicate
     state_r = rep(state)
     images_r, n_r = rep(jnp.asarray(images)), rep(jnp.int32(n))
     weights_r, spe_r = rep(jnp.asarray(weights, jnp.float32)), rep(jnp.float32(steps_per_epoch))

@@ -39,36 +39,36 @@ FROZEN_PREFIXES = {
 def create_model(name: str, *, num_classes: int = 2, proj_dim: int = 128,
                  normalize_feature: bool = False, dtype: Any = jnp.float32,
                  bn_axis_name: Optional[str] = None) -> UNODEModel:
-  """UNODEModel around the encoder MODELS[name]."""
-  if name not in MODELS:
-    raise ValueError(
-        f'Unknown model {name!r}; valid names: {", ".join(sorted(MODELS))}')
-  encoder = MODELS[name](dtype=dtype, bn_axis_name=bn_axis_name)
-  return UNODEModel(encoder=encoder, proj_dim=proj_dim,
-                    num_classes=num_classes,
-                    normalize_feature=normalize_feature, dtype=dtype)
+    """UNODEModel around the encoder MODELS[name]."""
+    if name not in MODELS:
+        raise ValueError(
+            f'Unknown model {name!r}; valid names: {", ".join(sorted(MODELS))}')
+    encoder = MODELS[name](dtype=dtype, bn_axis_name=bn_axis_name)
+    return UNODEModel(encoder=encoder, proj_dim=proj_dim,
+                      num_classes=num_classes,
+                      normalize_feature=normalize_feature, dtype=dtype)
 
 
 def _key_name(k) -> str:
-  return str(getattr(k, 'key', getattr(k, 'name', k)))
+    return str(getattr(k, 'key', getattr(k, 'name', k)))
 
 
 def frozen_mask(params, prefixes: Sequence[str]):
-  """Pytree of bools like `params`: True for leaves under encoder/<name>
-  with <name> starting with one of `prefixes` (e.g. for optax.masked).
+    """Pytree of bools like `params`: True for leaves under encoder/<name>
+    with <name> starting with one of `prefixes` (e.g. for optax.masked).
 
-  Works with or without the outer {'params': ...} level.
-  """
-  prefixes = tuple(prefixes)
+    Works with or without the outer {'params': ...} level.
+    """
+    prefixes = tuple(prefixes)
 
-  def is_frozen(path, _):
-    names = [_key_name(k) for k in path]
-    if 'encoder' not in names:
-      return False
-    i = names.index('encoder')
-    return i + 1 < len(names) and names[i + 1].startswith(prefixes)
+    def is_frozen(path, _):
+        names = [_key_name(k) for k in path]
+        if 'encoder' not in names:
+            return False
+        i = names.index('encoder')
+        return i + 1 < len(names) and names[i + 1].startswith(prefixes)
 
-  return jax.tree_util.tree_map_with_path(is_frozen, params)
+    return jax.tree_util.tree_map_with_path(is_frozen, params)
 
 
 __all__ = [
