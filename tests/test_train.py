@@ -66,8 +66,8 @@ def test_devices_give_the_same_steps(images, kind, mode, per, n_devs):
         state, hist = run_steps(config, images, n_dev, 3)
         for a, b in zip(ref, hist):
             for name in ('loss', 'loss_con', 'loss_ce', 'grad_norm', 'lr'):
-                np.testing.assert_allclose(
-    b[name], a[name], rtol=2e-4, err_msg=f'{name}, {n_dev} devices')
+                np.testing.assert_allclose(b[name], a[name], rtol=2e-4,
+                                           err_msg=f'{name}, {n_dev} devices')
         for a, b in zip(jax.tree.leaves(ref_state.params), jax.tree.leaves(state.params)):
             np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-5)
     assert np.isfinite(ref[-1]['loss'])
@@ -132,6 +132,13 @@ def test_kill_and_resume_ends_with_the_same_parameters(tmp_path):
         np.testing.assert_array_equal(x, y)
     steps = [json.loads(l)['step'] for l in metrics.read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == step_a  # no duplicated log lines
+
+    # --mode=eval scores the finished run from its checkpoint, without training.
+    r = _launch(killed, *RESUME_FLAGS, '--mode=eval')
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads((killed / 'results.json').read_text())['classes']['3']
+    assert result['steps'] == step_a and 0 <= result['auroc'] <= 1
+    assert 'AUROC' in r.stdout
 
 
 def test_bad_override_fails_with_one_line(tmp_path):

@@ -58,14 +58,8 @@ def freeze(mask, until_step) -> optax.GradientTransformation:
     def update_fn(updates, state, params=None):
         del params
         frozen = state.count < until_step
-        updates = jax.tree.map(
-    lambda u,
-    m: jnp.where(
-        m & frozen,
-        jnp.zeros_like(u),
-        u),
-        updates,
-         mask)
+        updates = jax.tree.map(lambda u, m: jnp.where(m & frozen, jnp.zeros_like(u), u),
+                               updates, mask)
         return updates, optax.ScaleByScheduleState(count=optax.safe_increment(state.count))
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -109,14 +109,8 @@ def run(config, workdir, mode='train_eval', classes=None):
                 with open(done) as f:
                     results.append(json.load(f))  # Finished before a stop: not redone.
                 continue
-            result = run_class(
-    config,
-    class_dir,
-    ds,
-    k,
-    mode,
-    n_pad=n_pad,
-     p_train_step=p_train_step)
+            result = run_class(config, class_dir, ds, k, mode, n_pad=n_pad,
+                               p_train_step=p_train_step)
             if result is not None:
                 _write_json(done, result)
                 results.append(result)

@@ -106,10 +106,8 @@ def unode_scores(train, test, balance='appendix_c'):
     if balance == 'appendix_c':
         sim = max_cosine_similarity(test['z'], train['z'])
         binary = inlier_probability(test['logits'])
-        weight = balance_weight(
-    leave_one_out_max_cosine(
-        train['z']), inlier_probability(
-            train['logits']))
+        weight = balance_weight(leave_one_out_max_cosine(train['z']),
+                                inlier_probability(train['logits']))
         return dict(score=sim + weight * binary, sim=sim, binary=binary, weight=weight)
     norms = np.linalg.norm(test['z'], axis=1)
     sim = max_cosine_similarity(test['z'], train['z']) * norms / \

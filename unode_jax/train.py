@@ -240,6 +240,8 @@ def train(config, workdir, x_train, weights, *, n_pad=None, p_train_step=None, o
     if n < config.batch_size:
         raise ValueError(f'only {n} training images for batch_size {config.batch_size}: '
                          f'lower --config.batch_size to at most {n}')
+    if bool(config.negatives.outliers) != (outliers is not None):
+        raise ValueError('pass outlier images exactly when negatives.outliers is set')
     os.makedirs(workdir, exist_ok=True)
     steps_per_epoch = n // config.batch_size
     total = num_train_steps(config, n)
@@ -261,13 +263,11 @@ def train(config, workdir, x_train, weights, *, n_pad=None, p_train_step=None, o
                 weights=[float(w) for w in weights], transforms=list(config.negatives.transforms))
 
     p_train_step = p_train_step or make_p_train_step(config)
-    rep = replicate
-    state_r = rep(state)
-    images_r, n_r = rep(jnp.asarray(images)), rep(jnp.int32(n))
-    weights_r, spe_r = rep(jnp.asarray(weights, jnp.float32)), rep(jnp.float32(steps_per_epoch))
-    if bool(config.negatives.outliers) != (outliers is not None):
-        raise ValueError('pass outlier images exactly when negatives.outliers is set')
-    outliers_r = rep(jnp.asarray(outliers if outliers is not None else images[:1]))
+    state_r = replicate(state)
+    images_r, n_r = replicate(images), replicate(np.int32(n))
+    weights_r = replicate(np.asarray(weights, np.float32))
+    spe_r = replicate(np.float32(steps_per_epoch))
+    outliers_r = replicate(outliers if outliers is not None else images[:1])
 
     pending = []  # (step, device metrics) since the last host sync
     bar = tqdm(total=total, initial=start, disable=not config.progress_bar, unit='step',
@@ -287,18 +287,21 @@ def train(config, workdir, x_train, weights, *, n_pad=None, p_train_step=None, o
                 for row in rows:
                     if not all(np.isfinite(v) for v in row.values()):
                         ckpt.close()
+                        kept = ckpt.latest_step()
+                        kept = f'step {kept}' if kept is not None else 'none'
                         raise FloatingPointError(
                             f"non-finite loss at step {row['step']} ({row}); nothing was saved "
-                            f"after step {ckpt.latest_step()}: lower optim.peak_lr or check the data")
+                            f"after it (last checkpoint: {kept}): lower optim.peak_lr or check "
+                            "the data")
                 dt = time.time() - t0
                 for row in rows:
                     row['images_per_s'] = images_seen / max(dt, 1e-9)
                     log.write(json.dumps(row) + '\n')
                 log.flush()
                 t0, images_seen = time.time(), 0
-                bar.set_postfix(
-    loss=f"{rows[-1]['loss']:.4f}",
-     img_s=f"{rows[-1]['images_per_s']:.0f}")
+                last_row = rows[-1]
+                bar.set_postfix(loss=f"{last_row['loss']:.4f}",
+                                img_s=f"{last_row['images_per_s']:.0f}")
                 bar.update(rows[-1]['step'] - bar.n)
             if save:
                 ckpt.save(step + 1, unreplicate(state_r), meta)

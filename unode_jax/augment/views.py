@@ -84,8 +84,7 @@ def color_jitter(key, image, *, brightness=0.4, contrast=0.4, saturation=0.4,
     def factor(k, v):
         return jax.random.uniform(k, minval=max(0.0, 1.0 - v), maxval=1.0 + v)
 
-    fb, fc, fs = factor(k_b, brightness), factor(k_c, contrast), factor(
-        k_s, saturation)
+    fb, fc, fs = factor(k_b, brightness), factor(k_c, contrast), factor(k_s, saturation)
     dh = jax.random.uniform(k_h, minval=-hue, maxval=hue)
 
     ops = (
