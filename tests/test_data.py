@@ -283,3 +283,20 @@ def test_tfds_download_without_tensorflow_says_so(tmp_path):
         pytest.skip('tensorflow installed: download would really be attempted')
     with pytest.raises(ImportError, match='pip install tensorflow-cpu'):
         D.load_dataset('mnist', data_dir=tmp_path, download=True)
+
+
+def test_load_outliers(tmp_path):
+    path = tmp_path / 'tiny_imagenet.npz'
+    gray = np.arange(4 * 8 * 8, dtype=np.uint8).reshape(4, 8, 8)
+    np.savez(path, x=gray)
+    x = D.load_outliers(path, 16)
+    assert x.shape == (4, 16, 16, 3) and x.dtype == np.uint8
+    np.testing.assert_array_equal(x[..., 0], x[..., 2])
+    with pytest.raises(D.DatasetNotFoundError, match='outlier file not found'):
+        D.load_outliers(tmp_path / 'missing.npz', 16)
+    np.savez(tmp_path / 'wrong.npz', images=gray)
+    with pytest.raises(ValueError, match='needs key "x"'):
+        D.load_outliers(tmp_path / 'wrong.npz', 16)
+    np.savez(tmp_path / 'float.npz', x=gray.astype(np.float32))
+    with pytest.raises(ValueError, match='uint8'):
+        D.load_outliers(tmp_path / 'float.npz', 16)

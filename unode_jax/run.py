@@ -40,12 +40,9 @@ def restore_for_eval(config, workdir, image_size):
     return restored
 
 
-def run_class(config, workdir, ds, normal_class, mode, *, n_pad=None, p_train_step=None):
+def run_class(config, workdir, ds, normal_class, mode, *, weights, outliers=None, n_pad=None,
+              p_train_step=None):
     x_train, x_test, is_normal = one_class_split(ds, normal_class)
-    weights = negative_weights(config)
-    outliers = None
-    if config.negatives.outliers:
-        outliers = load_outliers(config.negatives.outliers, config.data.image_size)
     if mode in ('train', 'train_eval'):
         state = train_lib.train(config, workdir, x_train, weights, n_pad=n_pad,
                                 p_train_step=p_train_step, outliers=outliers)
@@ -94,9 +91,13 @@ def run(config, workdir, mode='train_eval', classes=None):
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
         f.write(config.to_json_best_effort(indent=2))
+    weights = negative_weights(config)
+    outliers = None
+    if config.negatives.outliers:
+        outliers = load_outliers(config.negatives.outliers, config.data.image_size)
     c = config.data.normal_class
     if c >= 0:
-        results = [run_class(config, workdir, ds, c, mode)]
+        results = [run_class(config, workdir, ds, c, mode, weights=weights, outliers=outliers)]
     else:
         # Pad every class to the largest, and share one compiled step across classes.
         n_pad = int(np.bincount(ds.y_train, minlength=ds.num_classes).max())
@@ -109,8 +110,8 @@ def run(config, workdir, mode='train_eval', classes=None):
                 with open(done) as f:
                     results.append(json.load(f))  # Finished before a stop: not redone.
                 continue
-            result = run_class(config, class_dir, ds, k, mode, n_pad=n_pad,
-                               p_train_step=p_train_step)
+            result = run_class(config, class_dir, ds, k, mode, weights=weights,
+                               outliers=outliers, n_pad=n_pad, p_train_step=p_train_step)
             if result is not None:
                 _write_json(done, result)
                 results.append(result)
