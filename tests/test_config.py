@@ -1,0 +1,81 @@
+"""Configs load, negative weights resolve, and bad fields fail with one clear line."""
+import glob
+import importlib
+import os
+
+import numpy as np
+import pytest
+
+from configs import default
+from unode_jax.augment.weights import negative_weights
+from unode_jax.validate import ConfigError, validate_config
+
+CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(
+    os.path.join(os.path.dirname(__file__), '..', 'configs', '*.py')) if '__init__' not in p)
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_every_config_is_valid(name):
+    config = importlib.import_module(f'configs.{name}').get_config()
+    if config.data.name == 'arrays':
+        config.data.path = 'mine.npz'
+    validate_config(config, num_devices=1)
+    assert negative_weights(config).sum() == pytest.approx(1.0)
+
+
+def test_decay_epochs_follows_num_epochs():
+    config = default.get_config()
+    config.optim.num_epochs = 300
+    assert config.optim.decay_epochs == 290  # paper: cosine over the epochs after warmup
+
+
+def _weights(spec, dataset='cifar10'):
+    config = default.get_config()
+    config.negatives.weights = spec
+    config.data.name = dataset
+    return dict(zip(config.negatives.transforms, negative_weights(config)))
+
+
+def test_weight_sources():
+    uniform = _weights('uniform')
+    assert uniform['elastic'] == 0 and all(
+        v == pytest.approx(1 / 8) for k, v in uniform.items() if k != 'elastic')
+    authors = _weights('authors')
+    assert authors['rotation'] == pytest.approx(0.1) and authors['mixup'] == pytest.approx(0.9)
+    assert _weights('authors', 'svhn')['mixup'] == pytest.approx(0.7)  # their default row
+    explicit = _weights('rotation=3,cutout=1')
+    assert explicit['rotation'] == pytest.approx(0.75) and explicit['blur'] == 0
+    for bad, match in [('rotation=1,nope=2', 'nope'), ('rotation=0', 'not all 0'),
+                       ('rotation', 'name=w'), ('rotation=x', 'not a number')]:
+        with pytest.raises(ValueError, match=match):
+            _weights(bad)
+
+
+@pytest.mark.parametrize('field, value, match', [
+    ('data.name', 'nope', 'data.name'),
+    ('model.name', 'vit', 'model.name'),
+    ('loss.kind', 'infonce', 'loss.kind'),
+    ('batch_size', 0, 'batch_size'),
+    ('negatives.mixup_lam', (0.8, 0.2), 'mixup_lam'),
+    ('score.crop_area', 0.0, 'crop_area'),
+])
+def test_bad_fields_name_themselves(field, value, match):
+    config = default.get_config()
+    section, _, key = field.rpartition('.')
+    setattr(config[section] if section else config, key, value)
+    with pytest.raises(ConfigError, match=match):
+        validate_config(config)
+
+
+def test_device_and_class_checks():
+    config = default.get_config()
+    config.batch_size = 6
+    with pytest.raises(ConfigError, match='divisible by the 4'):
+        validate_config(config, num_devices=4)
+    config.batch_size = 8
+    config.data.normal_class = 10
+    with pytest.raises(ConfigError, match='classes 0..9'):
+        validate_config(config, num_classes=10)
+    config.data.normal_class = -1
+    validate_config(config, num_classes=10, num_devices=4)
+    assert np.isfinite(negative_weights(config)).all()
