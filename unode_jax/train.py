@@ -87,7 +87,7 @@ def create_train_state(rng, config, image_size, bn_axis_name=None) -> TrainState
 
 
 def batch_indices(rng, step, positions, n_valid, n_pad, global_batch):
-    """Training-set indices of the given global-batch positions at this step.
+    """Training-set indices of the given global-batch positions (any shape) at this step.
 
     Sample s = step * G + position is item s % n of epoch s // n; epoch e visits the
     n valid images in the order of a permutation keyed by (rng, e). The array is
@@ -115,7 +115,11 @@ def make_batch(config, rng, step, images, n_valid, weights, positions, global_ba
     """
     n_pad = images.shape[0]
     data_rng, aug_rng, neg_rng = (jax.random.fold_in(rng, i) for i in range(3))
-    idx = batch_indices(data_rng, step, positions, n_valid, n_pad, global_batch)
+    # This device's images and, for mixup, the image at the next global position
+    # (another inlier of the batch), from one pair of epoch permutations.
+    idx, partner_idx = batch_indices(data_rng, step,
+                                     jnp.stack([positions, (positions + 1) % global_batch]),
+                                     n_valid, n_pad, global_batch)
     x = images[idx].astype(jnp.float32) / 255.0
     step_key = jax.random.fold_in(aug_rng, step)
     keys = jax.vmap(lambda p: jax.random.split(jax.random.fold_in(step_key, p), 7))(positions)
@@ -123,9 +127,7 @@ def make_batch(config, rng, step, images, n_valid, weights, positions, global_ba
     if c.outliers:  # Outlier exposure: a random external image per sample.
         pick = jax.vmap(lambda k: jax.random.randint(k, (), 0, outliers.shape[0]))(keys[:, 6])
         partner = outliers[pick].astype(jnp.float32) / 255.0
-    else:  # Another inlier of the batch: the image at the next global position.
-        partner_idx = batch_indices(data_rng, step, (positions + 1) % global_batch, n_valid, n_pad,
-                                    global_batch)
+    else:
         partner = images[partner_idx].astype(jnp.float32) / 255.0
     neg_key = jax.random.fold_in(neg_rng, step)
     names = tuple(c.transforms)
