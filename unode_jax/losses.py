@@ -5,8 +5,6 @@ that `lax.psum` of the contributions over devices is the loss of one device on t
 whole global batch (and so is `psum` of their gradients). Without an axis name the
 contribution is the whole loss.
 """
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -89,7 +87,3 @@ def cross_entropy(logits, labels, n_global_rows):
     logp = jax.nn.log_softmax(logits.astype(jnp.float32))
     nll = -jnp.take_along_axis(logp, labels[:, None], axis=1)[:, 0]
     return jnp.sum(nll) / n_global_rows
-
-
-def global_rows(n_local, axis_name: Optional[str]):
-    return n_local if axis_name is None else lax.psum(n_local, axis_name)

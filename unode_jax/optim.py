@@ -11,7 +11,7 @@ momentum), restated exactly:
 the option `optim.name='optax_lars'`. The learning rate is injected per step from
 `learning_rate(...)`, so the schedule can depend on the (traced) epoch length.
 """
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -20,16 +20,12 @@ import optax
 OPTIMIZERS = ('torchlars', 'optax_lars')
 
 
-class TorchLarsState(NamedTuple):
-    pass
-
-
 def scale_by_torchlars(weight_decay=1e-6, eta=1e-3, eps=1e-8) -> optax.GradientTransformation:
     """torchlars' LARS step: weight decay folded in, then the layer-wise trust ratio."""
 
     def init_fn(params):
         del params
-        return TorchLarsState()
+        return optax.EmptyState()
 
     def update_fn(updates, state, params):
         def one(g, w):
