@@ -35,6 +35,11 @@ def get_config():
     config.model.normalize_feature = False  # L2-normalise f before the heads (authors, pretrained).
     config.model.dtype = 'float32'  # Compute dtype: float32 | bfloat16 (outputs stay float32).
     config.model.input_norm = 'half'  # half: (x - 0.5) / 0.5 (authors, scratch) | imagenet.
+    # A torchvision ImageNet state dict (.pth, e.g. resnet18 or wide_resnet50_2) to start
+    # the encoder from; read without torch. The authors' pretrained setting also sets
+    # input_norm='imagenet', normalize_feature=True and freezes stem..layer2 (see
+    # configs/cifar10_pretrained.py).
+    config.model.pretrained = config_dict.placeholder(str)
 
     # --- positive views t, t' (SimCLR) ---------------------------------------
     config.views = config_dict.ConfigDict()
@@ -47,12 +52,15 @@ def get_config():
 
     # --- hard negatives Gamma(x) (sec. 3.1) -----------------------------------
     config.negatives = config_dict.ConfigDict()
+    # The paper's eight (appendix C.2); 'elastic' (in the authors' code, weight 0
+    # there) can be added.
     config.negatives.transforms = ('rotation', 'cutperm', 'gaussian_noise', 'cutout',
-                                   'cutpaste', 'sobel', 'blur', 'mixup', 'elastic')
-    # Per-transform weights: 'uniform' (all transforms but elastic, which the paper
-    # does not list), 'authors' (the authors' hand-set per-dataset table), or an
-    # explicit 'name=w,name=w' string. Automatic AutoAugOOD weights come separately.
-    config.negatives.weights = 'uniform'
+                                   'cutpaste', 'sobel', 'blur', 'mixup')
+    # Per-transform weights: 'auto' (AutoAugOOD, sec. 3.1: computed per normal class
+    # from its training images, see config.autoaug), 'uniform' (all transforms but
+    # elastic, which the paper does not list), 'authors' (the authors' hand-set
+    # per-dataset table), or an explicit 'name=w,name=w' string.
+    config.negatives.weights = 'auto'
     # compose (paper: r ~ U(1, max_compose) transforms without replacement, in
     # proportion to the weights, composed) | single (authors: one transform each).
     config.negatives.mode = 'compose'
@@ -67,6 +75,29 @@ def get_config():
     # images used as mixup partners instead of other inliers of the batch. The
     # authors use Tiny-ImageNet with mixup_lam = (0.02, 0.1). Recorded in results.json.
     config.negatives.outliers = config_dict.placeholder(str)
+
+    # --- AutoAugOOD: negatives.weights='auto' (sec. 3.1, appendix C.2) -------------
+    config.autoaug = config_dict.ConfigDict()
+    # clip: CLIP ResNet image embeddings (the paper's) | pixels: downsampled pixels and
+    # PCA, an offline stand-in needing no weights (quick start, CI). The embedder used
+    # is written into autoaug.json and results.json.
+    config.autoaug.embedder = 'clip'
+    # OpenAI's CLIP checkpoint (RN50.pt or another ResNet one). Unset: RN50.pt is
+    # fetched once into cache_dir when download is True (sha256 checked).
+    config.autoaug.clip_weights = config_dict.placeholder(str)
+    config.autoaug.download = True
+    config.autoaug.cache_dir = config_dict.placeholder(str)  # None: ~/.cache/unode_jax
+    # Training images of the normal class used (a seeded subset); 0: all of them.
+    config.autoaug.num_images = 1000
+    config.autoaug.tau = 1.0  # w = softmax(j / tau); the paper's eq. (8) is tau = 1.
+    config.autoaug.perplexity = 30.0  # Of the joint 1-D t-SNE.
+    # opentsne (FFT-accelerated, faster at equal quality, see benchmarks/README.md) |
+    # sklearn (Barnes-Hut; the paper's appendix C.2 names scikit-learn).
+    config.autoaug.tsne = 'opentsne'
+    config.autoaug.pca_dim = 50  # Embeddings are reduced to this many dims before t-SNE.
+    config.autoaug.grid_size = 512  # Points of the shared grid the densities live on.
+    config.autoaug.pixels_size = 16  # embedder=pixels: images downsampled to this side.
+    config.autoaug.batch_size = 64  # Images per embedding forward pass.
 
     # --- loss -----------------------------------------------------------------
     config.loss = config_dict.ConfigDict()

@@ -16,10 +16,12 @@ def get_config():
     config.data.normal_class = -1
     config.model.name = 'tiny'
     config.views.flip = False
-    # The authors' hand-set MNIST weights (digits are MNIST-like); AutoAugOOD
-    # computes weights from the data instead. Only weighted transforms are traced.
-    config.negatives.transforms = ('rotation', 'mixup')
-    config.negatives.weights = 'rotation=0.7,mixup=0.3'
+    # AutoAugOOD weights per class from the paper's eight transforms, embedded with the
+    # offline pixel embedder (no CLIP weights needed); --config.autoaug.embedder=clip
+    # gives the paper's. The authors' hand-set MNIST weights: --config.negatives.weights=
+    # rotation=0.7,mixup=0.3 --config.negatives.transforms="('rotation','mixup')".
+    config.negatives.weights = 'auto'
+    config.autoaug.embedder = 'pixels'
     config.batch_size = 32
     config.optim.num_epochs = 150
     config.optim.warmup_epochs = 5

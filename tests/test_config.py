@@ -20,7 +20,11 @@ def test_every_config_is_valid(name):
     if config.data.name == 'arrays':
         config.data.path = 'mine.npz'
     validate_config(config, num_devices=1)
-    assert negative_weights(config).sum() == pytest.approx(1.0)
+    weights = negative_weights(config)
+    if config.negatives.weights == 'auto':  # AutoAugOOD: computed per class from the data
+        assert weights is None
+    else:
+        assert weights.sum() == pytest.approx(1.0)
 
 
 def test_decay_epochs_follows_num_epochs():
@@ -31,6 +35,7 @@ def test_decay_epochs_follows_num_epochs():
 
 def _weights(spec, dataset='cifar10'):
     config = default.get_config()
+    config.negatives.transforms += ('elastic',)
     config.negatives.weights = spec
     config.data.name = dataset
     return dict(zip(config.negatives.transforms, negative_weights(config)))
@@ -58,6 +63,11 @@ def test_weight_sources():
     ('batch_size', 0, 'batch_size'),
     ('negatives.mixup_lam', (0.8, 0.2), 'mixup_lam'),
     ('score.crop_area', 0.0, 'crop_area'),
+    ('autoaug.embedder', 'dino', 'autoaug.embedder'),
+    ('autoaug.tsne', 'umap', 'autoaug.tsne'),
+    ('autoaug.tau', 0.0, 'autoaug.tau'),
+    ('autoaug.num_images', 5, 'autoaug.num_images'),
+    ('autoaug.grid_size', 4, 'autoaug.grid_size'),
 ])
 def test_bad_fields_name_themselves(field, value, match):
     config = default.get_config()
@@ -78,4 +88,6 @@ def test_device_and_class_checks():
         validate_config(config, num_classes=10)
     config.data.normal_class = -1
     validate_config(config, num_classes=10, num_devices=4)
+    assert negative_weights(config) is None  # 'auto' by default
+    config.negatives.weights = 'uniform'
     assert np.isfinite(negative_weights(config)).all()

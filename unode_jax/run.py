@@ -1,7 +1,8 @@
 """One-class experiments: train and/or evaluate one normal class, or every class in turn.
 
 Outputs in the workdir (one class) or <workdir>/class_<c>/ (all classes):
-checkpoints/, metrics.jsonl, scores.npz (per test image), results.json. The
+checkpoints/, metrics.jsonl, scores.npz (per test image), results.json, and with
+negatives.weights='auto' the AutoAugOOD weights (autoaug.json, autoaug.png). The
 summary <workdir>/results.json holds each class's AUROC and test counts and their
 mean, and is printed as a table.
 """
@@ -12,6 +13,7 @@ import jax
 import numpy as np
 
 from unode_jax import train as train_lib
+from unode_jax.augment import autoaug
 from unode_jax.augment.weights import negative_weights
 from unode_jax.checkpoint import Checkpointer
 from unode_jax.data.datasets import load_dataset, load_outliers
@@ -40,20 +42,33 @@ def restore_for_eval(config, workdir, image_size):
     return restored
 
 
-def run_class(config, workdir, ds, normal_class, mode, *, weights, outliers=None, n_pad=None,
-              p_train_step=None):
+def run_class(config, workdir, ds, normal_class, mode, *, weights, embedder=None, outliers=None,
+              n_pad=None, p_train_step=None):
+    """weights=None: AutoAugOOD weights from this class's training images, with embedder."""
     x_train, x_test, is_normal = one_class_split(ds, normal_class)
+    embedder_used = None
     if mode in ('train', 'train_eval'):
+        if weights is None:
+            print(f'class {normal_class} ({ds.class_names[normal_class]}):', flush=True)
+            weights, found = autoaug.class_weights(config, workdir, x_train, embedder, outliers)
+            embedder_used = found['embedder']
         state = train_lib.train(config, workdir, x_train, weights, n_pad=n_pad,
                                 p_train_step=p_train_step, outliers=outliers)
         if mode == 'train':
             return None
     else:
         state = restore_for_eval(config, workdir, x_train.shape[1])
+        if weights is None:  # Eval only: the weights this class was trained with, if recorded.
+            found = autoaug.cached_weights(workdir)
+            if found is not None:
+                weights, embedder_used = found['weights'], found['embedder']
     result, scores = evaluate_one_class(state, config, x_train, x_test, is_normal)
     result = dict(dataset=ds.name, normal_class=int(normal_class),
                   class_name=ds.class_names[normal_class], steps=int(state.step),
-                  negative_weights=dict(zip(config.negatives.transforms, map(float, weights))),
+                  negative_weights=None if weights is None else dict(
+                      zip(config.negatives.transforms, map(float, weights))),
+                  negative_weights_source=config.negatives.weights,
+                  autoaug_embedder=embedder_used,
                   outlier_exposure=config.negatives.outliers, score_balance=config.score.balance,
                   ensemble=config.score.ensemble, **result)
     np.savez(os.path.join(workdir, 'scores.npz'), is_normal=is_normal, **{
@@ -91,13 +106,18 @@ def run(config, workdir, mode='train_eval', classes=None):
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
         f.write(config.to_json_best_effort(indent=2))
-    weights = negative_weights(config)
+    weights = negative_weights(config)  # None: AutoAugOOD, per class.
+    embedder = None
+    if weights is None and mode != 'eval':
+        # Before any training: a missing CLIP checkpoint stops the run here.
+        embedder = autoaug.make_embedder(config)
     outliers = None
     if config.negatives.outliers:
         outliers = load_outliers(config.negatives.outliers, config.data.image_size)
     c = config.data.normal_class
     if c >= 0:
-        results = [run_class(config, workdir, ds, c, mode, weights=weights, outliers=outliers)]
+        results = [run_class(config, workdir, ds, c, mode, weights=weights, embedder=embedder,
+                             outliers=outliers)]
     else:
         # Pad every class to the largest, and share one compiled step across classes.
         n_pad = int(np.bincount(ds.y_train, minlength=ds.num_classes).max())
@@ -111,7 +131,8 @@ def run(config, workdir, mode='train_eval', classes=None):
                     results.append(json.load(f))  # Finished before a stop: not redone.
                 continue
             result = run_class(config, class_dir, ds, k, mode, weights=weights,
-                               outliers=outliers, n_pad=n_pad, p_train_step=p_train_step)
+                               embedder=embedder, outliers=outliers, n_pad=n_pad,
+                               p_train_step=p_train_step)
             if result is not None:
                 _write_json(done, result)
                 results.append(result)
@@ -120,6 +141,8 @@ def run(config, workdir, mode='train_eval', classes=None):
     table, mean = format_table(results, ds.name)
     print(table, flush=True)
     summary = dict(dataset=ds.name, metric='AUROC, normal = positive class', mean_auroc=mean,
+                   negative_weights_source=config.negatives.weights,
+                   autoaug_embedder=None if embedder is None else embedder.description,
                    classes={str(r['normal_class']): r for r in results})
     _write_json(os.path.join(workdir, 'results.json'), summary)
     return summary

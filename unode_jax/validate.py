@@ -1,8 +1,13 @@
 """Config checks that fail at once, with one line, before any data or compile work."""
+import os
+import warnings
+
+from unode_jax.augment.autoaug import EMBEDDERS, TSNE_BACKENDS
 from unode_jax.augment.negatives import TRANSFORMS
 from unode_jax.data.datasets import DATASETS
 from unode_jax.losses import LOSS_KINDS
 from unode_jax.models import MODELS
+from unode_jax.models.torchvision import torchvision_models
 from unode_jax.optim import OPTIMIZERS
 from unode_jax.score import BALANCES
 
@@ -29,8 +34,19 @@ def validate_config(config, *, num_classes=None, num_devices=None):
     _one_of('negatives.per', config.negatives.per, ('batch', 'sample'))
     for t in config.negatives.transforms:
         _one_of('negatives.transforms entry', t, TRANSFORMS)
+    _one_of('autoaug.embedder', config.autoaug.embedder, EMBEDDERS)
+    _one_of('autoaug.tsne', config.autoaug.tsne, TSNE_BACKENDS)
+    a = config.autoaug
+    for name, value, low in (('tau', a.tau, 0), ('perplexity', a.perplexity, 0),
+                             ('pca_dim', a.pca_dim, 0), ('grid_size', a.grid_size, 15),
+                             ('pixels_size', a.pixels_size, 0), ('batch_size', a.batch_size, 0)):
+        if not value > low:
+            raise ConfigError(f'autoaug.{name} must be > {low}, got {value!r}')
+    if a.num_images < 0 or 0 < a.num_images < 10:
+        raise ConfigError(f'autoaug.num_images must be 0 (all) or >= 10, got {a.num_images}')
     if config.data.name == 'arrays' and not config.data.path:
         raise ConfigError("data.name='arrays' needs --config.data.path=FILE.npz")
+    _check_pretrained(config)
     positive = dict(batch_size=config.batch_size, image_size=config.data.image_size,
                     log_every=config.log_every, checkpoint_every=config.checkpoint_every,
                     keep_checkpoints=config.keep_checkpoints,
@@ -55,3 +71,21 @@ def validate_config(config, *, num_classes=None, num_devices=None):
     if num_classes is not None and not -1 <= config.data.normal_class < num_classes:
         raise ConfigError(f'data.normal_class={config.data.normal_class} is out of range: '
                           f'{config.data.name} has classes 0..{num_classes - 1} (-1: all)')
+
+
+def _check_pretrained(config):
+    path = config.model.pretrained
+    if not path:
+        if config.optim.freeze_prefixes and config.optim.unfreeze_step > 0:
+            warnings.warn('optim.freeze_prefixes is set but model.pretrained is not: those '
+                          'layers stay at their random init until optim.unfreeze_step',
+                          stacklevel=3)
+        return
+    if not os.path.isfile(path):
+        raise ConfigError(f'model.pretrained={path!r}: no such file (torchvision .pth files: '
+                          'see "Pretrained backbones" in README.md)')
+    _one_of('model.name (with model.pretrained)', config.model.name, torchvision_models())
+    if config.model.input_norm != 'imagenet':
+        # Not an error: other normalisations are a legitimate ablation.
+        warnings.warn(f'model.pretrained with model.input_norm={config.model.input_norm!r}: '
+                      "torchvision's weights expect input_norm='imagenet'", stacklevel=3)

@@ -2,9 +2,12 @@
 
 `negative_weights(config)` returns a float32 vector aligned with
 `config.negatives.transforms`. Sources: 'uniform', 'authors' (the hand-set table of
-the authors' code, per dataset), or an explicit 'name=w,...' string. AutoAugOOD
-(weights computed from the data) plugs in here as another source.
+the authors' code, per dataset), or an explicit 'name=w,...' string. 'auto'
+(AutoAugOOD) depends on each normal class's images: `autoaug.class_weights`
+computes it, and `negative_weights` returns None for it.
 """
+from typing import Optional
+
 import numpy as np
 
 # The authors' code: one transform per negative, probabilities set by hand per
@@ -45,9 +48,12 @@ def parse_weights(spec: str) -> dict:
     return out
 
 
-def negative_weights(config) -> np.ndarray:
+def negative_weights(config) -> Optional[np.ndarray]:
+    """The weights, normalised to sum 1; None for 'auto' (computed per class from the data)."""
     names = tuple(config.negatives.transforms)
     spec = config.negatives.weights
+    if spec == 'auto':
+        return None
     if spec == 'uniform':
         table = {n: 1.0 for n in PAPER_TRANSFORMS}
     elif spec == 'authors':

@@ -1,0 +1,157 @@
+"""AutoAugOOD: the divergence, the softmax, the pipeline on real digits, and its cache."""
+import json
+
+import numpy as np
+import pytest
+
+from configs import digits
+from unode_jax.augment import autoaug, negatives
+from unode_jax.data.datasets import load_dataset
+from unode_jax.data.splits import one_class_split
+
+
+def _gauss(grid, mu, sigma):
+    return np.exp(-0.5 * ((grid - mu) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
+
+
+def test_symmetric_kl_is_the_numpy_formula_and_the_known_gaussian_value():
+    rng = np.random.default_rng(0)
+    p, q = rng.random(50) + 0.1, rng.random(50) + 0.1
+    pn, qn = p / p.sum(), q / q.sum()
+    want = np.sum(pn * np.log(pn / qn)) + np.sum(qn * np.log(qn / pn))
+    assert autoaug.symmetric_kl(p, q) == pytest.approx(want, rel=1e-9)
+    assert autoaug.symmetric_kl(p, p) == pytest.approx(0.0, abs=1e-12)
+    # N(0, 1) vs N(1, 1): KL = (mu1 - mu2)^2 / 2 each way, so J = 1.
+    grid = np.linspace(-12, 13, 20001)
+    assert autoaug.symmetric_kl(_gauss(grid, 0, 1), _gauss(grid, 1, 1)) == pytest.approx(1, abs=1e-6)
+    # N(0, 1) vs N(0, 1.5^2): KL = log s + 1 / (2 s^2) - 1/2 and -log s + s^2 / 2 - 1/2.
+    s = 1.5
+    want = np.log(s) + 1 / (2 * s**2) - 0.5 + (-np.log(s) + s**2 / 2 - 0.5)
+    assert autoaug.symmetric_kl(_gauss(grid, 0, 1), _gauss(grid, 0, s)) == pytest.approx(
+        want, abs=1e-5)  # the 1e-12 density floor costs ~4e-6 in the tails
+
+
+def test_kde_divergence_of_two_gaussian_samples_is_close_to_the_true_value():
+    rng = np.random.default_rng(1)
+    p = rng.normal(0, 1, 20000)
+    qs = [rng.normal(1, 1, 20000), rng.normal(0, 1, 20000), rng.normal(2, 1, 20000)]
+    j, grid, pd, qd = autoaug.divergences_1d(p, qs, grid_size=1024)
+    # J(N(0,1) || N(d,1)) = d^2. KDE smoothing widens both densities by the bandwidth
+    # (~0.14 here, J = d^2 / (1 + h^2)), while the KDEs' light tails beyond the last
+    # samples inflate J for far-apart sets.
+    assert j[0] == pytest.approx(1.0, abs=0.05)
+    assert j[1] < 0.01  # the same distribution
+    assert j[2] == pytest.approx(4.0, rel=0.05)
+    assert pd.sum() == pytest.approx(1) and np.allclose(qd.sum(1), 1)
+    assert grid.shape == (1024,) and grid[0] < p.min() and grid[-1] > qs[2].max()
+
+
+def test_softmax_weights_follow_the_divergences():
+    j = np.array([0.3, 2.0, 0.0, 1.1])
+    for tau in (0.5, 1.0, 4.0):
+        w = autoaug.softmax_weights(j, tau)
+        np.testing.assert_allclose(w, np.exp(j / tau) / np.exp(j / tau).sum(), rtol=1e-12)
+        assert list(np.argsort(w)) == list(np.argsort(j))
+    # A larger tau flattens the weights toward uniform.
+    assert np.ptp(autoaug.softmax_weights(j, 10.0)) < np.ptp(autoaug.softmax_weights(j, 1.0))
+    # Huge divergences do not overflow.
+    assert np.isfinite(autoaug.softmax_weights([1e4, 0.0])).all()
+
+
+@pytest.fixture(scope='module')
+def digit_threes():
+    ds = load_dataset('digits', image_size=32)
+    x, _, _ = one_class_split(ds, 3)
+    return x
+
+
+def test_identity_gets_the_smallest_divergence(digit_threes):
+    fns = negatives.TRANSFORM_FNS
+    transforms = {'identity': lambda key, x, partner: x, 'rotation': fns['rotation'],
+                  'sobel': fns['sobel'], 'cutperm': fns['cutperm']}
+    r = autoaug.autoaug_weights(digit_threes, transforms, autoaug.PixelEmbedder(16), seed=0,
+                                log=lambda *a: None)
+    j = dict(zip(r['transforms'], r['divergences']))
+    assert j['identity'] == min(j.values()) and j['identity'] < 0.5, j
+    assert min(j['rotation'], j['sobel'], j['cutperm']) > 1.0, j
+    assert r['weights'][0] == min(r['weights']) and sum(r['weights']) == pytest.approx(1)
+    assert r['n'] == len(digit_threes)
+    assert np.array(r['density_transformed']).shape == (4, r['grid_size'])
+
+
+def test_transform_images_uses_the_training_transform_deterministically(digit_threes):
+    import jax
+    x = digit_threes[:8]
+    key = jax.random.key(3)
+    a = autoaug.transform_images(negatives.TRANSFORM_FNS['rotation'], key, x, x[::-1])
+    b = autoaug.transform_images(negatives.TRANSFORM_FNS['rotation'], key, x, x[::-1])
+    np.testing.assert_array_equal(a, b)
+    assert a.dtype == np.uint8 and a.shape == x.shape
+    for img, out in zip(x, a):  # an exact rotation by 90, 180 or 270 degrees
+        assert any(np.array_equal(np.rot90(img, k), out) for k in (1, 2, 3))
+
+
+def test_subset_is_seeded_and_sorted():
+    a = autoaug.subset_indices(100, 10, seed=0)
+    assert list(a) == sorted(a) and len(set(a)) == 10
+    np.testing.assert_array_equal(a, autoaug.subset_indices(100, 10, seed=0))
+    assert not np.array_equal(a, autoaug.subset_indices(100, 10, seed=1))
+    np.testing.assert_array_equal(autoaug.subset_indices(5, 0, seed=0), np.arange(5))
+
+
+def _config():
+    config = digits.get_config()
+    config.negatives.transforms = ('rotation', 'sobel', 'mixup')
+    config.autoaug.num_images = 40
+    return config
+
+
+def test_class_weights_are_cached_and_recomputed_when_the_data_changes(tmp_path, digit_threes,
+                                                                       monkeypatch):
+    config = _config()
+    embedder = autoaug.make_embedder(config)
+    calls = []
+    real = autoaug.autoaug_weights
+    monkeypatch.setattr(autoaug, 'autoaug_weights', lambda *a, **k: calls.append(1) or real(*a, **k))
+    lines = []
+    w, result = autoaug.class_weights(config, str(tmp_path), digit_threes, embedder,
+                                      log=lines.append)
+    assert len(calls) == 1 and w.dtype == np.float32 and w.sum() == pytest.approx(1)
+    saved = json.loads((tmp_path / 'autoaug.json').read_text())
+    assert saved['embedder']['name'] == 'pixels' and saved['n'] == 40
+    assert saved['transforms'] == list(config.negatives.transforms)
+    assert saved['n_available'] == len(digit_threes) and len(saved['fingerprint']) == 64
+    assert (tmp_path / 'autoaug.png').stat().st_size > 1000
+    assert 'J(P||Q_k)' in lines[-1] and 'rotation' in lines[-1]
+
+    w2, _ = autoaug.class_weights(config, str(tmp_path), digit_threes, embedder, log=lines.append)
+    assert len(calls) == 1 and np.array_equal(w, w2) and '(cached)' in lines[-1]
+
+    changed = digit_threes.copy()
+    changed[0, 0, 0, 0] ^= 1  # one pixel
+    autoaug.class_weights(config, str(tmp_path), changed, embedder, log=lines.append)
+    assert len(calls) == 2
+    config.autoaug.tau = 2.0  # a setting
+    autoaug.class_weights(config, str(tmp_path), changed, embedder, log=lines.append)
+    assert len(calls) == 3
+    config.negatives.transforms = ('rotation', 'mixup')  # the transform set
+    w3, _ = autoaug.class_weights(config, str(tmp_path), changed, embedder, log=lines.append)
+    assert len(calls) == 4 and w3.shape == (2,)
+
+
+def test_outlier_partners_are_used_for_mixup(tmp_path, digit_threes):
+    config = _config()
+    config.negatives.transforms = ('mixup',)
+    config.negatives.mixup_lam = (0.0, 0.0)  # the output is the partner itself
+    white = np.full((3, 32, 32, 3), 255, np.uint8)
+    seen = []
+
+    def embed(images, progress=False):
+        seen.append(images)
+        return autoaug.PixelEmbedder(8)(images)
+
+    embed.description = dict(name='spy')
+    autoaug.class_weights(config, str(tmp_path), digit_threes, embed, outliers=white,
+                          log=lambda *a: None)
+    mixed = seen[0][40:]
+    assert (mixed == 255).all()

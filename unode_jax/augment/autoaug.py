@@ -1,0 +1,341 @@
+"""AutoAugOOD (sec. 3.1, appendix C.2): the hard negatives' weights, computed from the data.
+
+For the normal class's training images x_1..x_N (or a seeded subset of n of them):
+
+  H = psi(x_i), H_k = psi(s_k(x_i))       embeddings of the originals and of each transform
+  joint 1-D t-SNE of all of them           -> P (originals) and Q_k (transform k)
+  p, q_k = Gaussian KDEs of P, Q_k on one shared grid, normalised to sum 1
+  j_k = KL(p || q_k) + KL(q_k || p)        eq. (6)-(7)
+  w = softmax(j / tau)                     eq. (8) with tau = 1
+
+psi is CLIP's ResNet image encoder (the paper's) or, offline, downsampled pixels
+(`autoaug.embedder='pixels'`). Embeddings are reduced by PCA before t-SNE, as is
+usual for t-SNE inputs. Only training images are used, never test images (the
+authors' notebook used the test set). The authors' notebook compared KDE values at
+index-aligned sample points; the densities here live on a shared grid so that
+KL(p || q) is a divergence between two distributions.
+
+`class_weights` caches its result in <workdir>/autoaug.json with a fingerprint of
+the data, the transforms and every setting, and draws autoaug.png.
+"""
+import functools
+import hashlib
+import json
+import os
+import time
+from typing import Callable, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import stats
+from sklearn.decomposition import PCA
+
+from unode_jax.augment import negatives
+
+VERSION = 1  # Bump when the computation changes, to invalidate old caches.
+TSNE_BACKENDS = ('opentsne', 'sklearn')
+EMBEDDERS = ('clip', 'pixels')
+_EPS = 1e-12  # Density floor on the grid: keeps log p / q finite where a KDE underflows.
+
+
+# ----------------------------------------------------------------------------
+# The divergence (eq. 6-8).
+# ----------------------------------------------------------------------------
+
+
+def symmetric_kl(p, q):
+    """J(p || q) = KL(p || q) + KL(q || p) of two discrete distributions (eq. 6-7).
+
+    p, q are non-negative vectors on the same grid; each is floored at _EPS and
+    renormalised, so disjoint supports give a large finite value.
+    """
+    p = np.maximum(np.asarray(p, np.float64), 0) + _EPS
+    q = np.maximum(np.asarray(q, np.float64), 0) + _EPS
+    p, q = p / p.sum(), q / q.sum()
+    return float(np.sum(p * np.log(p / q)) + np.sum(q * np.log(q / p)))
+
+
+def softmax_weights(divergences, tau=1.0):
+    """w = softmax(j / tau) (eq. 8): the more a transform moves the data, the more it is used."""
+    z = np.asarray(divergences, np.float64) / tau
+    z = np.exp(z - z.max())
+    return z / z.sum()
+
+
+def shared_grid(points_1d, grid_size, pad=0.1):
+    """grid_size points spanning every set, widened by `pad` of the range on each side."""
+    lo, hi = float(np.min(points_1d)), float(np.max(points_1d))
+    span = max(hi - lo, 1e-6)
+    return np.linspace(lo - pad * span, hi + pad * span, grid_size)
+
+
+def kde_on_grid(points, grid):
+    """Gaussian KDE (scipy, Scott's bandwidth) of 1-D points, normalised to sum 1 on grid."""
+    points = np.asarray(points, np.float64)
+    if np.ptp(points) == 0:  # A degenerate set: all mass at its value.
+        d = np.zeros_like(grid)
+        d[np.argmin(np.abs(grid - points[0]))] = 1.0
+        return d
+    d = stats.gaussian_kde(points, bw_method='scott')(grid)
+    return d / d.sum()
+
+
+def divergences_1d(p_points, q_points_list, grid_size=512):
+    """j_k for the 1-D originals P and each 1-D transformed set Q_k, on one shared grid.
+
+    Returns (divergences (K,), grid (G,), p density (G,), q densities (K, G)).
+    """
+    grid = shared_grid(np.concatenate([p_points] + list(q_points_list)), grid_size)
+    p = kde_on_grid(p_points, grid)
+    qs = np.stack([kde_on_grid(q, grid) for q in q_points_list])
+    return np.array([symmetric_kl(p, q) for q in qs]), grid, p, qs
+
+
+# ----------------------------------------------------------------------------
+# 1-D t-SNE.
+# ----------------------------------------------------------------------------
+
+
+def tsne_1d(x, *, perplexity=30.0, seed=0, backend='opentsne'):
+    """A joint 1-D t-SNE of x (n, d); perplexity is lowered for tiny n, as t-SNE needs."""
+    x = np.asarray(x, np.float64)
+    perplexity = float(min(perplexity, max((len(x) - 1) / 3.0, 1.0)))
+    if backend == 'opentsne':
+        import openTSNE  # Imported here: it loads numba-free C extensions, slow to import.
+        emb = openTSNE.TSNE(n_components=1, perplexity=perplexity, random_state=seed,
+                            initialization='pca', n_jobs=os.cpu_count() or 1,
+                            verbose=False).fit(x)
+        return np.asarray(emb, np.float64)[:, 0]
+    if backend == 'sklearn':
+        from sklearn.manifold import TSNE
+        return TSNE(n_components=1, perplexity=perplexity, init='pca',
+                    random_state=seed).fit_transform(x)[:, 0].astype(np.float64)
+    raise ValueError(f'autoaug.tsne must be one of {TSNE_BACKENDS}, got {backend!r}')
+
+
+# ----------------------------------------------------------------------------
+# Transformed copies and embeddings.
+# ----------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnums=(0,))
+def _transform_chunk(fn, keys, x, partners):
+    f = lambda u: u.astype(jnp.float32) / 255.0
+    y = jax.vmap(fn)(keys, f(x), f(partners))
+    return jnp.round(jnp.clip(y, 0, 1) * 255).astype(jnp.uint8)
+
+
+def transform_images(fn, key, images, partners, chunk=256):
+    """s_k applied to every image (uint8 in, uint8 out, as a saved image), one key each."""
+    keys = jax.random.split(key, len(images))
+    out = []
+    for i in range(0, len(images), chunk):
+        sl = slice(i, i + chunk)
+        out.append(np.asarray(_transform_chunk(fn, keys[sl], images[sl], partners[sl])))
+    return np.concatenate(out)
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _pixels(x, size):
+    x = x.astype(jnp.float32) / 255.0
+    x = jax.image.resize(x, (x.shape[0], size, size, x.shape[-1]), 'linear', antialias=True)
+    return x.reshape(x.shape[0], -1)
+
+
+class PixelEmbedder:
+    """Offline stand-in for CLIP: images downsampled to size x size, flattened (PCA follows)."""
+
+    def __init__(self, size=16, batch_size=256):
+        self.size, self.batch_size = int(size), int(batch_size)
+        self.description = dict(name='pixels', size=self.size,
+                                note='downsampled pixels + PCA; an offline stand-in, not CLIP')
+
+    def __call__(self, images_uint8, progress=False):
+        del progress
+        return np.concatenate([np.asarray(_pixels(images_uint8[i:i + self.batch_size], self.size))
+                               for i in range(0, len(images_uint8), self.batch_size)])
+
+
+class ClipEmbedder:
+    """CLIP ResNet image embeddings (the paper's psi), with CLIP's preprocessing."""
+
+    def __init__(self, path, batch_size=64):
+        from unode_jax import clip
+        self._clip = clip
+        self.encoder = clip.load_image_encoder(path, batch_size=batch_size)
+        self.description = dict(name='clip', weights=os.path.basename(path),
+                                sha256=self.encoder.sha256, resolution=self.encoder.resolution,
+                                output_dim=self.encoder.output_dim)
+
+    def __call__(self, images_uint8, progress=False):
+        return self._clip.embed(self.encoder, images_uint8, progress=progress)
+
+
+def make_embedder(config):
+    """The configured psi; for CLIP the weights are found or fetched first (fails fast)."""
+    c = config.autoaug
+    if c.embedder == 'pixels':
+        return PixelEmbedder(c.pixels_size)
+    if c.embedder == 'clip':
+        from unode_jax import clip
+        path = clip.resolve_clip_weights(c.clip_weights, download=c.download,
+                                         cache_dir=c.cache_dir)
+        return ClipEmbedder(path, batch_size=c.batch_size)
+    raise ValueError(f'autoaug.embedder must be one of {EMBEDDERS}, got {c.embedder!r}')
+
+
+# ----------------------------------------------------------------------------
+# The weights.
+# ----------------------------------------------------------------------------
+
+
+def subset_indices(n, num_images, seed):
+    """A seeded subset of num_images of range(n), sorted; all of them when num_images is 0."""
+    if not num_images or num_images >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, num_images, replace=False))
+
+
+def autoaug_weights(images, transforms: Mapping[str, Callable], embed, *, partners=None,
+                    seed=0, tau=1.0, perplexity=30.0, pca_dim=50, grid_size=512,
+                    tsne='opentsne', log=print):
+    """AutoAugOOD on uint8 images (n, H, W, 3); returns a dict of plain values.
+
+    transforms: name -> fn(key, x, partner) on one float image in [0, 1] (the
+    training transforms, with the training parameters). partners: the mixup
+    partners (n, H, W, 3) uint8; default another image of the set (a seeded
+    derangement). embed: uint8 images -> (n, D) embeddings.
+    """
+    n = len(images)
+    names = list(transforms)
+    rng = np.random.default_rng(seed)
+    if partners is None:
+        order = rng.permutation(n)
+        partners = images[np.roll(order, 1)][np.argsort(order)]  # Never an image itself.
+    t0 = time.time()
+    key = jax.random.key(seed)
+    sets = [images] + [transform_images(transforms[k], jax.random.fold_in(key, i), images, partners)
+                       for i, k in enumerate(names)]
+    t_transform = time.time() - t0
+    t0 = time.time()
+    log(f'AutoAugOOD: embedding {n} images and {len(names)} transformed copies')
+    h = embed(np.concatenate(sets), progress=True)
+    t_embed = time.time() - t0
+    t0 = time.time()
+    h = np.asarray(h, np.float64)
+    dim = min(pca_dim, h.shape[1], h.shape[0])
+    if dim < h.shape[1]:
+        h = PCA(dim, svd_solver='randomized', random_state=seed).fit_transform(h)
+    y = tsne_1d(h, perplexity=perplexity, seed=seed, backend=tsne).reshape(len(sets), n)
+    t_tsne = time.time() - t0
+    t0 = time.time()
+    j, grid, p, qs = divergences_1d(y[0], list(y[1:]), grid_size)
+    w = softmax_weights(j, tau)
+    t_div = time.time() - t0
+    return dict(transforms=names, weights=[float(v) for v in w],
+                divergences=[float(v) for v in j], n=n, seed=seed, tau=tau,
+                perplexity=perplexity, pca_dim=dim, grid_size=grid_size, tsne=tsne,
+                seconds=dict(transform=t_transform, embed=t_embed, tsne=t_tsne,
+                             divergence=t_div),
+                grid=grid.tolist(), density_original=p.tolist(),
+                density_transformed=qs.tolist())
+
+
+def format_table(result, title=''):
+    lines = [f'AutoAugOOD weights{title}: embedder {result["embedder"]["name"]}, '
+             f'n={result["n"]}, tau={result["tau"]:g}',
+             f'{"transform":>16} {"J(P||Q_k)":>10} {"weight":>8}']
+    for name, j, w in sorted(zip(result['transforms'], result['divergences'], result['weights']),
+                             key=lambda t: -t[2]):
+        lines.append(f'{name:>16} {j:10.4f} {w:8.4f}')
+    return '\n'.join(lines)
+
+
+def plot_densities(result, path):
+    """autoaug.png: the 1-D densities of the originals and of each transform, with j and w."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    grid = np.asarray(result['grid'])
+    ax.fill_between(grid, result['density_original'], color='0.8', label='originals (P)')
+    for name, q, j, w in zip(result['transforms'], result['density_transformed'],
+                             result['divergences'], result['weights']):
+        ax.plot(grid, q, label=f'{name}: J={j:.2f}, w={w:.3f}')
+    ax.set_xlabel('1-D t-SNE coordinate')
+    ax.set_ylabel('density (sums to 1 on the grid)')
+    ax.set_title(f'AutoAugOOD, embedder {result["embedder"]["name"]}, n={result["n"]}')
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def training_transforms(config):
+    """The configured transforms with the training parameters: name -> fn(key, x, partner)."""
+    names = tuple(config.negatives.transforms)
+    params = {'mixup': {'lam_range': tuple(config.negatives.mixup_lam)}} if 'mixup' in names else {}
+    return {n: functools.partial(negatives.TRANSFORM_FNS[n], **params.get(n, {})) for n in names}
+
+
+def fingerprint(config, images, embedder_description, outliers=None):
+    """sha256 of the data, the transform set and every setting the weights depend on."""
+    h = hashlib.sha256()
+    for a in (images,) + ((outliers,) if outliers is not None else ()):
+        h.update(str((a.shape, str(a.dtype))).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    c = config.autoaug
+    settings = dict(version=VERSION, transforms=list(config.negatives.transforms),
+                    mixup_lam=list(config.negatives.mixup_lam), seed=config.seed,
+                    num_images=c.num_images, tau=c.tau, perplexity=c.perplexity,
+                    pca_dim=c.pca_dim, grid_size=c.grid_size, tsne=c.tsne,
+                    embedder=embedder_description)
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def class_weights(config, workdir, x_train, embedder, outliers=None, log=print):
+    """The weights for this normal class's training images, cached in <workdir>/autoaug.json.
+
+    Returns (weights aligned with config.negatives.transforms, the result dict).
+    """
+    path = os.path.join(workdir, 'autoaug.json')
+    fp = fingerprint(config, x_train, embedder.description, outliers)
+    if os.path.exists(path):
+        try:
+            with open(path) as f:
+                cached = json.load(f)
+        except (OSError, ValueError):
+            cached = {}
+        if cached.get('fingerprint') == fp:
+            log(format_table(cached, ' (cached)'))
+            return np.asarray(cached['weights'], np.float32), cached
+    c = config.autoaug
+    idx = subset_indices(len(x_train), c.num_images, config.seed)
+    images = x_train[idx]
+    partners = None
+    if outliers is not None:  # Training mixes with outliers: measure the same transform.
+        pick = np.random.default_rng(config.seed).integers(0, len(outliers), len(images))
+        partners = outliers[pick]
+    result = autoaug_weights(images, training_transforms(config), embedder, partners=partners,
+                             seed=config.seed, tau=c.tau, perplexity=c.perplexity,
+                             pca_dim=c.pca_dim, grid_size=c.grid_size, tsne=c.tsne, log=log)
+    result.update(embedder=embedder.description, fingerprint=fp, n_available=len(x_train))
+    os.makedirs(workdir, exist_ok=True)
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(result, f, indent=1)
+    os.replace(tmp, path)
+    plot_densities(result, os.path.join(workdir, 'autoaug.png'))
+    log(format_table(result))
+    return np.asarray(result['weights'], np.float32), result
+
+
+def cached_weights(workdir) -> Optional[dict]:
+    """The autoaug.json of a trained workdir, if any (for eval-only runs)."""
+    path = os.path.join(workdir, 'autoaug.json')
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
