@@ -23,10 +23,11 @@ import optax
 from flax.training import train_state
 from tqdm import tqdm
 
-from unode_jax import losses, optim
+from unode_jax import losses, optim, torch_weights
 from unode_jax.augment import negatives, views
 from unode_jax.checkpoint import Checkpointer
 from unode_jax.models import create_model, frozen_mask
+from unode_jax.models.torchvision import load_torchvision_encoder
 
 AXIS = 'batch'
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -75,9 +76,23 @@ def model_and_optimizer(config, image_size, bn_axis_name=None):
     return _MODELS_AND_OPTIMIZERS[key]
 
 
+_PRETRAINED = {}  # path -> torchvision state dict: a class sweep reads the file once.
+
+
+def pretrained_state_dict(path):
+    if path not in _PRETRAINED:
+        _PRETRAINED[path] = torch_weights.load_state_dict(path)
+    return _PRETRAINED[path]
+
+
 def create_train_state(rng, config, image_size, bn_axis_name=None) -> TrainState:
+    """Fresh variables, the encoder from config.model.pretrained when set."""
     model, tx, init = model_and_optimizer(config, image_size, bn_axis_name)
     variables = init(rng, jnp.zeros((2, image_size, image_size, 3), jnp.float32))
+    if config.model.pretrained:
+        variables = load_torchvision_encoder(
+            variables, pretrained_state_dict(config.model.pretrained), config.model.name,
+            source=config.model.pretrained)
     state = TrainState.create(apply_fn=model.apply, params=variables['params'], tx=tx,
                               batch_stats=variables['batch_stats'])
     # Strong types throughout (the step counter and the injected learning rate start

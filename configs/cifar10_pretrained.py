@@ -1,0 +1,36 @@
+"""CIFAR-10 one-class from an ImageNet-pretrained Wide-ResNet-50-2 (paper: 96.9 AUROC, pretrained).
+
+  python launch.py --config=configs/cifar10_pretrained.py --workdir=runs/c10p \\
+      --config.model.pretrained=wide_resnet50_2-95faca4d.pth
+
+The weights are torchvision's ImageNet files, read without torch:
+  https://download.pytorch.org/models/wide_resnet50_2-95faca4d.pth  (263 MB)
+  https://download.pytorch.org/models/resnet18-f37072fd.pth  (45 MB; with
+  --config.model.name=resnet18)
+
+The authors' pretrained setting, on top of configs/cifar10.py: ImageNet input
+normalisation, the penultimate feature L2-normalised before both heads, and the
+stem, layer1 and layer2 frozen for the first 100 epochs (their BatchNorm
+statistics still update). The freeze is counted in steps, 100 * (5000 //
+batch_size) for CIFAR-10's 5,000 training images per class; it follows
+--config.batch_size (another dataset needs its own --config.optim.unfreeze_step).
+Cost: as configs/cifar10.py, 39 steps per epoch and 39,000 steps per class at
+batch 128, plus reading the file once per process. At 32 px the ImageNet stem
+leaves layer4 a 1x1 map; --config.data.image_size=224 feeds the backbone at its
+ImageNet resolution for about 49x the compute per step.
+"""
+from configs import cifar10
+from unode_jax.models import FROZEN_PREFIXES
+
+IMAGES_PER_CLASS = 5000  # CIFAR-10 training images of one normal class.
+FROZEN_EPOCHS = 100
+
+
+def get_config():
+    config = cifar10.get_config()
+    config.model.input_norm = 'imagenet'
+    config.model.normalize_feature = True
+    config.optim.freeze_prefixes = FROZEN_PREFIXES[config.model.name]
+    # A reference, so that --config.batch_size=N moves the unfreeze step with the epoch length.
+    config.optim.unfreeze_step = FROZEN_EPOCHS * (IMAGES_PER_CLASS // config.get_ref('batch_size'))
+    return config
