@@ -40,23 +40,39 @@ def scale_by_torchlars(weight_decay=1e-6, eta=1e-3, eps=1e-8) -> optax.GradientT
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def freeze(mask, until_step) -> optax.GradientTransformation:
-    """Zero the updates of masked parameters while the step count is below until_step.
+def freeze(inner, mask, until_step) -> optax.GradientTransformation:
+    """`inner`, with the masked parameters left out while the step count is below until_step.
 
-    Used to keep the stem, layer1 and layer2 of a pretrained backbone fixed for the
-    first epochs, as the authors do; their BatchNorm statistics still update.
+    As torch's requires_grad=False, whose SGD skips a frozen parameter entirely: no
+    update, no weight decay, and no momentum, which therefore starts from zero when the
+    parameter unfreezes. Used to keep the stem, layer1 and layer2 of a pretrained
+    backbone fixed for the first epochs, as the authors do; their BatchNorm statistics
+    still update. The state is (inner state, step count).
     """
 
     def init_fn(params):
-        del params
-        return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+        return inner.init(params), optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
 
     def update_fn(updates, state, params=None):
-        del params
-        frozen = state.count < until_step
-        updates = jax.tree.map(lambda u, m: jnp.where(m & frozen, jnp.zeros_like(u), u),
-                               updates, mask)
-        return updates, optax.ScaleByScheduleState(count=optax.safe_increment(state.count))
+        inner_state, schedule = state
+        frozen = schedule.count < until_step
+        new_updates, new_inner = inner.update(updates, inner_state, params)
+        new_updates = jax.tree.map(lambda u, m: jnp.where(m & frozen, jnp.zeros_like(u), u),
+                                   new_updates, mask)
+        # Every parameter-shaped part of the state (momentum) keeps its old value.
+        params_def = jax.tree.structure(mask)
+
+        def is_params(x):
+            return jax.tree.structure(x) == params_def
+
+        def keep(new, old):
+            if not is_params(new):
+                return new
+            return jax.tree.map(lambda n, o, m: jnp.where(m & frozen, o, n), new, old, mask)
+
+        new_inner = jax.tree.map(keep, new_inner, inner_state, is_leaf=is_params)
+        count = optax.safe_increment(schedule.count)
+        return new_updates, (new_inner, optax.ScaleByScheduleState(count=count))
 
     return optax.GradientTransformation(init_fn, update_fn)
 
@@ -98,7 +114,7 @@ def create_optimizer(optim_config, freeze_mask: Any = None) -> optax.GradientTra
 
     tx = optax.inject_hyperparams(make)(learning_rate=0.0)
     if freeze_mask is not None:
-        tx = optax.chain(tx, freeze(freeze_mask, c.unfreeze_step))
+        tx = freeze(tx, freeze_mask, c.unfreeze_step)
     return tx
 
 
