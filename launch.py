@@ -9,6 +9,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from unode_jax.run import MODES, run
+from unode_jax.torch_weights import CheckpointFormatError, UnsafeCheckpointError
 from unode_jax.validate import ConfigError, validate_config
 
 FLAGS = flags.FLAGS
@@ -25,7 +26,8 @@ def main(argv):
     try:
         validate_config(FLAGS.config)  # Before any data, device or compile work.
         run(FLAGS.config, FLAGS.workdir, FLAGS.mode)
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, FileNotFoundError, CheckpointFormatError, UnsafeCheckpointError) as e:
+        # The user's input is at fault (a field, a missing or unfit file): one line.
         sys.exit(f'error: {e}')
 
 

@@ -1,5 +1,9 @@
 """AutoAugOOD: the divergence, the softmax, the pipeline on real digits, and its cache."""
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -8,6 +12,9 @@ from configs import digits
 from unode_jax.augment import autoaug, negatives
 from unode_jax.data.datasets import load_dataset
 from unode_jax.data.splits import one_class_split
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLIP_FIXTURE = os.path.join(ROOT, 'tests', 'fixtures', 'clip', 'rn_tiny_jit.pt')
 
 
 def _gauss(grid, mu, sigma):
@@ -91,6 +98,22 @@ def test_transform_images_uses_the_training_transform_deterministically(digit_th
         assert any(np.array_equal(np.rot90(img, k), out) for k in (1, 2, 3))
 
 
+def test_tsne_backends(monkeypatch):
+    x = np.concatenate([np.zeros((40, 5)), np.full((40, 5), 4.0)])
+    x += np.random.default_rng(0).normal(0, 0.1, x.shape)
+    y = autoaug.tsne_1d(x, seed=0)  # scikit-learn, the default
+    np.testing.assert_array_equal(y, autoaug.tsne_1d(x, seed=0))  # seeded
+    # Neighbours in 1-D are neighbours in 5-D: the nearest point is of the same cluster.
+    d = np.abs(y[:, None] - y[None, :]) + np.eye(80) * 1e9
+    same = (np.argmin(d, 1) < 40) == (np.arange(80) < 40)
+    assert same.mean() > 0.95 and y.shape == (80,)
+    monkeypatch.setitem(sys.modules, 'openTSNE', None)  # not installed
+    with pytest.raises(ImportError, match='pip install openTSNE'):
+        autoaug.tsne_1d(x, backend='opentsne')
+    with pytest.raises(ValueError, match='autoaug.tsne'):
+        autoaug.tsne_1d(x, backend='umap')
+
+
 def test_subset_is_seeded_and_sorted():
     a = autoaug.subset_indices(100, 10, seed=0)
     assert list(a) == sorted(a) and len(set(a)) == 10
@@ -155,3 +178,43 @@ def test_outlier_partners_are_used_for_mixup(tmp_path, digit_threes):
                           log=lambda *a: None)
     mixed = seen[0][40:]
     assert (mixed == 255).all()
+
+
+def test_training_with_clip_weights_computes_and_uses_them(tmp_path):
+    """As `launch.py --config=configs/cifar10.py --config.autoaug.clip_weights=RN50.pt`,
+    on digits with a tiny traced CLIP ResNet (a TorchScript archive like RN50.pt)."""
+    from unode_jax import torch_weights
+    from unode_jax.run import run
+    weights_file = tmp_path / 'tiny_clip.pt'
+    shutil.copyfile(CLIP_FIXTURE, weights_file)
+    config = digits.get_config()
+    config.data.normal_class = 3
+    config.negatives.transforms = ('rotation', 'cutout', 'mixup')
+    config.autoaug.embedder = 'clip'
+    config.autoaug.clip_weights = str(weights_file)
+    config.autoaug.num_images = 60
+    config.optim.num_epochs = 1
+    config.progress_bar = False
+    summary = run(config, str(tmp_path / 'run'))
+    found = json.loads((tmp_path / 'run' / 'autoaug.json').read_text())
+    assert found['embedder']['name'] == 'clip' and found['n'] == 60
+    assert found['embedder']['sha256'] == torch_weights.sha256_file(weights_file)
+    assert found['embedder']['resolution'] == 64  # read from the checkpoint
+    result = summary['classes']['3']
+    assert result['autoaug_embedder'] == found['embedder']
+    assert summary['autoaug_embedder']['name'] == 'clip'
+    assert result['negative_weights_source'] == 'auto'
+    assert list(result['negative_weights'].values()) == pytest.approx(found['weights'])
+
+
+def test_missing_clip_weights_stop_the_run_before_training(tmp_path):
+    cmd = [sys.executable, os.path.join(ROOT, 'launch.py'),
+           '--config=' + os.path.join(ROOT, 'configs/digits.py'), f'--workdir={tmp_path / "w"}',
+           '--config.autoaug.embedder=clip', '--config.autoaug.download=False',
+           f'--config.autoaug.cache_dir={tmp_path / "cache"}']
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode != 0
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith('error:') and 'RN50.pt' in last and 'clip_weights' in last, last
+    assert 'https://openaipublic.azureedge.net/clip/models/' in last
+    assert not (tmp_path / 'w' / 'class_0').exists()  # nothing trained

@@ -178,6 +178,18 @@ def test_expected_sha256(tmp_path):
         tw.load_state_dict(path, expected_sha256='0' * 64, cache=False)
 
 
+def test_torch_hub_hash_prefix_in_the_file_name(tmp_path):
+    """torchvision's files are named <name>-<sha256 prefix>.pth (torch.hub's check_hash)."""
+    sha = tw.sha256_file(os.path.join(FIXTURES, 'zip_fp32.pt'))
+    good = _copy(tmp_path, 'zip_fp32', f'resnet18-{sha[:8]}.pth')
+    assert 'fc.weight' in tw.load_state_dict(good, cache=False)
+    bad = _copy(tmp_path, 'zip_fp32', 'wide_resnet50_2-95faca4d.pth')
+    with pytest.raises(tw.CheckpointFormatError, match='starts with 95faca4d'):
+        tw.load_state_dict(bad)
+    assert not os.path.exists(f'{bad}.safetensors')
+    assert 'fc.weight' in tw.load_state_dict(_copy(tmp_path, 'zip_fp32', 'mine-final.pth'))
+
+
 def _forbid_conversion(monkeypatch):
     def fail(path):
         raise AssertionError(f'converted {path} instead of using the cache')

@@ -127,8 +127,11 @@ def load_image_encoder(path, *, batch_size=64, expected_sha256=None,
     """
     path = os.fspath(path)
     sd = torch_weights.load_state_dict(path, cache=cache, expected_sha256=expected_sha256)
-    config = clip_config_from_state_dict(sd)
-    variables = convert_state_dict(sd, config)
+    try:
+        config = clip_config_from_state_dict(sd)
+        variables = convert_state_dict(sd, config)
+    except ValueError as e:  # The file is readable but is not a CLIP ResNet.
+        raise torch_weights.CheckpointFormatError(f'{path}: {e}') from e
     sha256 = expected_sha256 or torch_weights.KNOWN_SHA256.get(os.path.basename(path))
     return ImageEncoder(variables, config, batch_size=batch_size, source=path, sha256=sha256)
 

@@ -38,6 +38,8 @@ RN50_SHA256 = 'afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762'
 # Basenames that claim to be official files: their content must match.
 KNOWN_SHA256 = {'RN50.pt': RN50_SHA256}
 _CLIP_URL = 'https://openaipublic.azureedge.net/clip/models/{sha}/{name}'
+# torch.hub's convention, used by torchvision's files: <name>-<sha256 prefix>.pth.
+_HUB_HASH = re.compile(r'-([0-9a-f]{8,64})\.pth?$')
 
 _CACHE_FORMAT = 'unode_jax.torch_weights/1'
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -555,9 +557,15 @@ def load_state_dict(path, *, cache=True, expected_sha256=None) -> dict[str, np.n
         cached = _read_cache(cache_path, st, want)
         if cached is not None:
             return cached
-    sha = sha256_file(path) if (want or cache) else None
+    hub = _HUB_HASH.search(os.path.basename(path))
+    sha = sha256_file(path) if (want or cache or hub) else None
     if want and sha != want:
         raise CheckpointFormatError(_sha_mismatch(path, sha, want))
+    if hub and not sha.startswith(hub.group(1)):
+        raise CheckpointFormatError(
+            f'{path}: its name says (torch.hub convention) that its sha256 starts with '
+            f'{hub.group(1)}, but it is {sha}: the download is truncated or altered; download '
+            'it again (or rename the file if it is your own)')
     weights = _convert(path)
     if cache:
         now = os.stat(path)

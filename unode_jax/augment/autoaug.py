@@ -97,12 +97,16 @@ def divergences_1d(p_points, q_points_list, grid_size=512):
 # ----------------------------------------------------------------------------
 
 
-def tsne_1d(x, *, perplexity=30.0, seed=0, backend='opentsne'):
+def tsne_1d(x, *, perplexity=30.0, seed=0, backend='sklearn'):
     """A joint 1-D t-SNE of x (n, d); perplexity is lowered for tiny n, as t-SNE needs."""
     x = np.asarray(x, np.float64)
     perplexity = float(min(perplexity, max((len(x) - 1) / 3.0, 1.0)))
     if backend == 'opentsne':
-        import openTSNE  # Imported here: it loads numba-free C extensions, slow to import.
+        try:
+            import openTSNE
+        except ImportError:
+            raise ImportError("autoaug.tsne='opentsne' needs `pip install openTSNE`; "
+                              "or use autoaug.tsne='sklearn'") from None
         emb = openTSNE.TSNE(n_components=1, perplexity=perplexity, random_state=seed,
                             initialization='pca', n_jobs=os.cpu_count() or 1,
                             verbose=False).fit(x)
@@ -161,11 +165,13 @@ class ClipEmbedder:
     """CLIP ResNet image embeddings (the paper's psi), with CLIP's preprocessing."""
 
     def __init__(self, path, batch_size=64):
-        from unode_jax import clip
+        from unode_jax import clip, torch_weights
         self._clip = clip
         self.encoder = clip.load_image_encoder(path, batch_size=batch_size)
-        self.description = dict(name='clip', weights=os.path.basename(path),
-                                sha256=self.encoder.sha256, resolution=self.encoder.resolution,
+        # The hash identifies the weights in the cache fingerprint, whatever the file name.
+        sha = self.encoder.sha256 or torch_weights.sha256_file(path)
+        self.description = dict(name='clip', weights=os.path.basename(path), sha256=sha,
+                                resolution=self.encoder.resolution,
                                 output_dim=self.encoder.output_dim)
 
     def __call__(self, images_uint8, progress=False):
@@ -199,7 +205,7 @@ def subset_indices(n, num_images, seed):
 
 def autoaug_weights(images, transforms: Mapping[str, Callable], embed, *, partners=None,
                     seed=0, tau=1.0, perplexity=30.0, pca_dim=50, grid_size=512,
-                    tsne='opentsne', log=print):
+                    tsne='sklearn', log=print):
     """AutoAugOOD on uint8 images (n, H, W, 3); returns a dict of plain values.
 
     transforms: name -> fn(key, x, partner) on one float image in [0, 1] (the
@@ -222,22 +228,32 @@ def autoaug_weights(images, transforms: Mapping[str, Callable], embed, *, partne
     log(f'AutoAugOOD: embedding {n} images and {len(names)} transformed copies')
     h = embed(np.concatenate(sets), progress=True)
     t_embed = time.time() - t0
+    result = weights_from_embeddings(np.asarray(h).reshape(len(sets), n, -1), names, seed=seed,
+                                     tau=tau, perplexity=perplexity, pca_dim=pca_dim,
+                                     grid_size=grid_size, tsne=tsne)
+    result['seconds'].update(transform=t_transform, embed=t_embed)
+    return result
+
+
+def weights_from_embeddings(h, names, *, seed=0, tau=1.0, perplexity=30.0, pca_dim=50,
+                            grid_size=512, tsne='sklearn'):
+    """The weights from embeddings h (1 + K, n, D): row 0 the originals, row k transform k."""
+    sets, n = h.shape[:2]
     t0 = time.time()
-    h = np.asarray(h, np.float64)
+    h = np.asarray(h, np.float64).reshape(sets * n, -1)
     dim = min(pca_dim, h.shape[1], h.shape[0])
     if dim < h.shape[1]:
         h = PCA(dim, svd_solver='randomized', random_state=seed).fit_transform(h)
-    y = tsne_1d(h, perplexity=perplexity, seed=seed, backend=tsne).reshape(len(sets), n)
+    y = tsne_1d(h, perplexity=perplexity, seed=seed, backend=tsne).reshape(sets, n)
     t_tsne = time.time() - t0
     t0 = time.time()
     j, grid, p, qs = divergences_1d(y[0], list(y[1:]), grid_size)
     w = softmax_weights(j, tau)
     t_div = time.time() - t0
-    return dict(transforms=names, weights=[float(v) for v in w],
+    return dict(transforms=list(names), weights=[float(v) for v in w],
                 divergences=[float(v) for v in j], n=n, seed=seed, tau=tau,
                 perplexity=perplexity, pca_dim=dim, grid_size=grid_size, tsne=tsne,
-                seconds=dict(transform=t_transform, embed=t_embed, tsne=t_tsne,
-                             divergence=t_div),
+                seconds=dict(tsne=t_tsne, divergence=t_div),
                 grid=grid.tolist(), density_original=p.tolist(),
                 density_transformed=qs.tolist())
 
@@ -272,11 +288,17 @@ def plot_densities(result, path):
     plt.close(fig)
 
 
+@functools.lru_cache(maxsize=None)
+def _transform_fn(name, params=()):
+    # One object per (name, params): it is a static argument of the jitted transform, so
+    # a sweep over classes compiles each transform once.
+    return functools.partial(negatives.TRANSFORM_FNS[name], **dict(params))
+
+
 def training_transforms(config):
     """The configured transforms with the training parameters: name -> fn(key, x, partner)."""
-    names = tuple(config.negatives.transforms)
-    params = {'mixup': {'lam_range': tuple(config.negatives.mixup_lam)}} if 'mixup' in names else {}
-    return {n: functools.partial(negatives.TRANSFORM_FNS[n], **params.get(n, {})) for n in names}
+    params = {'mixup': (('lam_range', tuple(config.negatives.mixup_lam)),)}
+    return {n: _transform_fn(n, params.get(n, ())) for n in config.negatives.transforms}
 
 
 def fingerprint(config, images, embedder_description, outliers=None):

@@ -116,8 +116,9 @@ def load_torchvision_encoder(variables, state_dict, model_name, *, source='the s
     source names the file in error messages.
     """
     if not torchvision_layout(model_name):
-        raise ValueError(f'model.pretrained needs a model with torchvision\'s ResNet layout '
-                         f'{torchvision_models()}; model.name={model_name!r} has none')
+        raise torch_weights.CheckpointFormatError(
+            f'model.pretrained needs a model with torchvision\'s ResNet layout '
+            f'{torchvision_models()}; model.name={model_name!r} has none')
     targets = encoder_torch_keys(variables)
     given = {k: v for k, v in state_dict.items() if not IGNORED.fullmatch(k)}
     missing = [k for k in targets if k not in given]
@@ -132,8 +133,9 @@ def load_torchvision_encoder(variables, state_dict, model_name, *, source='the s
         problems = '; '.join(filter(None, [
             listed('missing keys', missing), listed('unexpected keys', unexpected),
             listed('shape mismatches (file vs model)', wrong)]))
-        raise ValueError(f'model.pretrained={source} looks like {describe_state_dict(state_dict)} '
-                         f'but model.name={model_name}: {problems}')
+        raise torch_weights.CheckpointFormatError(
+            f'model.pretrained={source} looks like {describe_state_dict(state_dict)} '
+            f'but model.name={model_name}: {problems}')
 
     new = {c: dict(variables[c]) for c in ('params', 'batch_stats')}
     encoder = {c: {} for c in new}
