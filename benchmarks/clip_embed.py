@@ -16,7 +16,6 @@ Timed round-robin (one batch of each in turn) so that load from other processes 
 all rows alike; the median and best of --batches are reported.
 """
 import argparse
-import importlib.util
 import os
 import platform
 import statistics
@@ -29,21 +28,11 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from tests.fixtures.make_clip_fixtures import load_clip_model_py  # noqa: E402
 from unode_jax import clip  # noqa: E402
 from unode_jax.models import clip_resnet  # noqa: E402
 
 RN50 = dict(layers=(3, 4, 6, 3), output_dim=1024, heads=32, input_resolution=224, width=64)
-
-
-def load_clip_model_py():
-    spec = importlib.util.find_spec('clip')
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit('clip-anytorch is not installed (pip install clip-anytorch)')
-    path = os.path.join(list(spec.submodule_search_locations)[0], 'model.py')
-    mod_spec = importlib.util.spec_from_file_location('clip_model', path)
-    module = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(module)
-    return module
 
 
 def torch_rn50():

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import default
+from tests.tiny_config import tiny_config
 from unode_jax import torch_weights
 from unode_jax import train as train_lib
 from unode_jax.models import FROZEN_PREFIXES, MODELS, BasicBlock, Bottleneck, ResNet, create_model
@@ -122,22 +122,10 @@ def test_mismatched_files_say_what_they_look_like(pth):
 
 
 def pretrained_config(path, **kw):
-    config = default.get_config()
-    config.data.name = 'digits'
-    config.data.image_size = 32
-    config.model.name = 'basic8'
-    config.model.pretrained = path
-    config.model.input_norm = 'imagenet'
-    config.model.normalize_feature = True
-    config.negatives.transforms = ('rotation',)  # one branch: a faster compile
-    config.batch_size = 8
-    config.optim.num_epochs = 2
-    config.optim.warmup_epochs = 1
-    config.progress_bar = False
-    for k, v in kw.items():
-        section, _, field = k.rpartition('.')
-        setattr(config[section] if section else config, field, v)
-    return config
+    return tiny_config(**{'data.image_size': 32, 'model.name': 'basic8', 'model.pretrained': path,
+                          'model.input_norm': 'imagenet', 'model.normalize_feature': True,
+                          # one branch: a faster compile
+                          'negatives.transforms': ('rotation',), **kw})
 
 
 def test_validate_pretrained(pth):

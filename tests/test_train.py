@@ -11,26 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import default
+from tests.tiny_config import tiny_config
 from unode_jax import train as train_lib
 
 SMALL_SET = ('rotation', 'cutout', 'mixup')  # fewer branches: faster compiles in tests
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny_config(**kw):
-    config = default.get_config()
-    config.data.name = 'digits'
-    config.data.image_size = 16
-    config.model.name = 'tiny'
-    config.batch_size = 8
-    config.optim.num_epochs = 2
-    config.optim.warmup_epochs = 1
-    config.progress_bar = False
-    for k, v in kw.items():
-        section, _, field = k.rpartition('.')
-        setattr(config[section] if section else config, field, v)
-    return config
 
 
 def run_steps(config, images, n_dev, k):
