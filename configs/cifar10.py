@@ -7,7 +7,12 @@ Paper: Wide-ResNet-50-2 from scratch, LARS, lr 0.1 -> 1.0 over 10 warmup epochs
 then cosine, 1000 epochs, 128 inliers per step. The authors' code trains a CIFAR
 ResNet-18 instead (--config.model.name=resnet18_cifar) with one-transform
 negatives (--config.negatives.mode=single --config.negatives.weights=authors).
-Cost: 5,000 images per class = 39 steps per epoch, 39,000 steps per class.
+Negatives: AutoAugOOD weights per class (negatives.weights='auto'), from CLIP RN50
+embeddings of 300 training images and their 8 transformed copies; RN50.pt is fetched
+once into ~/.cache/unode_jax/clip/ (or --config.autoaug.clip_weights=RN50.pt; offline:
+--config.autoaug.embedder=pixels). Every dataset config below inherits this.
+Cost: AutoAugOOD ~5 minutes per class on 2 CPU cores (seconds on a GPU); 5,000 images
+per class = 39 steps per epoch, 39,000 steps per class.
 Needs the tfds cifar10 dataset prepared in data.data_dir (or --config.data.download=True).
 """
 from configs import default
