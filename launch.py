@@ -2,12 +2,15 @@
 
   python launch.py --config=configs/digits.py --workdir=/tmp/unode_digits
   python launch.py --config=configs/cifar10.py --workdir=DIR --config.data.normal_class=3
+  python launch.py --mode=report --workdir=DIR   # rebuild the reports from saved scores
+  python launch.py --mode=report --workdir=OUT --runs=runs/cifar10,runs/mnist  # Table 1
 """
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from unode_jax import report
 from unode_jax.run import MODES, run
 from unode_jax.torch_weights import CheckpointFormatError, UnsafeCheckpointError
 from unode_jax.validate import ConfigError, validate_config
@@ -16,16 +19,26 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.py file.', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and results go.')
 flags.DEFINE_enum('mode', 'train_eval', MODES, 'What to do.')
-flags.mark_flags_as_required(['config', 'workdir'])
+flags.DEFINE_list('runs', None, '--mode=report: finished workdirs (e.g. one per dataset) to '
+                  'summarise across, as Table 1, into --workdir/universality.{json,md}.')
+flags.mark_flags_as_required(['workdir'])
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     logging.set_verbosity(logging.WARNING)
+    if FLAGS.config is None and FLAGS.mode != 'report':
+        raise app.UsageError(f'--config is required for --mode={FLAGS.mode}')
     try:
-        validate_config(FLAGS.config)  # Before any data, device or compile work.
-        run(FLAGS.config, FLAGS.workdir, FLAGS.mode)
+        if FLAGS.mode != 'report':
+            validate_config(FLAGS.config)  # Before any data, device or compile work.
+        if FLAGS.runs:
+            if FLAGS.mode != 'report':
+                raise app.UsageError('--runs goes with --mode=report')
+            print(report.write_universality(FLAGS.workdir, FLAGS.runs), end='')
+        else:
+            run(FLAGS.config, FLAGS.workdir, FLAGS.mode)
     except (ConfigError, FileNotFoundError, CheckpointFormatError, UnsafeCheckpointError) as e:
         # The user's input is at fault (a field, a missing or unfit file): one line.
         sys.exit(f'error: {e}')

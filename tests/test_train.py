@@ -124,6 +124,12 @@ def test_kill_and_resume_ends_with_the_same_parameters(tmp_path):
     result = json.loads((killed / 'results.json').read_text())['classes']['3']
     assert result['steps'] == step_a and 0 <= result['auroc'] <= 1
     assert 'AUROC' in r.stdout
+    # --mode=report needs no config: everything comes from the saved scores.
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'launch.py'), '--mode=report',
+                        f'--workdir={killed}'], capture_output=True, text=True, timeout=300,
+                       cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'FPR@95' in r.stdout and (killed / 'results.md').exists()
 
 
 def test_bad_override_fails_with_one_line(tmp_path):
@@ -149,6 +155,17 @@ def test_quick_start_detects_novel_digits_and_sweep_resumes(tmp_path):
         assert r['n_test_inliers'] + r['n_test_outliers'] == 599
     saved = json.loads((tmp_path / 'results.json').read_text())
     assert saved['mean_auroc'] == pytest.approx(summary['mean_auroc'])
+    assert saved['autoaug_embedder']['name'] == 'pixels'  # the quick start's offline weights
+    for c in ('0', '1'):
+        r = summary['classes'][c]
+        assert 0 <= r['fpr95'] <= 1 and 0 < r['aupr_in'] <= 1 and 0 < r['aupr_out'] <= 1
+        assert r['negative_weights_source'] == 'auto' and r['autoaug_embedder']['name'] == 'pixels'
+        assert (tmp_path / f'class_{c}' / 'autoaug.json').exists()
+        assert (tmp_path / f'class_{c}' / 'roc.png').exists()
+    # --mode=report rebuilds the same reports from the saved scores.
+    first = {n: (tmp_path / n).read_text() for n in ('results.csv', 'results.md')}
+    run(config, str(tmp_path), mode='report')
+    assert {n: (tmp_path / n).read_text() for n in first} == first
     # A rerun finds both classes finished and retrains nothing.
     log = tmp_path / 'class_0' / 'metrics.jsonl'
     before = log.read_text()

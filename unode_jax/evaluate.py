@@ -49,12 +49,12 @@ def embed(state, images, config):
 
 
 def evaluate_one_class(state, config, x_train, x_test, test_is_normal):
-    """Scores of every test image and the AUROC with normal as the positive class."""
+    """Scores of every test image and the detection metrics, normal = positive class."""
     train = embed(state, x_train, config)
     test = embed(state, x_test, config)
     s = score.unode_scores(train, test, balance=config.score.balance)
     return dict(
-        auroc=metrics.auroc(test_is_normal, s['score']),
+        **metrics.detection_metrics(test_is_normal, s['score']),
         auroc_sim=metrics.auroc(test_is_normal, s['sim']),
         auroc_binary=metrics.auroc(test_is_normal, s['binary']),
         balance_weight=s['weight'],

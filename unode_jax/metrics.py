@@ -1,10 +1,55 @@
-"""Detection metrics. Normal (inlier) is the positive class; higher score = more normal."""
+"""Detection metrics. Normal (inlier) is the positive class; higher score = more normal.
+
+OpenOOD and many OOD papers count the other way (outliers positive): our AUPR-In is
+their AUPR-Out and vice versa, and our FPR@95 is the fraction of novel images
+accepted when 95% of normal images are.
+"""
 import numpy as np
 from sklearn import metrics as skm
 
+METRICS = ('auroc', 'aupr_in', 'aupr_out', 'fpr95')
+NAMES = {'auroc': 'AUROC', 'aupr_in': 'AUPR-In', 'aupr_out': 'AUPR-Out', 'fpr95': 'FPR@95TPR'}
+
+
+def _check(is_normal, score):
+    is_normal = np.asarray(is_normal, bool)
+    score = np.asarray(score, np.float64)
+    if is_normal.shape != score.shape or is_normal.ndim != 1:
+        raise ValueError(f'need 1-D labels and scores of one length, got {is_normal.shape} '
+                         f'and {score.shape}')
+    if is_normal.all() or not is_normal.any():
+        raise ValueError('detection metrics need both normal and novel test images')
+    if not np.isfinite(score).all():
+        raise ValueError(f'{int((~np.isfinite(score)).sum())} scores are not finite')
+    return is_normal, score
+
 
 def auroc(is_normal, score) -> float:
-    is_normal = np.asarray(is_normal, bool)
-    if is_normal.all() or not is_normal.any():
-        raise ValueError('AUROC needs both normal and novel test images')
-    return float(skm.roc_auc_score(is_normal, np.asarray(score, np.float64)))
+    is_normal, score = _check(is_normal, score)
+    return float(skm.roc_auc_score(is_normal, score))
+
+
+def aupr_in(is_normal, score) -> float:
+    """Average precision of finding the normal images by high score."""
+    is_normal, score = _check(is_normal, score)
+    return float(skm.average_precision_score(is_normal, score))
+
+
+def aupr_out(is_normal, score) -> float:
+    """Average precision of finding the novel images by low score."""
+    is_normal, score = _check(is_normal, score)
+    return float(skm.average_precision_score(~is_normal, -score))
+
+
+def fpr_at_tpr(is_normal, score, tpr=0.95) -> float:
+    """Fraction of novel images scoring at or above the highest threshold that keeps at
+    least `tpr` of the normal images (the first ROC point with TPR >= tpr)."""
+    is_normal, score = _check(is_normal, score)
+    fpr_curve, tpr_curve, _ = skm.roc_curve(is_normal, score)
+    return float(fpr_curve[np.argmax(tpr_curve >= tpr - 1e-12)])
+
+
+def detection_metrics(is_normal, score) -> dict:
+    """AUROC, AUPR-In, AUPR-Out and FPR@95TPR, normal = positive."""
+    return dict(auroc=auroc(is_normal, score), aupr_in=aupr_in(is_normal, score),
+                aupr_out=aupr_out(is_normal, score), fpr95=fpr_at_tpr(is_normal, score))

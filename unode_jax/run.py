@@ -1,10 +1,10 @@
 """One-class experiments: train and/or evaluate one normal class, or every class in turn.
 
 Outputs in the workdir (one class) or <workdir>/class_<c>/ (all classes):
-checkpoints/, metrics.jsonl, scores.npz (per test image), results.json, and with
-negatives.weights='auto' the AutoAugOOD weights (autoaug.json, autoaug.png). The
-summary <workdir>/results.json holds each class's AUROC and test counts and their
-mean, and is printed as a table.
+checkpoints/, metrics.jsonl, scores.npz (per test image), results.json, roc.png and
+hist.png, and with negatives.weights='auto' the AutoAugOOD weights (autoaug.json,
+autoaug.png). The summary <workdir>/results.json (and .csv, .md) holds each class's
+metrics and test counts with their mean and std, and is printed as a table (report.py).
 """
 import json
 import os
@@ -12,6 +12,7 @@ import os
 import jax
 import numpy as np
 
+from unode_jax import report
 from unode_jax import train as train_lib
 from unode_jax.augment import autoaug
 from unode_jax.augment.weights import negative_weights
@@ -21,14 +22,7 @@ from unode_jax.data.splits import one_class_split
 from unode_jax.evaluate import evaluate_one_class
 from unode_jax.validate import validate_config
 
-MODES = ('train', 'eval', 'train_eval')
-
-
-def _write_json(path, obj):
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)  # Atomic: a killed run never leaves half a results file.
+MODES = ('train', 'eval', 'train_eval', 'report')
 
 
 def restore_for_eval(config, workdir, image_size):
@@ -76,22 +70,6 @@ def run_class(config, workdir, ds, normal_class, mode, *, weights, embedder=None
     return result
 
 
-def format_table(results, dataset):
-    """AUROC (%) per normal class and the mean; also of each score term alone (eq. 13, 14)."""
-    head = f'{"class":>6} {"name":>12} {"AUROC":>7} {"sim":>7} {"binary":>7} {"inliers":>8} ' \
-        f'{"outliers":>9}'
-    lines = [head]
-    for r in results:
-        name = str(r['class_name'])[:12]
-        lines.append(f'{r["normal_class"]:>6} {name:>12} {100 * r["auroc"]:7.2f} '
-                     f'{100 * r["auroc_sim"]:7.2f} {100 * r["auroc_binary"]:7.2f} '
-                     f'{r["n_test_inliers"]:>8} {r["n_test_outliers"]:>9}')
-    mean = float(np.mean([r['auroc'] for r in results]))
-    means = [100 * np.mean([r[k] for r in results]) for k in ('auroc_sim', 'auroc_binary')]
-    lines.append(f'{"mean":>6} {dataset[:12]:>12} {100 * mean:7.2f} {means[0]:7.2f} {means[1]:7.2f}')
-    return '\n'.join(lines), mean
-
-
 def run(config, workdir, mode='train_eval', classes=None):
     """Train and/or evaluate config.data.normal_class; returns the summary.
 
@@ -99,6 +77,10 @@ def run(config, workdir, mode='train_eval', classes=None):
     """
     if mode not in MODES:
         raise ValueError(f'--mode must be one of {MODES}, got {mode!r}')
+    if mode == 'report':  # From the saved scores alone: no data, model or device work.
+        summary = report.rebuild(workdir)
+        print(report.format_table(summary), flush=True)
+        return summary
     ds = load_dataset(config.data.name, data_dir=config.data.data_dir,
                       download=config.data.download, image_size=config.data.image_size,
                       path=config.data.path, cifar100_coarse=config.data.cifar100_coarse)
@@ -134,15 +116,13 @@ def run(config, workdir, mode='train_eval', classes=None):
                                embedder=embedder, outliers=outliers, n_pad=n_pad,
                                p_train_step=p_train_step)
             if result is not None:
-                _write_json(done, result)
+                report.write_json(done, result)
                 results.append(result)
     if mode == 'train':
         return None
-    table, mean = format_table(results, ds.name)
-    print(table, flush=True)
-    summary = dict(dataset=ds.name, metric='AUROC, normal = positive class', mean_auroc=mean,
-                   negative_weights_source=config.negatives.weights,
-                   autoaug_embedder=None if embedder is None else embedder.description,
-                   classes={str(r['normal_class']): r for r in results})
-    _write_json(os.path.join(workdir, 'results.json'), summary)
+    summary = report.summarize(
+        results, ds.name, negative_weights_source=config.negatives.weights,
+        autoaug_embedder=None if embedder is None else embedder.description)
+    print(report.format_table(summary), flush=True)
+    report.write_report(workdir, summary)
     return summary

@@ -1,0 +1,213 @@
+"""Reports of one-class runs: the console table, results.json/.csv/.md, ROC curves, histograms.
+
+Every number is computed from the per-image scores saved in scores.npz, so
+`launch.py --mode=report --workdir=DIR` rebuilds every report of a finished run
+without a model, a dataset or a device. Normal images are the positive class in
+every metric (OpenOOD counts the other way: its AUPR-In is our AUPR-Out).
+"""
+import csv
+import io
+import json
+import os
+
+import numpy as np
+
+from unode_jax import metrics
+
+POSITIVE = 'normal (inlier) images are the positive class; higher score = more normal'
+# Per class: the metrics of the score (eq. 15), and the AUROC of each of its terms.
+COLUMNS = metrics.METRICS + ('auroc_sim', 'auroc_binary')
+HEADERS = {**metrics.NAMES, 'auroc_sim': 'AUROC sim (13)', 'auroc_binary': 'AUROC binary (14)'}
+
+
+def write_json(path, obj):
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)  # Atomic: a killed run never leaves half a results file.
+
+
+def class_metrics(scores):
+    """The COLUMNS of one class from its saved scores (score, sim, binary, is_normal)."""
+    is_normal = np.asarray(scores['is_normal'], bool)
+    out = metrics.detection_metrics(is_normal, scores['score'])
+    out.update(auroc_sim=metrics.auroc(is_normal, scores['sim']),
+               auroc_binary=metrics.auroc(is_normal, scores['binary']),
+               n_test_inliers=int(is_normal.sum()), n_test_outliers=int((~is_normal).sum()))
+    return out
+
+
+def summarize(results, dataset, **extra):
+    """The summary of per-class results: each column's mean and (population) std."""
+    stats = {k: dict(mean=float(np.mean([r[k] for r in results])),
+                     std=float(np.std([r[k] for r in results]))) for k in COLUMNS}
+    return dict(dataset=dataset, positive_class=POSITIVE, mean_auroc=stats['auroc']['mean'],
+                metrics=stats, **extra, classes={str(r['normal_class']): r for r in results})
+
+
+def _rows(summary):
+    return sorted(summary['classes'].values(), key=lambda r: r['normal_class'])
+
+
+def format_table(summary):
+    """The console table (%): one row per normal class, then mean and std."""
+    head = f'{"class":>6} {"name":>12}' + ''.join(
+        f' {h:>9}' for h in ('AUROC', 'AUPR-In', 'AUPR-Out', 'FPR@95', 'sim', 'binary')) + \
+        f' {"inliers":>8} {"outliers":>9}'
+    lines = [head]
+    for r in _rows(summary):
+        lines.append(f'{r["normal_class"]:>6} {str(r["class_name"])[:12]:>12}' + ''.join(
+            f' {100 * r[k]:9.2f}' for k in COLUMNS) +
+            f' {r["n_test_inliers"]:>8} {r["n_test_outliers"]:>9}')
+    for stat in ('mean', 'std'):
+        lines.append(f'{stat:>6} {summary["dataset"][:12]:>12}' + ''.join(
+            f' {100 * summary["metrics"][k][stat]:9.2f}' for k in COLUMNS))
+    return '\n'.join(lines) + f'\n({POSITIVE})'
+
+
+def to_csv(summary):
+    f = io.StringIO()
+    w = csv.writer(f, lineterminator='\n')
+    w.writerow(['normal_class', 'class_name'] + list(COLUMNS) +
+               ['n_test_inliers', 'n_test_outliers'])
+    for r in _rows(summary):
+        w.writerow([r['normal_class'], r['class_name']] + [f'{r[k]:.6f}' for k in COLUMNS] +
+                   [r['n_test_inliers'], r['n_test_outliers']])
+    for stat in ('mean', 'std'):
+        w.writerow([stat, summary['dataset']] +
+                   [f'{summary["metrics"][k][stat]:.6f}' for k in COLUMNS] + ['', ''])
+    return f.getvalue()
+
+
+def to_markdown(summary):
+    """As the paper's tables: % per class, then mean ± std."""
+    cols = ['class'] + [HEADERS[k] for k in COLUMNS]
+    lines = [f'**{summary["dataset"]}**, one-class ({POSITIVE}; FPR@95TPR: lower is better)',
+             '', '| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
+    for r in _rows(summary):
+        lines.append(f'| {r["normal_class"]} ({r["class_name"]}) | ' +
+                     ' | '.join(f'{100 * r[k]:.1f}' for k in COLUMNS) + ' |')
+    lines.append('| **mean ± std** | ' + ' | '.join(
+        f'**{100 * summary["metrics"][k]["mean"]:.1f}** ± {100 * summary["metrics"][k]["std"]:.1f}'
+        for k in COLUMNS) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def plot_class(class_dir, scores, title):
+    """roc.png (ROC of the score and of each term) and hist.png (normal vs novel scores)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+    is_normal = np.asarray(scores['is_normal'], bool)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    for key, label in (('score', 'score (15)'), ('sim', 'sim (13)'), ('binary', 'binary (14)')):
+        fpr, tpr, _ = roc_curve(is_normal, scores[key])
+        ax.plot(fpr, tpr, label=f'{label}: AUROC {100 * metrics.auroc(is_normal, scores[key]):.1f}')
+    ax.plot([0, 1], [0, 1], ':', color='0.6')
+    ax.set(xlabel='false positive rate (novel accepted)',
+           ylabel='true positive rate (normal accepted)', title=title)
+    ax.legend(fontsize=8, loc='lower right')
+    fig.tight_layout()
+    fig.savefig(os.path.join(class_dir, 'roc.png'), dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    bins = np.histogram_bin_edges(scores['score'], 40)
+    ax.hist(scores['score'][is_normal], bins, alpha=0.6, density=True, label='normal')
+    ax.hist(scores['score'][~is_normal], bins, alpha=0.6, density=True, label='novel')
+    ax.set(xlabel='score (higher = more normal)', ylabel='density', title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(class_dir, 'hist.png'), dpi=100)
+    plt.close(fig)
+
+
+def class_dir(workdir, normal_class):
+    """A sweep keeps each class in class_<c>/; a one-class run in the workdir itself."""
+    d = os.path.join(workdir, f'class_{normal_class}')
+    return d if os.path.isdir(d) else workdir
+
+
+def load_scores(directory):
+    path = os.path.join(directory, 'scores.npz')
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def write_report(workdir, summary, plots=True):
+    """results.json, results.csv, results.md and, per class, roc.png and hist.png."""
+    write_json(os.path.join(workdir, 'results.json'), summary)
+    with open(os.path.join(workdir, 'results.csv'), 'w') as f:
+        f.write(to_csv(summary))
+    with open(os.path.join(workdir, 'results.md'), 'w') as f:
+        f.write(to_markdown(summary))
+    if plots:
+        for r in _rows(summary):
+            d = class_dir(workdir, r['normal_class'])
+            plot_class(d, load_scores(d), f'{summary["dataset"]}, normal class '
+                                          f'{r["normal_class"]} ({r["class_name"]})')
+
+
+def rebuild(workdir):
+    """Every report of a finished run, recomputed from its saved scores; returns the summary."""
+    path = os.path.join(workdir, 'results.json')
+    if not os.path.exists(path):
+        raise FileNotFoundError(f'no results.json in {workdir}: evaluate the run first '
+                                '(--mode=eval or train_eval)')
+    with open(path) as f:
+        old = json.load(f)
+    results = []
+    for c, r in sorted(old['classes'].items(), key=lambda kv: int(kv[0])):
+        d = class_dir(workdir, int(c))
+        if not os.path.exists(os.path.join(d, 'scores.npz')):
+            raise FileNotFoundError(f'no scores.npz in {d}: evaluate class {c} again')
+        results.append({**r, **class_metrics(load_scores(d))})
+    extra = {k: v for k, v in old.items()
+             if k not in ('dataset', 'positive_class', 'mean_auroc', 'metrics', 'classes',
+                          'metric')}
+    summary = summarize(results, old['dataset'], **extra)
+    write_report(workdir, summary)
+    return summary
+
+
+def universality(run_dirs):
+    """Table 1's summary: each finished run's mean metrics, then their mean and std across
+    the runs (the paper's measure of universality across datasets)."""
+    runs = []
+    for d in run_dirs:
+        path = os.path.join(d, 'results.json')
+        if not os.path.exists(path):
+            raise FileNotFoundError(f'no results.json in {d}: not a finished run')
+        with open(path) as f:
+            s = json.load(f)
+        if 'metrics' not in s:  # Written before these metrics existed: recompute them.
+            s = rebuild(d)
+        runs.append(dict(run=d, dataset=s['dataset'], classes=len(s['classes']),
+                         **{k: s['metrics'][k]['mean'] for k in COLUMNS}))
+    across = {k: dict(mean=float(np.mean([r[k] for r in runs])),
+                      std=float(np.std([r[k] for r in runs]))) for k in COLUMNS}
+    return dict(positive_class=POSITIVE, runs=runs, across=across)
+
+
+def universality_markdown(u):
+    cols = ['dataset', 'classes'] + [HEADERS[k] for k in COLUMNS]
+    lines = [f'Universality (Table 1): mean over each run\'s classes, then mean ± std across '
+             f'runs ({POSITIVE})', '', '| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
+    for r in u['runs']:
+        lines.append(f'| {r["dataset"]} | {r["classes"]} | ' +
+                     ' | '.join(f'{100 * r[k]:.1f}' for k in COLUMNS) + ' |')
+    lines.append(f'| **mean ± std** | {len(u["runs"])} runs | ' + ' | '.join(
+        f'**{100 * u["across"][k]["mean"]:.1f}** ± {100 * u["across"][k]["std"]:.1f}'
+        for k in COLUMNS) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def write_universality(out_dir, run_dirs):
+    """universality.json and universality.md in out_dir; returns the Markdown."""
+    u = universality(run_dirs)
+    os.makedirs(out_dir, exist_ok=True)
+    write_json(os.path.join(out_dir, 'universality.json'), u)
+    md = universality_markdown(u)
+    with open(os.path.join(out_dir, 'universality.md'), 'w') as f:
+        f.write(md)
+    return md
