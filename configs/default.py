@@ -137,6 +137,18 @@ def get_config():
     config.keep_checkpoints = 2
     config.progress_bar = True
 
+    # --- corrupted test sets (Table 2): --mode=corrupted --------------------------------
+    config.corruptions = config_dict.ConfigDict()
+    # Our CIFAR-10-C / MNIST-C style corruptions (unode_jax/data/corruptions.py) of the
+    # test set; a trained model is scored on each without retraining.
+    config.corruptions.names = ('gaussian_noise', 'shot_noise', 'impulse_noise',
+                                'speckle_noise', 'gaussian_blur', 'glass_blur', 'motion_blur',
+                                'defocus_blur', 'zoom_blur', 'brightness', 'contrast',
+                                'saturate', 'pixelate', 'jpeg_compression', 'rotate', 'scale',
+                                'shear', 'translate')
+    config.corruptions.severity = 5  # 1..5, as CIFAR-10-C.
+    config.corruptions.seed = 0
+
     # --- scoring (eq. 13-15) ----------------------------------------------------
     config.score = config_dict.ConfigDict()
     config.score.balance = 'appendix_c'  # appendix_c (sign-safe lambda) | authors

@@ -73,6 +73,8 @@ def test_weight_sources():
     ('autoaug.tau', 0.0, 'autoaug.tau'),
     ('autoaug.num_images', 5, 'autoaug.num_images'),
     ('autoaug.grid_size', 4, 'autoaug.grid_size'),
+    ('corruptions.names', ('fog',), 'corruptions.names'),
+    ('corruptions.severity', 6, 'corruptions.severity'),
 ])
 def test_bad_fields_name_themselves(field, value, match):
     config = default.get_config()

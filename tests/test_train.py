@@ -166,6 +166,17 @@ def test_quick_start_detects_novel_digits_and_sweep_resumes(tmp_path):
     first = {n: (tmp_path / n).read_text() for n in ('results.csv', 'results.md')}
     run(config, str(tmp_path), mode='report')
     assert {n: (tmp_path / n).read_text() for n in first} == first
+    # --mode=corrupted scores the trained classes on corrupted test sets, no retraining.
+    config.corruptions.names = ('gaussian_noise', 'rotate')
+    corrupted = run(config, str(tmp_path), mode='corrupted', classes=(0, 1))
+    for c in ('0', '1'):
+        per = json.loads((tmp_path / f'class_{c}' / 'corrupted.json').read_text())
+        assert list(per) == ['identity', 'gaussian_noise', 'rotate']
+        assert per['identity']['auroc'] == pytest.approx(summary['classes'][c]['auroc'])
+        assert per['rotate']['auroc'] != per['identity']['auroc']
+    assert corrupted['mean_corrupted']['auroc'] == pytest.approx(np.mean(
+        [corrupted['corruptions'][n]['auroc'] for n in ('gaussian_noise', 'rotate')]))
+    assert '| rotate |' in (tmp_path / 'corrupted.md').read_text()
     # A rerun finds both classes finished and retrains nothing.
     log = tmp_path / 'class_0' / 'metrics.jsonl'
     before = log.read_text()

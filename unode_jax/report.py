@@ -211,3 +211,37 @@ def write_universality(out_dir, run_dirs):
     with open(os.path.join(out_dir, 'universality.md'), 'w') as f:
         f.write(md)
     return md
+
+
+def corrupted_summary(per_class, dataset, severity):
+    """Table 2: each corruption's metrics averaged over the normal classes, and the mean over
+    corruptions ('identity', the clean test set, is listed but not in that mean)."""
+    names = list(next(iter(per_class.values())))
+    table = {n: {k: float(np.mean([r[n][k] for r in per_class.values()]))
+                 for k in metrics.METRICS} for n in names}
+    corrupted = [n for n in names if n != 'identity']
+    mean = {k: float(np.mean([table[n][k] for n in corrupted])) for k in metrics.METRICS}
+    return dict(dataset=dataset, severity=severity, positive_class=POSITIVE,
+                corruptions=table, mean_corrupted=mean, classes=per_class)
+
+
+def corrupted_markdown(summary):
+    cols = ['corruption'] + [metrics.NAMES[k] for k in metrics.METRICS]
+    lines = [f'**{summary["dataset"]}**, corrupted test sets at severity {summary["severity"]}, '
+             f'mean over {len(summary["classes"])} normal classes ({POSITIVE})', '',
+             '| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
+    rows = list(summary['corruptions'].items()) + [('**mean (corrupted)**',
+                                                    summary['mean_corrupted'])]
+    for name, m in rows:
+        lines.append(f'| {name} | ' + ' | '.join(f'{100 * m[k]:.1f}' for k in metrics.METRICS)
+                     + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def write_corrupted(workdir, summary):
+    """corrupted.json and corrupted.md; returns the Markdown."""
+    write_json(os.path.join(workdir, 'corrupted.json'), summary)
+    md = corrupted_markdown(summary)
+    with open(os.path.join(workdir, 'corrupted.md'), 'w') as f:
+        f.write(md)
+    return md

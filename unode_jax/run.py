@@ -19,10 +19,10 @@ from unode_jax.augment.weights import negative_weights
 from unode_jax.checkpoint import Checkpointer
 from unode_jax.data.datasets import load_dataset, load_outliers
 from unode_jax.data.splits import one_class_split
-from unode_jax.evaluate import evaluate_one_class
+from unode_jax.evaluate import evaluate_corrupted, evaluate_one_class
 from unode_jax.validate import validate_config
 
-MODES = ('train', 'eval', 'train_eval', 'report')
+MODES = ('train', 'eval', 'train_eval', 'corrupted', 'report')
 
 
 def restore_for_eval(config, workdir, image_size):
@@ -70,6 +70,25 @@ def run_class(config, workdir, ds, normal_class, mode, *, weights, embedder=None
     return result
 
 
+def run_corrupted(config, workdir, ds, classes=None):
+    """Table 2: each trained class scored on every corruption of its test set, no retraining.
+
+    Writes corrupted.json per class and corrupted.{json,md} (means over classes) in workdir.
+    """
+    c = config.data.normal_class
+    todo = [c] if c >= 0 else (range(ds.num_classes) if classes is None else classes)
+    per_class = {}
+    for k in todo:
+        class_dir = workdir if c >= 0 else os.path.join(workdir, f'class_{k}')
+        x_train, x_test, is_normal = one_class_split(ds, k)
+        state = restore_for_eval(config, class_dir, x_train.shape[1])
+        per_class[str(k)] = evaluate_corrupted(state, config, x_train, x_test, is_normal)
+        report.write_json(os.path.join(class_dir, 'corrupted.json'), per_class[str(k)])
+    summary = report.corrupted_summary(per_class, ds.name, config.corruptions.severity)
+    print(report.write_corrupted(workdir, summary), end='', flush=True)
+    return summary
+
+
 def run(config, workdir, mode='train_eval', classes=None):
     """Train and/or evaluate config.data.normal_class; returns the summary.
 
@@ -85,6 +104,8 @@ def run(config, workdir, mode='train_eval', classes=None):
                       download=config.data.download, image_size=config.data.image_size,
                       path=config.data.path, cifar100_coarse=config.data.cifar100_coarse)
     validate_config(config, num_classes=ds.num_classes, num_devices=jax.local_device_count())
+    if mode == 'corrupted':
+        return run_corrupted(config, workdir, ds, classes)
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
         f.write(config.to_json_best_effort(indent=2))

@@ -4,6 +4,7 @@ import warnings
 
 from unode_jax.augment.autoaug import EMBEDDERS, TSNE_BACKENDS
 from unode_jax.augment.negatives import TRANSFORMS
+from unode_jax.data.corruptions import CORRUPTIONS
 from unode_jax.data.datasets import DATASETS
 from unode_jax.losses import LOSS_KINDS
 from unode_jax.models import MODELS
@@ -44,6 +45,10 @@ def validate_config(config, *, num_classes=None, num_devices=None):
             raise ConfigError(f'autoaug.{name} must be > {low}, got {value!r}')
     if a.num_images < 0 or 0 < a.num_images < 10:
         raise ConfigError(f'autoaug.num_images must be 0 (all) or >= 10, got {a.num_images}')
+    for name in config.corruptions.names:
+        _one_of('corruptions.names entry', name, CORRUPTIONS)
+    if config.corruptions.severity not in (1, 2, 3, 4, 5):
+        raise ConfigError(f'corruptions.severity must be 1..5, got {config.corruptions.severity}')
     if config.data.name == 'arrays' and not config.data.path:
         raise ConfigError("data.name='arrays' needs --config.data.path=FILE.npz")
     _check_pretrained(config)
