@@ -1,4 +1,7 @@
 """Scoring (eq. 13-15) against numpy brute force, and the balancing weight."""
+import time
+
+import jax
 import numpy as np
 import pytest
 
@@ -21,11 +24,64 @@ def test_max_cosine_similarity_matches_brute_force(m, n, qc, bc):
     np.testing.assert_allclose(got, brute_force(q, bank), atol=1e-5)
 
 
+def _unnormalised(rng, n, d):
+    return (rng.normal(size=(n, d)) * rng.uniform(0.1, 10, size=(n, 1))).astype(np.float32)
+
+
+@pytest.mark.parametrize('n_dev', [1, 4])
+@pytest.mark.parametrize('m, n, qc, bc', [(1037, 3001, 128, 128), (129, 2049, 1024, 8192),
+                                          (3, 517, 2, 64)])
+def test_max_cosine_similarity_sharded_matches_brute_force(m, n, qc, bc, n_dev):
+    rng = np.random.default_rng(m * n)
+    q, bank = _unnormalised(rng, m, 24), _unnormalised(rng, n, 24)
+    bank -= 5 * q.mean(0)  # mostly negative cosines: padding rows must not win the max
+    got = score.max_cosine_similarity(q, bank, query_chunk=qc, bank_chunk=bc,
+                                      devices=jax.local_devices()[:n_dev])
+    assert got.shape == (m,) and got.dtype == np.float32
+    np.testing.assert_allclose(got, brute_force(q, bank), atol=1e-5)
+
+
+def test_max_cosine_similarity_one_and_four_devices_identical():
+    assert len(jax.local_devices()) >= 4, 'tests/conftest.py sets 4 fake CPU devices'
+    rng = np.random.default_rng(7)
+    q, bank = _unnormalised(rng, 301, 32), _unnormalised(rng, 5003, 32)
+    one, four = (score.max_cosine_similarity(q, bank, query_chunk=64, bank_chunk=256,
+                                             devices=jax.local_devices()[:k]) for k in (1, 4))
+    np.testing.assert_array_equal(one, four)
+
+
+def test_max_cosine_similarity_compiles_once_per_shape():
+    devices = tuple(jax.local_devices()[:4])
+    rng = np.random.default_rng(8)
+    caches = (score._block_max_fn(score._mesh(devices)), score._normalize)
+    start = [f._cache_size() for f in caches]
+    for m, n in [(300, 1000), (1000, 2500), (257, 4099), (5000, 300)]:
+        # D = 20 is used by no other test: the first call compiles, the rest must not.
+        got = score.max_cosine_similarity(_unnormalised(rng, m, 20), _unnormalised(rng, n, 20),
+                                          query_chunk=256, bank_chunk=256, devices=devices)
+        assert got.shape == (m,)
+        added = [f._cache_size() - s for f, s in zip(caches, start)]
+        assert added == [1, 2]  # one tile program; normalising queries and bank blocks
+
+
+def test_max_cosine_similarity_large_bank_bounded():
+    # 300,000 x 128 bank: tiled, so no (200, 300000) similarity matrix is ever formed.
+    rng = np.random.default_rng(9)
+    bank = rng.standard_normal((300_000, 128), np.float32)
+    q = rng.standard_normal((200, 128), np.float32)
+    t0 = time.perf_counter()
+    got = score.max_cosine_similarity(q, bank)
+    assert time.perf_counter() - t0 < 10
+    np.testing.assert_allclose(got[:20], brute_force(q[:20], bank), atol=1e-5)
+
+
 def test_max_cosine_similarity_rejects_bad_shapes():
     with pytest.raises(ValueError):
         score.max_cosine_similarity(np.ones((3, 4)), np.ones((3, 5)))
     with pytest.raises(ValueError):
         score.max_cosine_similarity(np.ones((3, 4)), np.ones((0, 4)))
+    with pytest.raises(ValueError):
+        score.max_cosine_similarity(np.ones((3, 4)), np.ones((3, 4)), bank_chunk=0)
 
 
 def test_leave_one_out_excludes_self():

@@ -2,7 +2,8 @@
 
 Higher score = more normal. The similarity term is the largest cosine between a
 test embedding and the training feature bank (eq. 13), computed by jitted,
-chunked matmuls so memory stays bounded by the chunk sizes.
+chunked matmuls, with the bank sharded over the local devices, so memory stays
+bounded by the bank plus the chunk sizes.
 """
 import functools
 
@@ -15,33 +16,62 @@ from unode_jax.losses import l2_normalize
 BALANCES = ('appendix_c', 'authors')
 
 
-@functools.partial(jax.jit, static_argnames=('bank_chunk',))
-def _max_cos_chunk(queries, bank, bank_valid, bank_chunk):
-    """Max over the (padded) bank of <q, b> for one chunk of normalised queries."""
-    n_chunks = bank.shape[0] // bank_chunk
-    bank = bank.reshape(n_chunks, bank_chunk, -1)
-    valid = bank_valid.reshape(n_chunks, bank_chunk)
-
-    def body(best, chunk):
-        b, v = chunk
-        sim = jnp.where(v[None, :], queries @ b.T, -jnp.inf)
-        return jnp.maximum(best, sim.max(axis=1)), None
-
-    init = jnp.full((queries.shape[0],), -jnp.inf, queries.dtype)
-    best, _ = jax.lax.scan(body, init, (bank, valid))
-    return best
-
-
 def _pad_rows(x, multiple):
     pad = (-x.shape[0]) % multiple
     return np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
 
 
-def max_cosine_similarity(queries, bank, *, query_chunk=1024, bank_chunk=8192) -> np.ndarray:
+def _pow2_at_least(n, floor=128):
+    return max(floor, 1 << (max(n, 1) - 1).bit_length())
+
+
+@functools.lru_cache(maxsize=None)
+def _mesh(devices):
+    return jax.sharding.Mesh(np.array(devices, dtype=object), ('bank',))
+
+
+@functools.partial(jax.jit, donate_argnums=0)  # the raw upload is dead afterwards
+def _normalize(x):
+    return l2_normalize(x)
+
+
+@functools.lru_cache(maxsize=None)
+def _block_max_fn(mesh):
+    """Jitted best <- max(best, max over one bank block of <q, b>) for a fixed mesh.
+
+    A block holds bank_chunk rows per device; each device takes one (query_chunk,
+    bank_chunk) tile and keeps its own running max (best is (devices, query_chunk),
+    one row per device), reduced on the host at the end: no collectives, which on
+    CPU can deadlock when many multi-device programs are queued. The tile shape does
+    not depend on the number of devices, so 1 and k devices compute the same
+    products and give bit-identical maxima. n_valid (traced, so it never
+    recompiles) masks the padding rows of the last block.
+    """
+    P = jax.sharding.PartitionSpec
+
+    def tile(q, b, n_valid, best):
+        row = jax.lax.axis_index('bank') * b.shape[0] + jnp.arange(b.shape[0])
+        # HIGHEST: on GPUs the default f32 matmul may round through TF32/bf16.
+        sim = jnp.matmul(q, b.T, precision=jax.lax.Precision.HIGHEST)
+        sim = jnp.where((row < n_valid)[None, :], sim, -jnp.inf)
+        return jnp.maximum(best, sim.max(axis=1)[None])
+
+    return jax.jit(jax.shard_map(tile, mesh=mesh, in_specs=(P(), P('bank'), P(), P('bank')),
+                                 out_specs=P('bank')), donate_argnums=3)
+
+
+def max_cosine_similarity(queries, bank, *, query_chunk=512, bank_chunk=4096,
+                          devices=None) -> np.ndarray:
     """Each query's largest cosine similarity to the rows of bank (rows need not be normalised).
 
-    queries: (M, D), bank: (N, D). Returns float32 (M,). Work is tiled over queries
-    and bank, with chunks padded to fixed sizes so one compilation serves every call.
+    queries: (M, D), bank: (N, D). Returns float32 (M,). The bank is normalised once
+    and kept on `devices` (default: jax.local_devices()), split into blocks of
+    bank_chunk rows per device; each query chunk visits every block, and the
+    per-device maxima are reduced on the host. Memory is bounded by the bank plus one
+    (query_chunk, bank_chunk) tile per device: no (M, N) matrix is formed. Chunks are padded to
+    fixed sizes (for inputs smaller than a chunk, the power of two >= max(size, 128)),
+    so a given D compiles once however M and N vary. The default chunks were the
+    fastest on a 2-core CPU (benchmarks/knn.py); accelerators may prefer larger ones.
     """
     queries = np.asarray(queries, np.float32)
     bank = np.asarray(bank, np.float32)
@@ -50,16 +80,35 @@ def max_cosine_similarity(queries, bank, *, query_chunk=1024, bank_chunk=8192) -
             f'need queries (M, D) and bank (N, D); got {queries.shape} and {bank.shape}')
     if bank.shape[0] == 0:
         raise ValueError('the feature bank is empty')
-    bank_chunk = min(bank_chunk, bank.shape[0])
-    query_chunk = min(query_chunk, max(queries.shape[0], 1))
-    valid = _pad_rows(np.ones(bank.shape[0], bool), bank_chunk)
-    bank_n = l2_normalize(jnp.asarray(_pad_rows(bank, bank_chunk)))
+    if query_chunk < 1 or bank_chunk < 1:
+        raise ValueError(f'chunk sizes must be >= 1; got {query_chunk} and {bank_chunk}')
+    if queries.shape[0] == 0:
+        return np.zeros((0,), np.float32)
+    mesh = _mesh(tuple(jax.local_devices() if devices is None else devices))
+    n_dev = mesh.devices.size
+    # Small inputs need no full-size chunk; powers of two keep the compile count small.
+    bank_chunk = min(bank_chunk, _pow2_at_least(bank.shape[0]))
+    query_chunk = min(query_chunk, _pow2_at_least(queries.shape[0]))
+    block = n_dev * bank_chunk
+    bank_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('bank'))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    # Upload and normalise block by block so the host never holds a padded copy.
+    blocks = []
+    for start in range(0, bank.shape[0], block):
+        rows = _pad_rows(bank[start:start + block], block)
+        n_valid = jax.device_put(np.int32(min(block, bank.shape[0] - start)), replicated)
+        blocks.append((_normalize(jax.device_put(rows, bank_sharding)), n_valid))
+    block_max = _block_max_fn(mesh)
     out = []
     for start in range(0, queries.shape[0], query_chunk):
         q = queries[start:start + query_chunk]
-        qn = l2_normalize(jnp.asarray(_pad_rows(q, query_chunk)))
-        out.append(np.asarray(_max_cos_chunk(qn, bank_n, jnp.asarray(valid), bank_chunk))[:len(q)])
-    return np.concatenate(out) if out else np.zeros((0,), np.float32)
+        qn = _normalize(jax.device_put(_pad_rows(q, query_chunk), replicated))
+        best = jax.device_put(np.full((n_dev, query_chunk), -np.inf, np.float32),
+                              bank_sharding)
+        for b, n_valid in blocks:  # dispatch is asynchronous: no sync inside the loop
+            best = block_max(qn, b, n_valid, best)
+        out.append((best, len(q)))
+    return np.concatenate([np.asarray(best).max(axis=0)[:n] for best, n in out])
 
 
 def inlier_probability(logits):
