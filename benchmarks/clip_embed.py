@@ -28,7 +28,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from tests.fixtures.make_clip_fixtures import load_clip_model_py  # noqa: E402
+from tests.fixtures.make_clip_fixtures import random_clip_resnet  # noqa: E402
 from unode_jax import clip  # noqa: E402
 from unode_jax.models import clip_resnet  # noqa: E402
 
@@ -36,16 +36,7 @@ RN50 = dict(layers=(3, 4, 6, 3), output_dim=1024, heads=32, input_resolution=224
 
 
 def torch_rn50():
-    torch.manual_seed(0)
-    model = load_clip_model_py().ModifiedResNet(**RN50).eval()
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, torch.nn.BatchNorm2d):
-                mod.weight.uniform_(0.5, 1.5)
-                mod.bias.uniform_(-0.2, 0.2)
-                mod.running_mean.uniform_(-0.2, 0.2)
-                mod.running_var.uniform_(0.5, 2.0)
-    return model
+    return random_clip_resnet(RN50)
 
 
 def main():
