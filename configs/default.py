@@ -7,6 +7,9 @@ named option gives its behaviour (marked "authors" below).
 """
 from ml_collections import config_dict
 
+from unode_jax.augment.weights import PAPER_TRANSFORMS
+from unode_jax.data.corruptions import CORRUPTIONS
+
 
 def get_config():
     config = config_dict.ConfigDict()
@@ -54,8 +57,7 @@ def get_config():
     config.negatives = config_dict.ConfigDict()
     # The paper's eight (appendix C.2); 'elastic' (in the authors' code, weight 0
     # there) can be added.
-    config.negatives.transforms = ('rotation', 'cutperm', 'gaussian_noise', 'cutout',
-                                   'cutpaste', 'sobel', 'blur', 'mixup')
+    config.negatives.transforms = PAPER_TRANSFORMS
     # Per-transform weights: 'auto' (AutoAugOOD, sec. 3.1: computed per normal class
     # from its training images, see config.autoaug), 'uniform' (all transforms but
     # elastic, which the paper does not list), 'authors' (the authors' hand-set
@@ -141,11 +143,7 @@ def get_config():
     config.corruptions = config_dict.ConfigDict()
     # Our CIFAR-10-C / MNIST-C style corruptions (unode_jax/data/corruptions.py) of the
     # test set; a trained model is scored on each without retraining.
-    config.corruptions.names = ('gaussian_noise', 'shot_noise', 'impulse_noise',
-                                'speckle_noise', 'gaussian_blur', 'glass_blur', 'motion_blur',
-                                'defocus_blur', 'zoom_blur', 'brightness', 'contrast',
-                                'saturate', 'pixelate', 'jpeg_compression', 'rotate', 'scale',
-                                'shear', 'translate')
+    config.corruptions.names = CORRUPTIONS
     config.corruptions.severity = 5  # 1..5, as CIFAR-10-C.
     config.corruptions.seed = 0
 

@@ -32,7 +32,7 @@ PAPER_TRANSFORMS = (
     'cutpaste',
     'sobel',
     'blur',
-     'mixup')
+    'mixup')
 
 
 def parse_weights(spec: str) -> dict:
