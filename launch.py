@@ -1,7 +1,10 @@
-"""UNODE: train and evaluate a novelty detector.
+r"""UNODE: train and evaluate a novelty detector.
 
   python launch.py --config=configs/digits.py --workdir=/tmp/unode_digits
   python launch.py --config=configs/cifar10.py --workdir=DIR --config.data.normal_class=3
+  python launch.py --config=configs/digits.py --workdir=DIR --mode=all  # + corrupted (Table 2)
+  python launch.py --config=configs/digits.py --workdir=DIR --mode=predict \
+      --config.data.normal_class=3 --images='new/*.png'   # -> predictions.csv
   python launch.py --mode=report --workdir=DIR   # rebuild the reports from saved scores
   python launch.py --mode=report --workdir=OUT --runs=runs/cifar10,runs/mnist  # Table 1
 """
@@ -21,6 +24,10 @@ flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and results go.
 flags.DEFINE_enum('mode', 'train_eval', MODES, 'What to do.')
 flags.DEFINE_list('runs', None, '--mode=report: finished workdirs (e.g. one per dataset) to '
                   'summarise across, as Table 1, into --workdir/universality.{json,md}.')
+flags.DEFINE_string('images', None, '--mode=predict: a folder (searched recursively) or a glob '
+                    'of PNG/JPEG images to score.')
+flags.DEFINE_float('threshold', None, '--mode=predict: score below which an image is novel '
+                   '(default: fitted on held-out normal training images, see predict.holdout).')
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -38,7 +45,8 @@ def main(argv):
                 raise app.UsageError('--runs goes with --mode=report')
             print(report.write_universality(FLAGS.workdir, FLAGS.runs), end='')
         else:
-            run(FLAGS.config, FLAGS.workdir, FLAGS.mode)
+            run(FLAGS.config, FLAGS.workdir, FLAGS.mode, images=FLAGS.images,
+                threshold=FLAGS.threshold)
     except (ConfigError, FileNotFoundError, CheckpointFormatError, UnsafeCheckpointError) as e:
         # The user's input is at fault (a field, a missing or unfit file): one line.
         sys.exit(f'error: {e}')

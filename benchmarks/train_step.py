@@ -137,7 +137,8 @@ def setup_jax(config, images_np, warmup):
     def rep(x): return train_lib.replicate(x, devices)
     images_d = jnp.asarray(images_np)
     no_outliers = images_d[:1]  # Unused: mixup partners are batch images.
-    args = (rep(images_d), rep(jnp.int32(len(images_np))), rep(jnp.asarray(weights)),
+    args = (rep(images_d), rep(jnp.ones(len(images_np), jnp.int32)),
+            rep(jnp.int32(len(images_np))), rep(jnp.asarray(weights)),
             rep(jnp.float32(steps_per_epoch)), rep(no_outliers))
     holder = [rep(state)]
     t0 = time.perf_counter()

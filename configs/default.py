@@ -8,7 +8,6 @@ named option gives its behaviour (marked "authors" below).
 from ml_collections import config_dict
 
 from unode_jax.augment.weights import PAPER_TRANSFORMS
-from unode_jax.data.corruptions import CORRUPTIONS
 
 
 def get_config():
@@ -28,6 +27,18 @@ def get_config():
     # The normal class (one-class setting); -1 trains and evaluates every class in
     # turn, each in <workdir>/class_<c>/, and summarises them in <workdir>/results.json.
     config.data.normal_class = 0
+    # one_class (Tables 1, 2) | unlabeled (Table 3a: every training image of data.name is
+    # an inlier, labels unused) | labeled (Table 3b: a (K+1)-way head trained on the
+    # labels, class K = the hard negatives; appendix B.3).
+    config.data.setting = 'one_class'
+    # Multi-class settings: the inlier classes of data.name; () = all of them.
+    config.data.inlier_classes = ()
+    # Multi-class settings: the outlier test sets, each scored against the inlier test
+    # set: a dataset name (its test split, e.g. 'cifar100', 'svhn', 'mnist',
+    # 'fashion_mnist'), 'rest' (the test images of the classes not in inlier_classes), or
+    # [name=]PATH to a .npz (key 'x'), an image folder or a glob (e.g.
+    # 'imagenet30=/data/imagenet30/test'), all resized to image_size, gray made RGB.
+    config.data.outlier_sets = ()
 
     # --- model ----------------------------------------------------------------
     config.model = config_dict.ConfigDict()
@@ -139,13 +150,19 @@ def get_config():
     config.keep_checkpoints = 2
     config.progress_bar = True
 
-    # --- corrupted test sets (Table 2): --mode=corrupted --------------------------------
+    # --- corrupted test sets (Table 2): --mode=corrupted (or all) ------------------------
     config.corruptions = config_dict.ConfigDict()
-    # Our CIFAR-10-C / MNIST-C style corruptions (unode_jax/data/corruptions.py) of the
-    # test set; a trained model is scored on each without retraining.
-    config.corruptions.names = CORRUPTIONS
-    config.corruptions.severity = 5  # 1..5, as CIFAR-10-C.
-    config.corruptions.seed = 0
+    # tfds: the published CIFAR-10-C / MNIST-C from tfds (cifar10_corrupted,
+    # mnist_corrupted; prepared in data.data_dir); ours: our corruptions of the test set
+    # (unode_jax/data/corruptions.py, Hendrycks & Dietterich / MNIST-C definitions), e.g.
+    # SVHN-C and EMNIST-Letters-C as the paper made them; auto: tfds for cifar10 and
+    # mnist, ours otherwise. A trained model is scored on each without retraining.
+    config.corruptions.source = 'auto'
+    # The corruptions to score; () = all of the source's: our CORRUPTIONS (18), tfds'
+    # 19 CIFAR-10-C or 15 MNIST-C ones.
+    config.corruptions.names = ()
+    config.corruptions.severity = 5  # 1..5, as CIFAR-10-C (MNIST-C has a single level).
+    config.corruptions.seed = 0  # Of our random corruptions (noise, glass blur).
 
     # --- scoring (eq. 13-15) ----------------------------------------------------
     config.score = config_dict.ConfigDict()
@@ -155,4 +172,18 @@ def get_config():
     config.score.ensemble = 1
     config.score.crop_area = 0.54
     config.score.batch_size = 256  # Images per forward pass when embedding.
+    # Labeled setting: the head's term of eq. (15). msp (appendix B.3: the largest softmax
+    # probability over the K inlier classes) | not_negative (1 - P(class K); authors'
+    # research code).
+    config.score.labeled_term = 'msp'
+
+    # --- scoring new images: --mode=predict --images=FOLDER_OR_GLOB ------------------------
+    config.predict = config_dict.ConfigDict()
+    # Fraction of the (normal) training images held out of training, seeded; their
+    # scores fit predict's threshold. 0 (the paper's protocol) trains on all, and predict
+    # then needs --threshold.
+    config.predict.holdout = 0.0
+    # The threshold is this quantile of the held-out scores: that fraction of unseen
+    # normal images is expected to be called novel (0.05: the 95% TPR of FPR@95).
+    config.predict.quantile = 0.05
     return config

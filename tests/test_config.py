@@ -73,7 +73,13 @@ def test_weight_sources():
     ('autoaug.tau', 0.0, 'autoaug.tau'),
     ('autoaug.num_images', 5, 'autoaug.num_images'),
     ('autoaug.grid_size', 4, 'autoaug.grid_size'),
-    ('corruptions.names', ('fog',), 'corruptions.names'),
+    ('corruptions.names', ('nope',), 'corruptions.names'),
+    ('corruptions.source', 'imagecorruptions', 'corruptions.source'),
+    ('data.setting', 'open_set', 'data.setting'),
+    ('data.setting', 'unlabeled', 'data.outlier_sets'),
+    ('score.labeled_term', 'binary', 'score.labeled_term'),
+    ('predict.holdout', 0.9, 'predict.holdout'),
+    ('predict.quantile', 1.0, 'predict.quantile'),
     ('corruptions.severity', 6, 'corruptions.severity'),
 ])
 def test_bad_fields_name_themselves(field, value, match):

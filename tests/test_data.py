@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
-from tensorflow_datasets.testing import mocking
 
+from tests.tfds_mock import fake_prepared
 from unode_jax.data import datasets as D
 from unode_jax.data.splits import one_class_split
 
@@ -164,29 +164,6 @@ def test_one_class_split_errors(digits, tmp_path):
 
 # ---------------------------------------------------------------------- tfds
 
-def _fake_prepared(data_dir, tfds_name):
-    """Creates the folder the loader checks; mock_data serves the records."""
-    version_dir = data_dir / tfds.builder(tfds_name, data_dir=data_dir
-                                          ).info.full_name
-    version_dir.mkdir(parents=True)
-    (version_dir / 'dataset_info.json').write_text('{}')
-
-
-def _unbound_getitems(record_keys, generator, serialized=False):
-    assert not serialized
-    return [generator[k] for k in record_keys]
-
-
-@pytest.fixture
-def mock_tfds(monkeypatch):
-    # tfds 4.9.10 bug: mock_data installs its __getitems__ as an unbound
-    # partial on a MagicMock, so the record keys land in `self` and every
-    # batched read raises TypeError. The loader needs batched reads (8x
-    # faster on real array_record), so patch the helper that partial wraps.
-    monkeypatch.setattr(mocking, '_getitems', _unbound_getitems)
-    return tfds.testing.mock_data
-
-
 @pytest.mark.parametrize('name,tfds_name,num_classes,src_hw', [
     ('cifar10', 'cifar10', 10, 32),
     ('cifar100', 'cifar100', 20, 32),  # coarse labels by default
@@ -195,7 +172,7 @@ def mock_tfds(monkeypatch):
 ])
 def test_tfds_mocked(tmp_path, mock_tfds, name, tfds_name, num_classes,
                      src_hw):
-    _fake_prepared(tmp_path, tfds_name)
+    fake_prepared(tmp_path, tfds_name)
     with mock_tfds(num_examples=40):
         ds = D.load_dataset(name, data_dir=tmp_path)
     assert ds.name == name
@@ -209,7 +186,7 @@ def test_tfds_mocked(tmp_path, mock_tfds, name, tfds_name, num_classes,
 
 
 def test_tfds_cifar100_fine_labels(tmp_path, mock_tfds):
-    _fake_prepared(tmp_path, 'cifar100')
+    fake_prepared(tmp_path, 'cifar100')
     with mock_tfds(num_examples=300):
         ds = D.load_dataset('cifar100', data_dir=tmp_path,
                             cifar100_coarse=False)
@@ -237,7 +214,7 @@ class _LetterSource:
 
 
 def test_tfds_emnist_letters_upright_and_zero_based(tmp_path):
-    _fake_prepared(tmp_path, 'emnist/letters')
+    fake_prepared(tmp_path, 'emnist/letters')
 
     def as_data_source(builder, split, **kwargs):
         assert builder.info.full_name.startswith('emnist/letters/')
@@ -254,7 +231,7 @@ def test_tfds_emnist_letters_upright_and_zero_based(tmp_path):
 
 
 def test_tfds_out_of_range_label_fails(tmp_path, mock_tfds):
-    _fake_prepared(tmp_path, 'emnist/letters')
+    fake_prepared(tmp_path, 'emnist/letters')
     # The code-only emnist/letters label feature has 37 classes, so random mock
     # labels include 0 and 27..36, which real letters data never has.
     with mock_tfds(num_examples=60), pytest.raises(ValueError,

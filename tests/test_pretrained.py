@@ -175,7 +175,8 @@ def test_frozen_layers_keep_their_weights_while_batch_stats_update(pretrained_st
         return train_lib.replicate(x, devices)
 
     n = len(config.negatives.transforms)
-    args = (rep(jnp.asarray(images)), rep(jnp.int32(len(images))),
+    args = (rep(jnp.asarray(images)), rep(jnp.ones(len(images), jnp.int32)),
+            rep(jnp.int32(len(images))),
             rep(jnp.full((n,), 1 / n, jnp.float32)),
             rep(jnp.float32(len(images) // config.batch_size)), rep(jnp.asarray(images[:1])))
     new = rep(state)

@@ -113,6 +113,36 @@ def test_unode_scores_equation_15():
                                rtol=1e-5)
 
 
+@pytest.mark.parametrize('head', ['msp', 'not_negative'])
+def test_labeled_head_terms_restated(head):
+    """Appendix B.3: with a (K+1)-way head the binary term becomes the max softmax over
+    the K inlier classes (or 1 - P(class K)); lambda balances it as before."""
+    rng = np.random.default_rng(5)
+    k = 4
+    train = dict(z=rng.normal(size=(20, 8)), logits=rng.normal(size=(20, k + 1)))
+    test = dict(z=rng.normal(size=(7, 8)), logits=rng.normal(size=(7, k + 1)))
+
+    def term(logits):
+        p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        return p[:, :k].max(1) if head == 'msp' else 1 - p[:, k]
+
+    zn = train['z'] / np.linalg.norm(train['z'], axis=1, keepdims=True)
+    loo = zn @ zn.T
+    np.fill_diagonal(loo, -np.inf)
+    lam = loo.max(1).mean() / term(train['logits']).mean()
+    s = score.unode_scores(train, test, head=head)
+    np.testing.assert_allclose(s['binary'], term(test['logits']), rtol=1e-5)
+    np.testing.assert_allclose(s['score'], brute_force(test['z'], train['z']) +
+                               lam * term(test['logits']), rtol=1e-5)
+    # A given lambda (predict's, saved with the bank) is used as it is.
+    s2 = score.unode_scores(train, test, head=head, weight=2.0)
+    np.testing.assert_allclose(s2['score'], s['sim'] + 2.0 * s['binary'], rtol=1e-6)
+    with pytest.raises(ValueError, match='2-way'):
+        score.unode_scores(train, test, head='binary')
+    with pytest.raises(ValueError, match='binary head only'):
+        score.unode_scores(train, test, balance='authors', head=head)
+
+
 def test_authors_balance_restated():
     rng = np.random.default_rng(4)
     train = dict(z=rng.normal(size=(20, 8)), logits=rng.normal(size=(20, 2)) - [1.0, 0])

@@ -24,7 +24,8 @@ def run_steps(config, images, n_dev, k):
     p_step = train_lib.make_p_train_step(config, devices)
     def rep(x): return train_lib.replicate(x, devices)
     state_r = rep(state)
-    args = (rep(jnp.asarray(images)), rep(jnp.int32(len(images))),
+    args = (rep(jnp.asarray(images)), rep(jnp.ones(len(images), jnp.int32)),
+            rep(jnp.int32(len(images))),
             rep(jnp.full((len(SMALL_SET),), 1 / len(SMALL_SET), jnp.float32)), rep(jnp.float32(len(images) // 8)),
             rep(jnp.asarray(images[:1])))
     history = []
@@ -148,11 +149,14 @@ def test_quick_start_detects_novel_digits_and_sweep_resumes(tmp_path):
     config = digits.get_config()
     config.progress_bar = False
     config.optim.num_epochs = 100  # the quick start's 150, shortened for the test
-    summary = run(config, str(tmp_path), classes=(0, 1))
+    # --mode=all: the sweep, its reports, then every corruption of the test set (Table 2).
+    config.corruptions.names = ('gaussian_noise', 'rotate')
+    summary = run(config, str(tmp_path), mode='all', classes=(0, 1))
     assert summary['mean_auroc'] > 0.7, summary
     for c in ('0', '1'):
         r = summary['classes'][c]
         assert r['n_test_inliers'] + r['n_test_outliers'] == 599
+        assert r['holdout'] == 0.2  # the quick start holds out a fifth for predict's threshold
     saved = json.loads((tmp_path / 'results.json').read_text())
     assert saved['mean_auroc'] == pytest.approx(summary['mean_auroc'])
     assert saved['autoaug_embedder']['name'] == 'pixels'  # the quick start's offline weights
@@ -166,9 +170,7 @@ def test_quick_start_detects_novel_digits_and_sweep_resumes(tmp_path):
     first = {n: (tmp_path / n).read_text() for n in ('results.csv', 'results.md')}
     run(config, str(tmp_path), mode='report')
     assert {n: (tmp_path / n).read_text() for n in first} == first
-    # --mode=corrupted scores the trained classes on corrupted test sets, no retraining.
-    config.corruptions.names = ('gaussian_noise', 'rotate')
-    corrupted = run(config, str(tmp_path), mode='corrupted', classes=(0, 1))
+    corrupted = json.loads((tmp_path / 'corrupted.json').read_text())
     for c in ('0', '1'):
         per = json.loads((tmp_path / f'class_{c}' / 'corrupted.json').read_text())
         assert list(per) == ['identity', 'gaussian_noise', 'rotate']
@@ -196,6 +198,7 @@ def test_non_finite_loss_stops_and_saves_nothing(tmp_path, images):
 
 
 def test_outlier_exposure_ensemble_and_authors_score(tmp_path, images):
+    from unode_jax import score
     from unode_jax.evaluate import embed, evaluate_one_class
     outliers = np.full((5, 16, 16, 3), 255, np.uint8)
     config = tiny_config(**{'negatives.transforms': SMALL_SET, 'negatives.mode': 'single',
@@ -212,6 +215,7 @@ def test_outlier_exposure_ensemble_and_authors_score(tmp_path, images):
     assert ens['z'].shape == plain['z'].shape and not np.allclose(ens['z'], plain['z'])
     np.testing.assert_array_equal(embed(state, images[:6], config)['z'], ens['z'])  # seeded
     config.score.balance = 'authors'
-    result, scores = evaluate_one_class(state, config, images[:12], images[12:],
-                                        np.arange(12) % 2 == 0)
+    bank = embed(state, images[:12], config)
+    result, scores = evaluate_one_class(state, config, bank, images[12:], np.arange(12) % 2 == 0,
+                                        weight=score.score_weight(bank, 'authors'))
     assert 0 <= result['auroc'] <= 1 and np.isfinite(scores['score']).all()

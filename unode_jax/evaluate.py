@@ -8,7 +8,6 @@ import numpy as np
 from tqdm import tqdm
 
 from unode_jax import metrics, score
-from unode_jax.data.corruptions import corrupt
 from unode_jax.augment import views
 from unode_jax.train import normalize_input
 
@@ -51,31 +50,51 @@ def embed(state, images, config):
     return dict(z=np.concatenate(zs), logits=np.concatenate(logits))
 
 
-def evaluate_one_class(state, config, x_train, x_test, test_is_normal):
-    """Scores of every test image and the detection metrics, normal = positive class."""
-    train = embed(state, x_train, config)
-    test = embed(state, x_test, config)
-    s = score.unode_scores(train, test, balance=config.score.balance)
+def _metrics(is_normal, s):
     return dict(
-        **metrics.detection_metrics(test_is_normal, s['score']),
-        auroc_sim=metrics.auroc(test_is_normal, s['sim']),
-        auroc_binary=metrics.auroc(test_is_normal, s['binary']),
+        **metrics.detection_metrics(is_normal, s['score']),
+        auroc_sim=metrics.auroc(is_normal, s['sim']),
+        auroc_binary=metrics.auroc(is_normal, s['binary']),
         balance_weight=s['weight'],
-        n_test_inliers=int(np.sum(test_is_normal)),
-        n_test_outliers=int(np.sum(~np.asarray(test_is_normal, bool))),
-    ), s
+        n_test_inliers=int(np.sum(is_normal)),
+        n_test_outliers=int(np.sum(~np.asarray(is_normal, bool))))
 
 
-def evaluate_corrupted(state, config, x_train, x_test, test_is_normal):
-    """The detection metrics of a trained model on each corruption of its test set (Table 2):
-    config.corruptions.names at config.corruptions.severity, without retraining; the clean
-    test set is the row 'identity'. The training bank is embedded once."""
-    c = config.corruptions
-    train = embed(state, x_train, config)
+def evaluate_one_class(state, config, bank, x_test, test_is_normal, *, weight, head='binary'):
+    """Scores of every test image and the detection metrics, normal = positive class.
+
+    bank: {'z', 'logits'} of the training images (embed); weight: eq. (15)'s lambda.
+    """
+    s = score.unode_scores(bank, embed(state, x_test, config), balance=config.score.balance,
+                           head=head, weight=weight)
+    return _metrics(test_is_normal, s), s
+
+
+def evaluate_multiclass(state, config, bank, x_test, outlier_sets, *, weight, head='binary'):
+    """Table 3: the inlier test set against each outlier test set in turn.
+
+    outlier_sets: {name: uint8 images}. Returns ({name: metrics}, {name: scores}); each
+    scores dict covers the inlier test images followed by that set's, with is_normal.
+    """
+    kw = dict(balance=config.score.balance, head=head, weight=weight)
+    inliers = score.unode_scores(bank, embed(state, x_test, config), **kw)
+    results, scores = {}, {}
+    for name, x in tqdm(outlier_sets.items(), desc='outlier sets', leave=False,
+                        disable=not config.progress_bar):
+        out = score.unode_scores(bank, embed(state, x, config), **kw)
+        s = {k: np.concatenate([inliers[k], out[k]]) for k in ('score', 'sim', 'binary')}
+        s.update(weight=weight, is_normal=np.arange(len(s['score'])) < len(x_test))
+        results[name], scores[name] = _metrics(s['is_normal'], s), s
+    return results, scores
+
+
+def evaluate_corrupted(state, config, bank, test_sets, *, weight):
+    """The detection metrics of a trained model on each corrupted test set (Table 2),
+    without retraining: test_sets yields (name, uint8 images, is_normal), the clean test
+    set being the row 'identity'; bank and weight as for evaluate_one_class."""
     out = {}
-    for name in tqdm(('identity',) + tuple(c.names), desc='corruptions', leave=False,
-                     disable=not config.progress_bar):
-        x = x_test if name == 'identity' else corrupt(x_test, name, c.severity, c.seed)
-        s = score.unode_scores(train, embed(state, x, config), balance=config.score.balance)
-        out[name] = metrics.detection_metrics(test_is_normal, s['score'])
+    for name, x, is_normal in test_sets:
+        s = score.unode_scores(bank, embed(state, x, config), balance=config.score.balance,
+                               weight=weight)
+        out[name] = metrics.detection_metrics(is_normal, s['score'])
     return out

@@ -1,4 +1,7 @@
-"""Reports of one-class runs: the console table, results.json/.csv/.md, ROC curves, histograms.
+"""Reports of runs: the console table, results.json/.csv/.md, ROC curves, histograms.
+
+A one-class run has a row per normal class (summary['classes'], class_<c>/ in a sweep);
+a multi-class run a row per outlier test set (summary['outlier_sets'], ood_<name>/).
 
 Every number is computed from the per-image scores saved in scores.npz, so
 `launch.py --mode=report --workdir=DIR` rebuilds every report of a finished run
@@ -9,6 +12,7 @@ import csv
 import io
 import json
 import os
+import re
 
 import numpy as np
 
@@ -39,24 +43,70 @@ def class_metrics(scores):
 
 def summarize(results, dataset, **extra):
     """The summary of per-class results: each column's mean and (population) std."""
-    stats = {k: dict(mean=float(np.mean([r[k] for r in results])),
-                     std=float(np.std([r[k] for r in results]))) for k in COLUMNS}
+    stats = _stats(results)
     return dict(dataset=dataset, positive_class=POSITIVE, mean_auroc=stats['auroc']['mean'],
                 metrics=stats, **extra, classes={str(r['normal_class']): r for r in results})
 
 
+def _stats(results):
+    return {k: dict(mean=float(np.mean([r[k] for r in results])),
+                    std=float(np.std([r[k] for r in results]))) for k in COLUMNS}
+
+
+def summarize_multiclass(results, dataset, setting, **extra):
+    """The summary of a multi-class run (Table 3): one row per outlier set, mean and std."""
+    stats = _stats(results)
+    return dict(dataset=dataset, setting=setting, positive_class=POSITIVE,
+                mean_auroc=stats['auroc']['mean'], metrics=stats, **extra,
+                outlier_sets={r['outlier_set']: r for r in results})
+
+
+def _multiclass(summary):
+    return 'outlier_sets' in summary
+
+
 def _rows(summary):
+    if _multiclass(summary):
+        return sorted(summary['outlier_sets'].values(), key=lambda r: r['index'])
     return sorted(summary['classes'].values(), key=lambda r: r['normal_class'])
+
+
+def _key_name(r):
+    """A row's number and name: the normal class, or the outlier set."""
+    if 'outlier_set' in r:
+        return r['index'], r['outlier_set']
+    return r['normal_class'], r['class_name']
+
+
+def row_dir(workdir, outlier_set):
+    """Where a multi-class run keeps one outlier set's scores and plots."""
+    return os.path.join(workdir, 'ood_' + re.sub(r'[^A-Za-z0-9_.-]', '_', outlier_set))
+
+
+def _dir(workdir, summary, r):
+    return row_dir(workdir, r['outlier_set']) if _multiclass(summary) else \
+        class_dir(workdir, r['normal_class'])
+
+
+def _title(summary):
+    if _multiclass(summary):
+        return (f'**{summary["dataset"]}** ({summary["setting"]} multi-class) as inliers '
+                'against each outlier test set')
+    return f'**{summary["dataset"]}**, one-class'
 
 
 def format_table(summary):
     """The console table (%): one row per normal class, then mean and std."""
-    head = f'{"class":>6} {"name":>12}' + ''.join(
+    first = ('#', 'outlier set') if _multiclass(summary) else ('class', 'name')
+    head = f'{first[0]:>6} {first[1]:>12}' + ''.join(
         f' {h:>9}' for h in ('AUROC', 'AUPR-In', 'AUPR-Out', 'FPR@95', 'sim', 'binary')) + \
         f' {"inliers":>8} {"outliers":>9}'
     lines = [head]
+    if _multiclass(summary):
+        lines.insert(0, f'inliers: {summary["dataset"]} ({summary["setting"]})')
     for r in _rows(summary):
-        lines.append(f'{r["normal_class"]:>6} {str(r["class_name"])[:12]:>12}' + ''.join(
+        key, name = _key_name(r)
+        lines.append(f'{key:>6} {str(name)[:12]:>12}' + ''.join(
             f' {100 * r[k]:9.2f}' for k in COLUMNS) +
             f' {r["n_test_inliers"]:>8} {r["n_test_outliers"]:>9}')
     for stat in ('mean', 'std'):
@@ -68,10 +118,10 @@ def format_table(summary):
 def to_csv(summary):
     f = io.StringIO()
     w = csv.writer(f, lineterminator='\n')
-    w.writerow(['normal_class', 'class_name'] + list(COLUMNS) +
-               ['n_test_inliers', 'n_test_outliers'])
+    first = ['index', 'outlier_set'] if _multiclass(summary) else ['normal_class', 'class_name']
+    w.writerow(first + list(COLUMNS) + ['n_test_inliers', 'n_test_outliers'])
     for r in _rows(summary):
-        w.writerow([r['normal_class'], r['class_name']] + [f'{r[k]:.6f}' for k in COLUMNS] +
+        w.writerow(list(_key_name(r)) + [f'{r[k]:.6f}' for k in COLUMNS] +
                    [r['n_test_inliers'], r['n_test_outliers']])
     for stat in ('mean', 'std'):
         w.writerow([stat, summary['dataset']] +
@@ -81,11 +131,13 @@ def to_csv(summary):
 
 def to_markdown(summary):
     """As the paper's tables: % per class, then mean ± std."""
-    cols = ['class'] + [HEADERS[k] for k in COLUMNS]
-    lines = [f'**{summary["dataset"]}**, one-class ({POSITIVE}; FPR@95TPR: lower is better)',
+    cols = ['outliers' if _multiclass(summary) else 'class'] + [HEADERS[k] for k in COLUMNS]
+    lines = [f'{_title(summary)} ({POSITIVE}; FPR@95TPR: lower is better)',
              '', '| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
     for r in _rows(summary):
-        lines.append(f'| {r["normal_class"]} ({r["class_name"]}) | ' +
+        key, name = _key_name(r)
+        label = name if _multiclass(summary) else f'{key} ({name})'
+        lines.append(f'| {label} | ' +
                      ' | '.join(f'{100 * r[k]:.1f}' for k in COLUMNS) + ' |')
     lines.append('| **mean ± std** | ' + ' | '.join(
         f'**{100 * summary["metrics"][k]["mean"]:.1f}** ± {100 * summary["metrics"][k]["std"]:.1f}'
@@ -143,9 +195,11 @@ def write_report(workdir, summary, plots=True):
         f.write(to_markdown(summary))
     if plots:
         for r in _rows(summary):
-            d = class_dir(workdir, r['normal_class'])
-            plot_class(d, load_scores(d), f'{summary["dataset"]}, normal class '
-                                          f'{r["normal_class"]} ({r["class_name"]})')
+            d = _dir(workdir, summary, r)
+            key, name = _key_name(r)
+            title = (f'{summary["dataset"]} vs {name}' if _multiclass(summary) else
+                     f'{summary["dataset"]}, normal class {key} ({name})')
+            plot_class(d, load_scores(d), title)
 
 
 def rebuild(workdir):
@@ -157,15 +211,18 @@ def rebuild(workdir):
     with open(path) as f:
         old = json.load(f)
     results = []
-    for c, r in sorted(old['classes'].items(), key=lambda kv: int(kv[0])):
-        d = class_dir(workdir, int(c))
+    for r in _rows(old):
+        d = _dir(workdir, old, r)
         if not os.path.exists(os.path.join(d, 'scores.npz')):
-            raise FileNotFoundError(f'no scores.npz in {d}: evaluate class {c} again')
+            raise FileNotFoundError(f'no scores.npz in {d}: evaluate the run again')
         results.append({**r, **class_metrics(load_scores(d))})
     extra = {k: v for k, v in old.items()
-             if k not in ('dataset', 'positive_class', 'mean_auroc', 'metrics', 'classes',
-                          'metric')}
-    summary = summarize(results, old['dataset'], **extra)
+             if k not in ('dataset', 'setting', 'positive_class', 'mean_auroc', 'metrics',
+                          'classes', 'outlier_sets', 'metric')}
+    if _multiclass(old):
+        summary = summarize_multiclass(results, old['dataset'], old['setting'], **extra)
+    else:
+        summary = summarize(results, old['dataset'], **extra)
     write_report(workdir, summary)
     return summary
 
@@ -182,7 +239,7 @@ def universality(run_dirs):
             s = json.load(f)
         if 'metrics' not in s:  # Written before these metrics existed: recompute them.
             s = rebuild(d)
-        runs.append(dict(run=d, dataset=s['dataset'], classes=len(s['classes']),
+        runs.append(dict(run=d, dataset=s['dataset'], classes=len(_rows(s)),
                          **{k: s['metrics'][k]['mean'] for k in COLUMNS}))
     across = {k: dict(mean=float(np.mean([r[k] for r in runs])),
                       std=float(np.std([r[k] for r in runs]))) for k in COLUMNS}
@@ -213,7 +270,7 @@ def write_universality(out_dir, run_dirs):
     return md
 
 
-def corrupted_summary(per_class, dataset, severity):
+def corrupted_summary(per_class, dataset, severity, source='ours'):
     """Table 2: each corruption's metrics averaged over the normal classes, and the mean over
     corruptions ('identity', the clean test set, is listed but not in that mean)."""
     names = list(next(iter(per_class.values())))
@@ -221,13 +278,16 @@ def corrupted_summary(per_class, dataset, severity):
                  for k in metrics.METRICS} for n in names}
     corrupted = [n for n in names if n != 'identity']
     mean = {k: float(np.mean([table[n][k] for n in corrupted])) for k in metrics.METRICS}
-    return dict(dataset=dataset, severity=severity, positive_class=POSITIVE,
+    return dict(dataset=dataset, severity=severity, source=source, positive_class=POSITIVE,
                 corruptions=table, mean_corrupted=mean, classes=per_class)
 
 
 def corrupted_markdown(summary):
     cols = ['corruption'] + [metrics.NAMES[k] for k in metrics.METRICS]
-    lines = [f'**{summary["dataset"]}**, corrupted test sets at severity {summary["severity"]}, '
+    source = {'tfds': 'tfds', 'ours': 'our'}.get(summary.get('source', 'ours'))
+    level = ('their single level' if summary['severity'] is None else
+             f'severity {summary["severity"]}')
+    lines = [f'**{summary["dataset"]}**, {source} corrupted test sets at {level}, '
              f'mean over {len(summary["classes"])} normal classes ({POSITIVE})', '',
              '| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
     rows = list(summary['corruptions'].items()) + [('**mean (corrupted)**',

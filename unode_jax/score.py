@@ -14,6 +14,11 @@ import numpy as np
 from unode_jax.losses import l2_normalize
 
 BALANCES = ('appendix_c', 'authors')
+# The head's term of the score. binary: eq. (14), P(inlier) of the 2-way head. With the
+# (K+1)-way head of the labeled setting (class K = hard negatives): msp, the largest
+# softmax probability over the K inlier classes (appendix B.3), or not_negative,
+# 1 - P(class K) (the other option in the authors' research code).
+HEAD_TERMS = ('binary', 'msp', 'not_negative')
 
 
 def _pad_rows(x, multiple):
@@ -116,6 +121,21 @@ def inlier_probability(logits):
     return np.asarray(jax.nn.softmax(jnp.asarray(logits, jnp.float32), axis=-1)[:, 1])
 
 
+def head_term(logits, kind='binary'):
+    """The head's normality term (one of HEAD_TERMS) from (N, C) logits; higher = more normal."""
+    logits = np.asarray(logits, np.float32)
+    if kind == 'binary':
+        if logits.shape[1] != 2:
+            raise ValueError(f"the 'binary' term needs a 2-way head, got {logits.shape[1]}")
+        return inlier_probability(logits)
+    if kind not in HEAD_TERMS:
+        raise ValueError(f'head term must be one of {HEAD_TERMS}, got {kind!r}')
+    if logits.shape[1] < 2:
+        raise ValueError(f'{kind!r} needs a (K+1)-way head, got {logits.shape[1]} outputs')
+    p = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
+    return p[:, :-1].max(axis=1) if kind == 'msp' else 1.0 - p[:, -1]
+
+
 def balance_weight(train_sim, train_prob, floor=1e-3):
     """Appendix C's lambda: scale the binary term to the similarity term on training data.
 
@@ -142,25 +162,36 @@ def leave_one_out_max_cosine(z, chunk=1024) -> np.ndarray:
     return out
 
 
-def unode_scores(train, test, balance='appendix_c'):
-    """Eq. (15) for every test image, from {'z', 'logits'} of the train bank and test set.
-
-    Returns dict(score, sim, binary, weight). balance='authors' restates the authors'
-    code: score = <z, z_m/|z_m|>/mean|z_train| + logit_0 / mean(logit_0 on train),
-    raw projections and the *negative* class's logit, which flips the sign of the
-    binary term when its training mean is positive; kept for comparison only.
-    """
+def score_weight(train, balance='appendix_c', head='binary'):
+    """lambda of eq. (15) from the training bank {'z', 'logits'}: appendix C's balance
+    (see balance_weight), or the authors' 1 / mean(logit_0 on train)."""
     if balance not in BALANCES:
         raise ValueError(f'score.balance must be one of {BALANCES}, got {balance!r}')
     if balance == 'appendix_c':
-        sim = max_cosine_similarity(test['z'], train['z'])
-        binary = inlier_probability(test['logits'])
-        weight = balance_weight(leave_one_out_max_cosine(train['z']),
-                                inlier_probability(train['logits']))
-        return dict(score=sim + weight * binary, sim=sim, binary=binary, weight=weight)
-    norms = np.linalg.norm(test['z'], axis=1)
-    sim = max_cosine_similarity(test['z'], train['z']) * norms / \
-                                np.mean(np.linalg.norm(train['z'], axis=1))
-    binary = np.asarray(test['logits'])[:, 0]
-    weight = float(1.0 / np.mean(np.asarray(train['logits'])[:, 0]))
+        return balance_weight(leave_one_out_max_cosine(train['z']),
+                              head_term(train['logits'], head))
+    if head != 'binary':
+        raise ValueError("score.balance='authors' is defined for the binary head only")
+    return float(1.0 / np.mean(np.asarray(train['logits'])[:, 0]))
+
+
+def unode_scores(train, test, balance='appendix_c', head='binary', weight=None):
+    """Eq. (15) for every test image, from {'z', 'logits'} of the train bank and test set.
+
+    Returns dict(score, sim, binary, weight); `binary` is the head's term (`head`, one of
+    HEAD_TERMS: eq. (14) by default, appendix B.3's MSP in the labeled setting). weight:
+    lambda from score_weight(train, balance, head), computed when not given.
+    balance='authors' restates the authors' code: score = <z, z_m/|z_m|>/mean|z_train| +
+    logit_0 / mean(logit_0 on train), raw projections and the *negative* class's logit,
+    which flips the sign of the binary term when its training mean is positive; kept for
+    comparison only.
+    """
+    if weight is None:
+        weight = score_weight(train, balance, head)
+    sim = max_cosine_similarity(test['z'], train['z'])
+    if balance == 'appendix_c':
+        binary = head_term(test['logits'], head)
+    else:  # The authors' scaled raw similarity and negative-class logit.
+        sim = sim * np.linalg.norm(test['z'], axis=1) / np.mean(np.linalg.norm(train['z'], axis=1))
+        binary = np.asarray(test['logits'])[:, 0]
     return dict(score=sim + weight * binary, sim=sim, binary=binary, weight=weight)

@@ -57,15 +57,17 @@ def build_model(config, num_classes=2, bn_axis_name=None):
 _MODELS_AND_OPTIMIZERS = {}
 
 
-def model_and_optimizer(config, image_size, bn_axis_name=None):
+def model_and_optimizer(config, image_size, bn_axis_name=None, num_classes=2):
     """The model, optimizer and jitted init for a config, built once and reused.
 
     They are static parts of the TrainState's tree structure, so reusing the same
     objects lets a sweep over classes hit the compilation caches of pmap and jit.
+    num_classes: of the head h; 2 (binary, class 1 = inlier), or K + 1 in the labeled
+    multi-class setting (classes 0..K-1 the inlier labels, K the hard negatives).
     """
-    key = (config.to_json_best_effort(), image_size, bn_axis_name)
+    key = (config.to_json_best_effort(), image_size, bn_axis_name, num_classes)
     if key not in _MODELS_AND_OPTIMIZERS:
-        model = build_model(config, bn_axis_name=bn_axis_name)
+        model = build_model(config, num_classes=num_classes, bn_axis_name=bn_axis_name)
         mask = None
         if config.optim.freeze_prefixes:
             shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0),
@@ -85,9 +87,9 @@ def pretrained_state_dict(path):
     return _PRETRAINED[path]
 
 
-def create_train_state(rng, config, image_size, bn_axis_name=None) -> TrainState:
+def create_train_state(rng, config, image_size, bn_axis_name=None, num_classes=2) -> TrainState:
     """Fresh variables, the encoder from config.model.pretrained when set."""
-    model, tx, init = model_and_optimizer(config, image_size, bn_axis_name)
+    model, tx, init = model_and_optimizer(config, image_size, bn_axis_name, num_classes)
     variables = init(rng, jnp.zeros((2, image_size, image_size, 3), jnp.float32))
     if config.model.pretrained:
         variables = load_torchvision_encoder(
@@ -124,7 +126,8 @@ def batch_indices(rng, step, positions, n_valid, n_pad, global_batch):
 def make_batch(config, rng, step, images, n_valid, weights, positions, global_batch, outliers):
     """The model input [t(x), t(G(x)), t'(x), t'(G(x))] for this device's positions.
 
-    Returns float32 (4b, H, W, 3) in [0, 1]. Keys: one per (step, global position),
+    Returns float32 (4b, H, W, 3) in [0, 1] and the b training-set indices of x. Keys:
+    one per (step, global position),
     split into the views' and negatives' keys; the paper's per-batch composition of
     negatives is keyed by the step alone.
     """
@@ -161,26 +164,32 @@ def make_batch(config, rng, step, images, n_valid, weights, positions, global_ba
     # One vmapped call over all 4b rows (one copy of the view code to compile).
     rows = jnp.concatenate([x, neg1, x, neg2])
     row_keys = jnp.concatenate([keys[:, 0], keys[:, 3], keys[:, 1], keys[:, 4]])
-    return views.random_views(row_keys, rows, **view_kw)
+    return views.random_views(row_keys, rows, **view_kw), idx
 
 
-def train_step(state, images, n_valid, weights, steps_per_epoch, outliers, *, config,
+def train_step(state, images, targets, n_valid, weights, steps_per_epoch, outliers, *, config,
                axis_name=AXIS):
     """One device's part of a global step.
 
     images: (n_pad, H, W, 3) uint8 on this device, of which the first n_valid are the
-    training set; outliers: uint8 images for outlier exposure (unused without it).
+    training set; targets: (n_pad,) int32, each image's class for the head h: 1 with the
+    binary head (negatives are class 0), its label 0..K-1 with the (K+1)-way head of the
+    labeled setting (negatives are class K); outliers: uint8 images for outlier exposure
+    (unused without it).
     """
     n_dev = jax.lax.axis_size(axis_name)
     b = config.batch_size // n_dev
     global_batch = config.batch_size
     positions = jax.lax.axis_index(axis_name) * b + jnp.arange(b)
     rng = jax.random.key(config.seed)
-    batch = make_batch(config, rng, state.step, images, n_valid, weights, positions, global_batch,
-                       outliers)
+    batch, idx = make_batch(config, rng, state.step, images, n_valid, weights, positions,
+                            global_batch, outliers)
     inputs = normalize_input(batch, config.model.input_norm)
-    # Binary head targets (eq. 12): 1 = inlier view, 0 = view of a hard negative.
-    labels = jnp.tile(jnp.repeat(jnp.array([1, 0], jnp.int32), b), 2)
+    # Head targets, rows [x, G(x), x', G(x')]: eq. (12)'s 1 = inlier view, 0 = hard
+    # negative; labeled multi-class (appendix B.3): the label, and class K for negatives.
+    num_classes = state.params['head']['kernel'].shape[-1]
+    negative = jnp.full((b,), 0 if num_classes == 2 else num_classes - 1, jnp.int32)
+    labels = jnp.tile(jnp.concatenate([targets[idx], negative]), 2)
 
     def loss_fn(params):
         out, new_vars = state.apply_fn({'params': params, 'batch_stats': state.batch_stats}, inputs,
@@ -243,9 +252,12 @@ def _truncate_metrics(path, last_step):
         f.writelines(lines)
 
 
-def train(config, workdir, x_train, weights, *, n_pad=None, p_train_step=None, outliers=None):
+def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train_step=None,
+          outliers=None):
     """Train on the normal images x_train (n, H, W, 3) uint8; returns the final TrainState.
 
+    labels: None (one-class and unlabeled multi-class: the binary head), or (n,) ints in
+    0..K-1 (labeled multi-class: a (K+1)-way head, class K the hard negatives).
     Resumes from the latest checkpoint in <workdir>/checkpoints. n_pad (>= n) pads the
     image array so runs on classes of different sizes share one compilation, and
     p_train_step may be passed in for the same reason.
@@ -265,8 +277,17 @@ def train(config, workdir, x_train, weights, *, n_pad=None, p_train_step=None, o
     n_pad = max(n_pad or n, n)
     images = np.zeros((n_pad,) + x_train.shape[1:], np.uint8)
     images[:n] = x_train
+    targets = np.ones((n_pad,), np.int32)  # The binary head's inlier class.
+    num_classes = 2
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (n,) or labels.min() < 0:
+            raise ValueError(f'labels must be (n,) = ({n},) ints >= 0, got {labels.shape}')
+        num_classes = int(labels.max()) + 2
+        targets[:n] = labels
 
-    state = create_train_state(jax.random.key(config.seed), config, x_train.shape[1], AXIS)
+    state = create_train_state(jax.random.key(config.seed), config, x_train.shape[1], AXIS,
+                               num_classes)
     ckpt = Checkpointer(workdir, config.keep_checkpoints)
     restored = ckpt.restore(state)
     metrics_path = os.path.join(workdir, 'metrics.jsonl')
@@ -282,6 +303,7 @@ def train(config, workdir, x_train, weights, *, n_pad=None, p_train_step=None, o
     p_train_step = p_train_step or make_p_train_step(config)
     state_r = replicate(state)
     images_r, n_r = replicate(images), replicate(np.int32(n))
+    targets_r = replicate(targets)
     weights_r = replicate(np.asarray(weights, np.float32))
     spe_r = replicate(np.float32(steps_per_epoch))
     outliers_r = replicate(outliers if outliers is not None else images[:1])
@@ -292,7 +314,8 @@ def train(config, workdir, x_train, weights, *, n_pad=None, p_train_step=None, o
     t0, images_seen = time.time(), 0
     with open(metrics_path, 'a') as log:
         for step in range(start, total):
-            state_r, m = p_train_step(state_r, images_r, n_r, weights_r, spe_r, outliers_r)
+            state_r, m = p_train_step(state_r, images_r, targets_r, n_r, weights_r, spe_r,
+                                        outliers_r)
             pending.append((step + 1, m))
             images_seen += config.batch_size
             last = step + 1 == total

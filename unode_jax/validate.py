@@ -4,13 +4,16 @@ import warnings
 
 from unode_jax.augment.autoaug import EMBEDDERS, TSNE_BACKENDS
 from unode_jax.augment.negatives import TRANSFORMS
+from unode_jax.data.corrupted import TFDS_CORRUPTIONS, corruption_source
 from unode_jax.data.corruptions import CORRUPTIONS
 from unode_jax.data.datasets import DATASETS
 from unode_jax.losses import LOSS_KINDS
 from unode_jax.models import MODELS
 from unode_jax.models.torchvision import torchvision_models
 from unode_jax.optim import OPTIMIZERS
-from unode_jax.score import BALANCES
+from unode_jax.score import BALANCES, HEAD_TERMS
+
+SETTINGS = ('one_class', 'unlabeled', 'labeled')
 
 
 class ConfigError(ValueError):
@@ -45,8 +48,8 @@ def validate_config(config, *, num_classes=None, num_devices=None):
             raise ConfigError(f'autoaug.{name} must be > {low}, got {value!r}')
     if a.num_images < 0 or 0 < a.num_images < 10:
         raise ConfigError(f'autoaug.num_images must be 0 (all) or >= 10, got {a.num_images}')
-    for name in config.corruptions.names:
-        _one_of('corruptions.names entry', name, CORRUPTIONS)
+    _check_settings(config)
+    _check_corruptions(config)
     if config.corruptions.severity not in (1, 2, 3, 4, 5):
         raise ConfigError(f'corruptions.severity must be 1..5, got {config.corruptions.severity}')
     if config.data.name == 'arrays' and not config.data.path:
@@ -76,6 +79,42 @@ def validate_config(config, *, num_classes=None, num_devices=None):
     if num_classes is not None and not -1 <= config.data.normal_class < num_classes:
         raise ConfigError(f'data.normal_class={config.data.normal_class} is out of range: '
                           f'{config.data.name} has classes 0..{num_classes - 1} (-1: all)')
+
+
+def _check_settings(config):
+    d = config.data
+    _one_of('data.setting', d.setting, SETTINGS)
+    _one_of('score.labeled_term', config.score.labeled_term, HEAD_TERMS[1:])
+    if d.setting != 'one_class':
+        if not d.outlier_sets:
+            raise ConfigError(f"data.setting={d.setting!r} needs data.outlier_sets, e.g. "
+                              "--config.data.outlier_sets=\"('svhn','mnist')\"")
+        if d.setting == 'labeled' and config.score.balance == 'authors':
+            raise ConfigError("score.balance='authors' is defined for the binary head only "
+                              "(data.setting='labeled' has a (K+1)-way head)")
+        if d.setting == 'labeled' and len(d.inlier_classes) == 1:
+            raise ConfigError('data.setting=labeled needs at least 2 inlier classes')
+    p = config.predict
+    if not 0 <= p.holdout <= 0.5:
+        raise ConfigError(f'predict.holdout must be in [0, 0.5], got {p.holdout}')
+    if not 0 < p.quantile < 1:
+        raise ConfigError(f'predict.quantile must be in (0, 1), got {p.quantile}')
+
+
+def _check_corruptions(config):
+    c = config.corruptions
+    _one_of('corruptions.source', c.source, ('auto', 'tfds', 'ours'))
+    source = corruption_source(config.data.name, c.source)
+    if source == 'tfds':
+        if config.data.name not in TFDS_CORRUPTIONS:
+            raise ConfigError(f"corruptions.source='tfds': tfds has corrupted test sets for "
+                              f"{tuple(TFDS_CORRUPTIONS)} only, not {config.data.name!r}; "
+                              "use source='ours'")
+        allowed = TFDS_CORRUPTIONS[config.data.name]
+    else:
+        allowed = CORRUPTIONS
+    for name in c.names:
+        _one_of(f'corruptions.names entry ({source})', name, allowed)
 
 
 def _check_pretrained(config):

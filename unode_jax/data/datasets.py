@@ -192,15 +192,19 @@ def _load_arrays(path) -> Dataset:
 # ----------------------------------------------------------------------- tfds
 
 
-def _load_tfds(name: str, spec: _TfdsSpec, *, data_dir, download: bool
-               ) -> Dataset:
+def _prepared_builder(name: str, tfds_name: str, *, data_dir, download: bool):
+    """The tfds builder of `tfds_name`, prepared in data_dir (default: tfds's).
+
+    Fails fast with DatasetNotFoundError when the prepared data is missing
+    and download is False; prepares it as array_record when download is True.
+    """
     import tensorflow_datasets as tfds
 
     if data_dir is None:
         data_dir = tfds.core.constants.get_default_data_dir()
     data_dir = pathlib.Path(data_dir).expanduser()
     # Only builds the object (name, version, features); reads nothing yet.
-    builder = tfds.builder(spec.tfds_name, data_dir=os.fspath(data_dir))
+    builder = tfds.builder(tfds_name, data_dir=os.fspath(data_dir))
     full_name = builder.info.full_name  # e.g. 'emnist/letters/3.1.0'
     # Checked here, against the caller's data_dir, because tfds would
     # otherwise start a download (retrying for minutes offline) or fail with
@@ -224,13 +228,18 @@ def _load_tfds(name: str, spec: _TfdsSpec, *, data_dir, download: bool
                 f'{data_dir})')
         # array_record: the random-access format `as_data_source` reads without
         # TensorFlow; the tfds default (tfrecord) would need tf.data to read.
-        builder = tfds.builder(spec.tfds_name, data_dir=os.fspath(data_dir),
+        builder = tfds.builder(tfds_name, data_dir=os.fspath(data_dir),
                                file_format='array_record')
         builder.download_and_prepare(file_format='array_record')
+    return builder
 
+
+def _data_sources(name: str, builder, splits: list) -> list:
+    """`builder.as_data_source` of each split; a clear error if not array_record."""
     try:
-        train_src, test_src = builder.as_data_source(split=['train', 'test'])
+        return builder.as_data_source(split=splits)
     except NotImplementedError as e:  # prepared as tfrecord only
+        version_dir = pathlib.Path(builder.data_dir)
         raise DatasetNotFoundError(
             f'{name}: {version_dir} has no array_record files (prepared as '
             f'{builder.info.file_format}); convert it with `tfds '
@@ -238,6 +247,12 @@ def _load_tfds(name: str, spec: _TfdsSpec, *, data_dir, download: bool
             '--out_file_format=array_record` or prepare it into an empty '
             'data_dir') from e
 
+
+def _load_tfds(name: str, spec: _TfdsSpec, *, data_dir, download: bool
+               ) -> Dataset:
+    builder = _prepared_builder(name, spec.tfds_name, data_dir=data_dir,
+                                download=download)
+    train_src, test_src = _data_sources(name, builder, ['train', 'test'])
     label_feature = builder.info.features[spec.label_key]
     num_classes = (len(spec.class_names) if spec.class_names
                    else label_feature.num_classes)

@@ -26,3 +26,40 @@ def one_class_split(ds: Dataset, normal_class: int
             f'{ds.name}: class {normal_class} '
             f'({ds.class_names[normal_class]}) has no training images')
     return ds.x_train[is_normal_train], ds.x_test, ds.y_test == normal_class
+
+
+def multiclass_split(ds: Dataset, inlier_classes=()
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Multi-class protocol (Table 3): the inliers are every class of ds, or those listed.
+
+    -> (x_train uint8, labels int32 in 0..K-1 (inlier_classes order), x_test of the
+    inlier classes, x_test of the other classes (empty when all are inliers)).
+    """
+    classes = tuple(int(c) for c in inlier_classes) or tuple(range(ds.num_classes))
+    bad = [c for c in classes if not 0 <= c < ds.num_classes]
+    if bad or len(set(classes)) != len(classes):
+        raise ValueError(f'inlier_classes must be distinct ints in 0..{ds.num_classes - 1} '
+                         f'for {ds.name}, got {tuple(inlier_classes)}')
+    remap = np.full(ds.num_classes, -1, np.int32)
+    remap[list(classes)] = np.arange(len(classes), dtype=np.int32)
+    labels = remap[ds.y_train]
+    keep = labels >= 0
+    missing = [c for c in classes if not np.any(ds.y_train == c)]
+    if missing:
+        raise ValueError(f'{ds.name}: inlier class(es) {missing} have no training images')
+    test_in = remap[ds.y_test] >= 0
+    return ds.x_train[keep], labels[keep], ds.x_test[test_in], ds.x_test[~test_in]
+
+
+def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """-> (fit, holdout) index arrays: a seeded `fraction` of n training images held out.
+
+    The held-out images are never trained on; their scores fit predict's threshold.
+    fraction = 0 (the paper's protocol) holds out nothing.
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f'holdout fraction must be in [0, 1), got {fraction}')
+    n_hold = int(round(fraction * n)) if fraction > 0 else 0
+    n_hold = max(n_hold, 1) if fraction > 0 else 0
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_hold:]), np.sort(perm[:n_hold])

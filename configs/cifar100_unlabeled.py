@@ -1,0 +1,16 @@
+"""Unlabeled multi-class, CIFAR-100 as inliers (Table 3a: 72.5 / 83.3 / 93.6 / 99.2 / 84.4 AUROC
+against CIFAR-10 / SVHN / MNIST / Fashion-MNIST / ImageNet-30).
+
+  python launch.py --config=configs/cifar100_unlabeled.py --workdir=runs/cifar100_unlabeled
+
+ImageNet-30: add 'imagenet30=/data/imagenet30/test' to data.outlier_sets (see
+configs/cifar10_unlabeled.py). Cost as configs/cifar10_unlabeled.py.
+"""
+from configs import cifar10_unlabeled
+
+
+def get_config():
+    config = cifar10_unlabeled.get_config()
+    config.data.name = 'cifar100'
+    config.data.outlier_sets = ('cifar10', 'svhn', 'mnist', 'fashion_mnist')
+    return config

@@ -1,0 +1,72 @@
+"""Scoring new images with a trained model: its saved feature bank, threshold and predictions.csv.
+
+Evaluation writes bank.npz beside the checkpoints: the training images' embeddings (the
+bank of eq. 13) and logits, eq. (15)'s lambda, the checkpoint step they came from, and
+the scores of the held-out normal training images (predict.holdout) with the threshold
+fitted on them. `launch.py --mode=predict` then scores any folder of images without the
+training data: score < threshold means novel. The threshold is the predict.quantile
+quantile of the held-out scores, so that fraction of unseen normal images is expected to
+be called novel (0.05: the 95% TPR of FPR@95).
+"""
+import csv
+import os
+
+import numpy as np
+
+BANK_FILE = 'bank.npz'
+
+
+def fit_threshold(holdout_scores, quantile):
+    """The quantile of held-out normal scores (NaN when nothing was held out)."""
+    holdout_scores = np.asarray(holdout_scores, np.float64)
+    if holdout_scores.size == 0:
+        return float('nan')
+    return float(np.quantile(holdout_scores, quantile))
+
+
+def save_bank(directory, *, step, bank, weight, head, balance, holdout_scores, quantile):
+    """bank.npz: what predict needs to score new images as evaluation scored the test set."""
+    path = os.path.join(directory, BANK_FILE)
+    tmp = path + '.tmp.npz'
+    np.savez(tmp, z=np.asarray(bank['z'], np.float32),
+             logits=np.asarray(bank['logits'], np.float32), weight=np.float64(weight),
+             step=np.int64(step), head=np.str_(head), balance=np.str_(balance),
+             holdout_scores=np.asarray(holdout_scores, np.float64),
+             quantile=np.float64(quantile),
+             threshold=np.float64(fit_threshold(holdout_scores, quantile)))
+    os.replace(tmp, path)  # Atomic: a killed evaluation leaves the previous bank.
+
+
+def load_bank(directory):
+    path = os.path.join(directory, BANK_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f'no {BANK_FILE} in {directory}: evaluate the run first '
+                                '(--mode=eval or train_eval writes it)')
+    with np.load(path, allow_pickle=False) as f:
+        b = {k: f[k] for k in f.files}
+    return dict(z=b['z'], logits=b['logits'], weight=float(b['weight']), step=int(b['step']),
+                head=str(b['head']), balance=str(b['balance']),
+                holdout_scores=b['holdout_scores'], quantile=float(b['quantile']),
+                threshold=float(b['threshold']))
+
+
+def write_predictions(path, paths, scores, threshold, errors):
+    """predictions.csv: one row per file, in `paths` order; a file that could not be read
+    has an empty score and its error. scores: {path: dict(score, sim, binary)}."""
+    counts = dict(novel=0, normal=0, error=0)
+    tmp = path + '.tmp'
+    with open(tmp, 'w', newline='') as f:
+        w = csv.writer(f, lineterminator='\n')
+        w.writerow(['path', 'score', 'is_novel', 'sim', 'binary', 'error'])
+        for p in paths:
+            if p in scores:
+                s = scores[p]
+                novel = bool(s['score'] < threshold)
+                counts['novel' if novel else 'normal'] += 1
+                w.writerow([p, f'{s["score"]:.6f}', int(novel), f'{s["sim"]:.6f}',
+                            f'{s["binary"]:.6f}', ''])
+            else:
+                counts['error'] += 1
+                w.writerow([p, '', '', '', '', errors.get(p, 'not scored')])
+    os.replace(tmp, path)
+    return counts
