@@ -277,3 +277,16 @@ def test_load_outliers(tmp_path):
     np.savez(tmp_path / 'float.npz', x=gray.astype(np.float32))
     with pytest.raises(ValueError, match='uint8'):
         D.load_outliers(tmp_path / 'float.npz', 16)
+
+
+def test_one_class_split_with_test_anomalous(digits):
+    """Datasets labelled normal/anomalous per class (MVTecAD-like): class c is tested on its
+    own test images only, the anomalous ones novel."""
+    import dataclasses
+    anomalous = np.arange(len(digits.y_test)) % 3 == 0
+    ds = dataclasses.replace(digits, test_anomalous=anomalous)
+    x_train, x_test, is_normal = one_class_split(ds, 4)
+    mask = digits.y_test == 4
+    np.testing.assert_array_equal(x_test, digits.x_test[mask])
+    np.testing.assert_array_equal(is_normal, ~anomalous[mask])
+    assert len(x_train) == (digits.y_train == 4).sum()

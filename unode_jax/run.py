@@ -31,7 +31,8 @@ from unode_jax.data import corrupted as tfds_corrupted
 from unode_jax.data import images as images_lib
 from unode_jax.data.corruptions import CORRUPTIONS, corrupt
 from unode_jax.data.datasets import DATASETS, load_dataset, load_outliers
-from unode_jax.data.splits import holdout_split, multiclass_split, one_class_split
+from unode_jax.data.splits import (holdout_split, multiclass_split, one_class_split,
+                                   one_class_test)
 from unode_jax.evaluate import embed, evaluate_corrupted, evaluate_multiclass, evaluate_one_class
 from unode_jax.validate import ConfigError, validate_config
 
@@ -247,8 +248,10 @@ def run_corrupted(config, workdir, ds, classes=None):
     sets = corrupted_test_sets(config, ds)
     for name, x, y in tqdm(sets, desc='corruptions', disable=not config.progress_bar):
         for k, _, state, bank in models:
+            mask, is_normal = one_class_test(y, ds.test_anomalous, k)
             per_class[str(k)].update(evaluate_corrupted(
-                state, config, bank, [(name, x, y == k)], weight=bank['weight']))
+                state, config, bank, [(name, x if mask is None else x[mask], is_normal)],
+                weight=bank['weight']))
     for k, class_dir, *_ in models:
         report.write_json(os.path.join(class_dir, 'corrupted.json'), per_class[str(k)])
     severity = None if corruption_source(config) == 'tfds' and config.data.name == 'mnist' \

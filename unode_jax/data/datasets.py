@@ -43,6 +43,11 @@ class Dataset:
     y_test: np.ndarray   # int32 (M,)
     num_classes: int
     class_names: tuple   # of str, len num_classes
+    # None: the usual one-class protocol, a test image is normal iff its label is the
+    # normal class. Else (M,) bool, for datasets whose test images are labelled normal or
+    # anomalous within their class (MVTecAD's categories, Head-CT, ISIC, a user's folder):
+    # class c's test set is its own test images, the anomalous ones novel.
+    test_anomalous: np.ndarray | None = None
 
 
 class DatasetNotFoundError(FileNotFoundError):

@@ -10,8 +10,9 @@ def one_class_split(ds: Dataset, normal_class: int
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """-> (x_train_normal uint8, x_test uint8, test_is_normal bool).
 
-    x_test is all of `ds.x_test` (the same array, not a copy); every test
-    image of another class counts as novel. Class out of range -> ValueError
+    x_test is all of `ds.x_test` (the same array, not a copy), every test image of
+    another class counting as novel; or, for a dataset with test_anomalous, the class's
+    own test images, the anomalous ones novel. Class out of range -> ValueError
     naming the valid range; a class with no training images -> ValueError.
     """
     if (isinstance(normal_class, bool)
@@ -25,7 +26,22 @@ def one_class_split(ds: Dataset, normal_class: int
         raise ValueError(
             f'{ds.name}: class {normal_class} '
             f'({ds.class_names[normal_class]}) has no training images')
-    return ds.x_train[is_normal_train], ds.x_test, ds.y_test == normal_class
+    mask, is_normal = one_class_test(ds.y_test, ds.test_anomalous, normal_class)
+    return ds.x_train[is_normal_train], (ds.x_test if mask is None else ds.x_test[mask]), \
+        is_normal
+
+
+def one_class_test(y_test, test_anomalous, normal_class):
+    """-> (which test images class normal_class is tested on, None = all; is_normal of those).
+
+    Without test_anomalous every test image counts, normal iff of the normal class; with
+    it (see Dataset.test_anomalous) only the class's own test images, normal iff not
+    anomalous.
+    """
+    if test_anomalous is None:
+        return None, y_test == normal_class
+    mask = y_test == normal_class
+    return mask, ~test_anomalous[mask]
 
 
 def multiclass_split(ds: Dataset, inlier_classes=()
@@ -35,6 +51,9 @@ def multiclass_split(ds: Dataset, inlier_classes=()
     -> (x_train uint8, labels int32 in 0..K-1 (inlier_classes order), x_test of the
     inlier classes, x_test of the other classes (empty when all are inliers)).
     """
+    if ds.test_anomalous is not None:
+        raise ValueError(f'{ds.name} labels its test images normal/anomalous per class: the '
+                         "multi-class settings need a dataset labelled by class")
     classes = tuple(int(c) for c in inlier_classes) or tuple(range(ds.num_classes))
     bad = [c for c in classes if not 0 <= c < ds.num_classes]
     if bad or len(set(classes)) != len(classes):
