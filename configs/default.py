@@ -23,6 +23,10 @@ def get_config():
     config.data.download = False  # Let tfds download and prepare (needs network + tensorflow).
     config.data.path = config_dict.placeholder(str)  # The .npz file for data.name='arrays'.
     config.data.image_size = 32  # Images are resized to image_size x image_size x 3.
+    # Training images above this size (uint8 MiB) stay in host memory and each step's
+    # are sent to the devices (same samples and draws); below it they live on every
+    # device. 4 GiB: CIFAR or MNIST stay resident, ImageNet-30 at 224 px streams.
+    config.data.device_budget_mb = 4096
     config.data.cifar100_coarse = True  # One-class CIFAR-100 uses the 20 superclasses.
     # The normal class (one-class setting); -1 trains and evaluates every class in
     # turn, each in <workdir>/class_<c>/, and summarises them in <workdir>/results.json.

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from unode_jax.data import images as I
-from unode_jax.data.datasets import _to_rgb
+from unode_jax.data.datasets import _to_rgb, resize_bilinear
 
 S = 16
 _RNG = np.random.default_rng(0)
@@ -244,3 +244,132 @@ def test_read_images_all_failing(bad_files):
     x, ok, errors = I.read_images([bad_files / 'empty.png'], S)
     assert x.shape == (0, S, S, 3) and x.dtype == np.uint8
     assert ok == [] and list(errors.values()) == ['empty file']
+
+
+# ---------------------------------------------------------- resize + centre crop
+
+
+@pytest.mark.parametrize('h, w, resize, shape', [
+    (30, 50, 20, (20, 33)),     # landscape: long side int(20 * 50 / 30) = int(33.3)
+    (50, 30, 20, (33, 20)),     # portrait
+    (37, 37, 20, (20, 20)),     # square
+    (101, 64, 20, (31, 20)),    # int(31.56): truncated, not rounded
+    (10, 12, 20, (20, 24)),     # upscaling
+])
+def test_resized_shape_is_torchvision_resize_int(h, w, resize, shape):
+    assert I.resized_shape(h, w, resize) == shape
+
+
+@pytest.mark.parametrize('h, w, size, offsets', [
+    (20, 33, 16, (2, 8)),    # (33 - 16) / 2 = 8.5 rounds half to even: 8, as torchvision
+    (20, 35, 16, (2, 10)),   # 9.5 -> 10
+    (33, 20, 16, (8, 2)),
+    (16, 16, 16, (0, 0)),
+])
+def test_centre_crop_offsets_are_torchvision_centercrop(h, w, size, offsets):
+    assert I.centre_crop_offsets(h, w, size) == offsets
+
+
+@pytest.mark.parametrize('h, w', [(30, 50), (50, 30), (37, 37), (101, 64)])
+def test_prepare_resize_then_centre_crop(h, w):
+    x = _noise(h, w, 3)
+    got = I.prepare(x, S, 20)
+    assert got.shape == (S, S, 3) and got.dtype == np.uint8
+    # Restated with numpy: torchvision's Resize(20) size, then CenterCrop(S) offsets.
+    short, long = min(h, w), max(h, w)
+    new_long = int(20 * long / short)
+    nh, nw = (new_long, 20) if h > w else (20, new_long)
+    top, left = int(round((nh - S) / 2.0)), int(round((nw - S) / 2.0))
+    want = resize_bilinear(x[None], nh, nw)[0, top:top + S, left:left + S]
+    np.testing.assert_array_equal(got, want)
+    # And with PIL's own bilinear resize and crop box: equal up to its fixed-point rounding.
+    pil = Image.fromarray(x).resize((nw, nh), Image.BILINEAR).crop(
+        (left, top, left + S, top + S))
+    assert np.abs(got.astype(int) - np.asarray(pil, int)).max() <= 1
+
+
+def test_prepare_resize_keeps_aspect_of_a_pattern():
+    """A 20x40 image: left half white. Resize(16) + crop 16 keeps the middle: half white."""
+    x = np.zeros((20, 40), np.uint8)
+    x[:, :20] = 255
+    got = I.prepare(x, S, S)  # -> 16 x 32, crop columns 8..23, the white edge at 16
+    assert (got[:, :7] == 255).all() and (got[:, 9:] == 0).all()
+    assert (got == got[..., :1]).all()  # gray replicated at the end
+
+
+def test_prepare_gray_stays_one_channel_until_the_end():
+    x = _noise(30, 50)
+    got = I.prepare(x, S, 24)
+    one = I.prepare(np.stack([x] * 3, -1), S, 24)
+    np.testing.assert_array_equal(got, one)  # same numbers, 3x less work for gray
+    np.testing.assert_array_equal(got[..., 0], I.prepare(x[..., None], S, 24)[..., 2])
+
+
+def test_prepare_without_resize_is_the_training_path():
+    x = _noise(30, 50, 3)
+    np.testing.assert_array_equal(I.prepare(x, S), _to_rgb(x[None], S)[0])
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    ({'resize': 8}, 'resize must be'),       # smaller than image_size
+    ({'resize': 20.0}, 'resize must be'),
+    ({'resize': True}, 'resize must be'),
+])
+def test_prepare_and_read_reject_bad_resize(folder, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        I.prepare(_noise(30, 50, 3), S, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        I.read_images([folder / 'b_rgb_40x30.png'], S, **kwargs)  # raised, not an error row
+
+
+def test_prepare_rejects_bad_arrays():
+    with pytest.raises(ValueError, match='uint8'):
+        I.prepare(np.zeros((4, 4, 3), np.float32), S)
+    with pytest.raises(ValueError, match='uint8'):
+        I.prepare(np.zeros((4, 4, 4), np.uint8), S)
+
+
+def test_read_image_with_resize_matches_prepare(folder):
+    for name in ('a_gray_8x8.png', 'b_rgb_40x30.png', 'f_photo.jpg'):
+        with Image.open(folder / name) as im:
+            a = np.array(im)
+        np.testing.assert_array_equal(I.read_image(folder / name, S, resize=20),
+                                      I.prepare(a, S, 20))
+
+
+# ------------------------------------------------------------------- pre_crop
+
+
+def test_pre_crop_removes_margins_before_preparation(tmp_path):
+    a = np.full((50, 60, 3), 40, np.uint8)
+    a[-20:] = (255, 0, 255)  # a banner at the bottom
+    a[:3] = 200              # and a stripe at the top
+    Image.fromarray(a).save(tmp_path / 'x.png')
+    got = I.read_image(tmp_path / 'x.png', S, pre_crop=(3, 0, 20, 0))
+    assert (got == 40).all()
+    got = I.read_image(tmp_path / 'x.png', S, resize=S, pre_crop=(3, 2, 20, 1))
+    np.testing.assert_array_equal(got, I.prepare(a[3:30, 2:59], S, S))
+    assert (I.read_image(tmp_path / 'x.png', S)[-4:] != 40).any()  # the banner, uncropped
+
+
+def test_pre_crop_larger_than_the_image_is_an_error_row(tmp_path):
+    Image.fromarray(_noise(10, 10, 3)).save(tmp_path / 'small.png')
+    with pytest.raises(I.ImageReadError, match='too small'):
+        I.read_image(tmp_path / 'small.png', S, pre_crop=(0, 0, 10, 0))
+    x, ok, errors = I.read_images([tmp_path / 'small.png'], S, pre_crop=(5, 0, 5, 0))
+    assert ok == [] and 'too small' in errors[str(tmp_path / 'small.png')]
+
+
+@pytest.mark.parametrize('pre_crop', [(0, 0, 20), (0, 0, -1, 0), (0, 0, 2.0, 0), 'abcd'])
+def test_bad_pre_crop(folder, pre_crop):
+    with pytest.raises(ValueError, match='pre_crop'):
+        I.read_image(folder / 'b_rgb_40x30.png', S, pre_crop=pre_crop)
+
+
+def test_read_images_strict_raises_the_first_error(bad_files):
+    paths = [bad_files / n for n in ('good.png', 'empty.png', 'text.png')]
+    with pytest.raises(I.ImageReadError, match='empty file') as info:
+        I.read_images(paths, S, strict=True)
+    assert info.value.path == str(bad_files / 'empty.png')
+    x, ok, _ = I.read_images(paths[:1], S, strict=True, resize=20, desc='strict')
+    assert ok == [0] and x.shape == (1, S, S, 3)

@@ -219,3 +219,25 @@ def test_outlier_exposure_ensemble_and_authors_score(tmp_path, images):
     result, scores = evaluate_one_class(state, config, bank, images[12:], np.arange(12) % 2 == 0,
                                         weight=score.score_weight(bank, 'authors'))
     assert 0 <= result['auroc'] <= 1 and np.isfinite(scores['score']).all()
+
+
+def test_streaming_from_host_matches_resident_training(tmp_path, images, capsys):
+    """A training set over data.device_budget_mb streams from host memory, each step's
+    images gathered on the host, with the same samples and draws: the same parameters."""
+    config = tiny_config(**{'negatives.transforms': SMALL_SET, 'optim.num_epochs': 2,
+                            'log_every': 1})
+    labels = np.arange(len(images)) % 3  # the labeled setting's targets are gathered too
+    weights = np.full(3, 1 / 3, np.float32)
+    resident = train_lib.train(config, str(tmp_path / 'a'), images, weights, labels=labels,
+                               n_pad=30)
+    assert 'streaming' not in capsys.readouterr().out
+    config.data.device_budget_mb = 0  # 0: always stream
+    streamed = train_lib.train(config, str(tmp_path / 'b'), images, weights, labels=labels,
+                               n_pad=30)
+    assert 'streaming 24 training images' in capsys.readouterr().out
+    assert int(streamed.step) == int(resident.step) == 2 * len(images) // config.batch_size
+    for a, b in zip(jax.tree.leaves(resident.params), jax.tree.leaves(streamed.params)):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
+    def losses(d):
+        return [json.loads(l)['loss'] for l in (tmp_path / d / 'metrics.jsonl').open()]
+    np.testing.assert_allclose(losses('b'), losses('a'), rtol=1e-6)

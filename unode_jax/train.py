@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import flax.jax_utils
 import optax
 from flax.training import train_state
 from tqdm import tqdm
@@ -123,21 +124,32 @@ def batch_indices(rng, step, positions, n_valid, n_pad, global_batch):
     return perms[s // n_valid - first_epoch, s % n_valid]
 
 
-def make_batch(config, rng, step, images, n_valid, weights, positions, global_batch, outliers):
+def image_indices(rng, step, positions, n_valid, n_pad, global_batch):
+    """(indices of the images at these positions, of their mixup partners): the image at
+    the next global position, another inlier of the batch, from one pair of epoch
+    permutations."""
+    data_rng = jax.random.fold_in(rng, 0)
+    return batch_indices(data_rng, step, jnp.stack([positions, (positions + 1) % global_batch]),
+                         n_valid, n_pad, global_batch)
+
+
+def make_batch(config, rng, step, images, n_valid, weights, positions, global_batch, outliers,
+               streamed=False):
     """The model input [t(x), t(G(x)), t'(x), t'(G(x))] for this device's positions.
 
-    Returns float32 (4b, H, W, 3) in [0, 1] and the b training-set indices of x. Keys:
-    one per (step, global position),
-    split into the views' and negatives' keys; the paper's per-batch composition of
-    negatives is keyed by the step alone.
+    Returns float32 (4b, H, W, 3) in [0, 1] and the indices of x into `images`. Keys:
+    one per (step, global position), split into the views' and negatives' keys; the
+    paper's per-batch composition of negatives is keyed by the step alone.
+    streamed: `images` holds only this step's b images then their b mixup partners,
+    gathered on the host by the same image_indices (so the same samples and draws).
     """
-    n_pad = images.shape[0]
-    data_rng, aug_rng, neg_rng = (jax.random.fold_in(rng, i) for i in range(3))
-    # This device's images and, for mixup, the image at the next global position
-    # (another inlier of the batch), from one pair of epoch permutations.
-    idx, partner_idx = batch_indices(data_rng, step,
-                                     jnp.stack([positions, (positions + 1) % global_batch]),
-                                     n_valid, n_pad, global_batch)
+    _, aug_rng, neg_rng = (jax.random.fold_in(rng, i) for i in range(3))
+    if streamed:
+        b = positions.shape[0]
+        idx, partner_idx = jnp.arange(b), b + jnp.arange(b)
+    else:
+        idx, partner_idx = image_indices(rng, step, positions, n_valid, images.shape[0],
+                                         global_batch)
     x = images[idx].astype(jnp.float32) / 255.0
     step_key = jax.random.fold_in(aug_rng, step)
     keys = jax.vmap(lambda p: jax.random.split(jax.random.fold_in(step_key, p), 7))(positions)
@@ -168,14 +180,15 @@ def make_batch(config, rng, step, images, n_valid, weights, positions, global_ba
 
 
 def train_step(state, images, targets, n_valid, weights, steps_per_epoch, outliers, *, config,
-               axis_name=AXIS):
+               axis_name=AXIS, streamed=False):
     """One device's part of a global step.
 
     images: (n_pad, H, W, 3) uint8 on this device, of which the first n_valid are the
     training set; targets: (n_pad,) int32, each image's class for the head h: 1 with the
     binary head (negatives are class 0), its label 0..K-1 with the (K+1)-way head of the
     labeled setting (negatives are class K); outliers: uint8 images for outlier exposure
-    (unused without it).
+    (unused without it). streamed: images and targets hold only this step's (see
+    make_batch).
     """
     n_dev = jax.lax.axis_size(axis_name)
     b = config.batch_size // n_dev
@@ -183,7 +196,7 @@ def train_step(state, images, targets, n_valid, weights, steps_per_epoch, outlie
     positions = jax.lax.axis_index(axis_name) * b + jnp.arange(b)
     rng = jax.random.key(config.seed)
     batch, idx = make_batch(config, rng, state.step, images, n_valid, weights, positions,
-                            global_batch, outliers)
+                            global_batch, outliers, streamed)
     inputs = normalize_input(batch, config.model.input_norm)
     # Head targets, rows [x, G(x), x', G(x')]: eq. (12)'s 1 = inlier view, 0 = hard
     # negative; labeled multi-class (appendix B.3): the label, and class K for negatives.
@@ -233,9 +246,30 @@ def unreplicate(tree):
     return jax.tree.map(lambda x: x.addressable_shards[0].data.reshape(x.shape[1:]), tree)
 
 
-def make_p_train_step(config, devices=None):
-    return jax.pmap(functools.partial(train_step, config=config), axis_name=AXIS,
-                    donate_argnums=(0,), devices=devices)
+def make_p_train_step(config, devices=None, streamed=False):
+    return jax.pmap(functools.partial(train_step, config=config, streamed=streamed),
+                    axis_name=AXIS, donate_argnums=(0,), devices=devices)
+
+
+def streamed_batches(config, images, targets, n_pad, start, total, n_dev):
+    """Each step's images (n_dev, 2b, H, W, 3) and targets (n_dev, b), gathered on the host.
+
+    For training sets over data.device_budget_mb: the indices are image_indices' (run on
+    the CPU; threefry and the sort are the same on every backend), so a streamed run
+    visits the same samples with the same random draws as a resident one.
+    """
+    g = config.batch_size
+    cpu = jax.devices('cpu')[0]
+    # n_pad as the resident run's, so the permutations match even where the draws depend
+    # on the array's length (jax_threefry_partitionable=False).
+    indices = jax.jit(lambda step: image_indices(jax.random.key(config.seed), step,
+                                                 jnp.arange(g), len(images), n_pad, g))
+    for step in range(start, total):
+        with jax.default_device(cpu):
+            idx, partner = np.asarray(indices(jnp.int32(step)))
+        x = np.concatenate([images[idx].reshape((n_dev, -1) + images.shape[1:]),
+                            images[partner].reshape((n_dev, -1) + images.shape[1:])], axis=1)
+        yield x, targets[idx].reshape(n_dev, -1)
 
 
 def num_train_steps(config, n_train):
@@ -253,14 +287,16 @@ def _truncate_metrics(path, last_step):
 
 
 def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train_step=None,
-          outliers=None):
+          outliers=None, stream=None):
     """Train on the normal images x_train (n, H, W, 3) uint8; returns the final TrainState.
 
     labels: None (one-class and unlabeled multi-class: the binary head), or (n,) ints in
     0..K-1 (labeled multi-class: a (K+1)-way head, class K the hard negatives).
     Resumes from the latest checkpoint in <workdir>/checkpoints. n_pad (>= n) pads the
     image array so runs on classes of different sizes share one compilation, and
-    p_train_step may be passed in for the same reason.
+    p_train_step may be passed in for the same reason. stream: keep the images in host
+    memory and send each step's to the devices (default: when they exceed
+    data.device_budget_mb), with the same samples and draws as on the devices.
     """
     n_dev = jax.local_device_count()
     n = len(x_train)
@@ -300,10 +336,20 @@ def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train
     meta = dict(n_train=n, steps_per_epoch=steps_per_epoch, total_steps=total,
                 weights=[float(w) for w in weights], transforms=list(config.negatives.transforms))
 
-    p_train_step = p_train_step or make_p_train_step(config)
+    if stream is None:
+        stream = images.nbytes > config.data.device_budget_mb * 2 ** 20
     state_r = replicate(state)
-    images_r, n_r = replicate(images), replicate(np.int32(n))
-    targets_r = replicate(targets)
+    n_r = replicate(np.int32(n))
+    if stream:
+        print(f'streaming {n} training images ({images.nbytes / 2 ** 20:.0f} MiB, over '
+              f'data.device_budget_mb={config.data.device_budget_mb}) from host memory',
+              flush=True)
+        p_train_step = make_p_train_step(config, streamed=True)
+        batches = flax.jax_utils.prefetch_to_device(
+            streamed_batches(config, images[:n], targets[:n], n_pad, start, total, n_dev), 2)
+    else:
+        p_train_step = p_train_step or make_p_train_step(config)
+        images_r, targets_r = replicate(images), replicate(targets)
     weights_r = replicate(np.asarray(weights, np.float32))
     spe_r = replicate(np.float32(steps_per_epoch))
     outliers_r = replicate(outliers if outliers is not None else images[:1])
@@ -314,6 +360,8 @@ def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train
     t0, images_seen = time.time(), 0
     with open(metrics_path, 'a') as log:
         for step in range(start, total):
+            if stream:
+                images_r, targets_r = next(batches)
             state_r, m = p_train_step(state_r, images_r, targets_r, n_r, weights_r, spe_r,
                                         outliers_r)
             pending.append((step + 1, m))

@@ -64,6 +64,8 @@ def validate_config(config, *, num_classes=None, num_devices=None):
     for name, value in positive.items():
         if not value > 0:
             raise ConfigError(f'{name} must be positive, got {value!r}')
+    if config.data.device_budget_mb < 0:
+        raise ConfigError('data.device_budget_mb must be >= 0 (0: always stream from host)')
     if config.optim.warmup_epochs < 0:
         raise ConfigError('optim.warmup_epochs must be >= 0')
     if config.negatives.max_compose < 0:

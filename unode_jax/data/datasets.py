@@ -81,7 +81,8 @@ def _tfds_spec(name: str, cifar100_coarse: bool) -> _TfdsSpec:
 def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None,
                  download: bool = False, image_size: int = 32,
                  path: str | os.PathLike | None = None,
-                 cifar100_coarse: bool = True) -> Dataset:
+                 cifar100_coarse: bool = True, cache_dir=None,
+                 cache: bool = True) -> Dataset:
     """Loads `name` (one of DATASETS) as uint8 NHWC, 3 channels, image_size^2.
 
     Args:
@@ -95,6 +96,12 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None,
       path: the .npz file for name='arrays'.
       cifar100_coarse: CIFAR-100 labels are the 20 superclasses if True, else
         the 100 fine classes.
+      cache_dir: for TFDS datasets: folder of the prepared-array cache (see
+        unode_jax.data.cache); None -> $UNODE_JAX_CACHE or
+        ~/.cache/unode_jax/arrays.
+      cache: for TFDS datasets: read the final arrays from the cache when
+        the prepared TFDS files and settings are unchanged, and write them
+        there after a read; False reads the TFDS records every time.
 
     Raises:
       DatasetNotFoundError: the data is not on disk (and download is False).
@@ -108,8 +115,12 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None,
     elif name == 'arrays':
         ds = _load_arrays(path)
     elif name in DATASETS:
+        # Already at image_size with 3 channels: the _to_rgb below copies
+        # nothing.
         ds = _load_tfds(name, _tfds_spec(name, cifar100_coarse),
-                        data_dir=data_dir, download=download)
+                        data_dir=data_dir, download=download,
+                        image_size=int(image_size), cache_dir=cache_dir,
+                        cache=cache)
     else:
         raise ValueError(
             f'unknown dataset {name!r}; expected one of {DATASETS}')
@@ -253,19 +264,86 @@ def _data_sources(name: str, builder, splits: list) -> list:
             'data_dir') from e
 
 
-def _load_tfds(name: str, spec: _TfdsSpec, *, data_dir, download: bool
+# Part of the tfds cache key: bump when the preparation of the arrays (reading,
+# label mapping, _to_rgb, resize_bilinear) changes, so old cache files are unused.
+_TFDS_CACHE_VERSION = 1
+
+
+def _tfds_full_name(tfds_name: str) -> str:
+    """The 'name[/config]/version' that tfds.builder(tfds_name) would use.
+
+    Taken from the builder class and its configs alone: constructing the
+    builder reads the prepared dataset_info.json, part of the tfds work a cache
+    hit skips (tests check this against tfds.builder).
+    """
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.core.dataset_builder import (
+        canonical_version_for_config)
+
+    base, _, config = tfds_name.partition('/')
+    cls = tfds.builder_cls(base)
+    if config:
+        cfg = cls.builder_configs[config]
+    elif cls.BUILDER_CONFIGS:  # tfds's default: the named one, else the first
+        cfg = (cls.builder_configs[cls.DEFAULT_BUILDER_CONFIG_NAME]
+               if cls.DEFAULT_BUILDER_CONFIG_NAME else cls.BUILDER_CONFIGS[0])
+    else:
+        cfg = None
+    version = canonical_version_for_config(cls, cfg)
+    return '/'.join([cls.name] + ([cfg.name] if cfg else []) + [str(version)])
+
+
+def _load_tfds(name: str, spec: _TfdsSpec, *, data_dir, download: bool,
+               image_size: int, cache_dir=None, cache: bool = True
                ) -> Dataset:
-    builder = _prepared_builder(name, spec.tfds_name, data_dir=data_dir,
-                                download=download)
-    train_src, test_src = _data_sources(name, builder, ['train', 'test'])
-    label_feature = builder.info.features[spec.label_key]
-    num_classes = (len(spec.class_names) if spec.class_names
-                   else label_feature.num_classes)
-    class_names = spec.class_names or tuple(label_feature.names)
-    x_train, y_train = _read_split(train_src, spec, num_classes, name)
-    x_test, y_test = _read_split(test_src, spec, num_classes, name)
-    return Dataset(name, x_train, y_train, x_test, y_test, num_classes,
-                   class_names)
+    """The tfds dataset at image_size, RGB, through the prepared-array cache.
+
+    The cache key fingerprints the prepared version folder (dataset_info.json
+    and the record files), so re-preparing or replacing it rebuilds; a hit
+    reads one .npz and constructs no tfds builder at all.
+    """
+    from unode_jax.data import cache as C
+
+    if data_dir is None:
+        import tensorflow_datasets as tfds
+        data_dir = tfds.core.constants.get_default_data_dir()
+    data_dir = pathlib.Path(os.path.abspath(pathlib.Path(data_dir).expanduser()))
+    full_name = _tfds_full_name(spec.tfds_name)
+    version_dir = data_dir / full_name
+    if not (version_dir / 'dataset_info.json').is_file():
+        # Fails fast with DatasetNotFoundError, or prepares it (download=True):
+        # either way before the fingerprint, which needs the folder.
+        _prepared_builder(name, spec.tfds_name, data_dir=data_dir,
+                          download=download)
+    key = dict(kind='tfds', version=_TFDS_CACHE_VERSION, name=name,
+               builder=full_name, data_dir=os.fspath(data_dir),
+               files=C.file_fingerprint([version_dir], root=version_dir),
+               label_key=spec.label_key, label_offset=spec.label_offset,
+               transpose=spec.transpose,
+               class_names=(list(spec.class_names) if spec.class_names
+                            else None),
+               image_size=image_size)
+
+    def build():
+        builder = _prepared_builder(name, spec.tfds_name, data_dir=data_dir,
+                                    download=download)
+        if builder.info.full_name != full_name:  # the key named another folder
+            raise RuntimeError(
+                f'{name}: tfds builds {builder.info.full_name}, the cache key '
+                f'was computed for {full_name}')
+        train_src, test_src = _data_sources(name, builder, ['train', 'test'])
+        label_feature = builder.info.features[spec.label_key]
+        num_classes = (len(spec.class_names) if spec.class_names
+                       else label_feature.num_classes)
+        class_names = spec.class_names or tuple(label_feature.names)
+        x_train, y_train = _read_split(train_src, spec, num_classes, name)
+        x_test, y_test = _read_split(test_src, spec, num_classes, name)
+        return C.dataset_to_arrays(Dataset(
+            name, _to_rgb(x_train, image_size), y_train,
+            _to_rgb(x_test, image_size), y_test, num_classes, class_names))
+
+    return C.dataset_from_arrays(C.cached_arrays(
+        name, key, build, cache_dir=cache_dir, enabled=cache))
 
 
 def _read_split(src, spec: _TfdsSpec, num_classes: int, name: str

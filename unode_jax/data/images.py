@@ -1,10 +1,18 @@
 """User image files (PNG / JPEG, untrusted) -> the uint8 NHWC arrays the model uses.
 
-Used by `--mode=predict --images=FOLDER_OR_GLOB` and to read outlier test sets
-stored as image folders (e.g. ImageNet-30's test folder). Every image is
-prepared exactly as the training data in `datasets.py`: decoded to 1 channel
-(gray) or 3 (colour), resized to image_size^2 with `resize_bilinear` and gray
-replicated to 3 channels by `_to_rgb`, in that order.
+Used by `--mode=predict --images=FOLDER_OR_GLOB`, to read outlier test sets
+stored as image folders (e.g. ImageNet-30's test folder) and by the folder
+datasets of `folders.py`. Every decoded image goes through `prepare`, the one
+path shared by training, test and prediction images:
+  * resize=None: resized straight to image_size^2 with `resize_bilinear`, as
+    `datasets.py` prepares the (square) tfds data;
+  * resize=R: the shorter side scaled to R, aspect kept, then the centre
+    image_size^2 cut out -- torchvision's Resize(R) + CenterCrop(image_size)
+    geometry, for photos that are not square (MVTecAD, ISIC, FGVC, ...).
+Gray (1 channel) is replicated to 3 channels only at the end, as `_to_rgb`
+does. `pre_crop` margins, removed from the decoded image before `prepare`,
+let a dataset drop what is not part of the picture (FGVC-Aircraft's
+copyright banner).
 
 Decoding is Pillow only, restricted to its PNG and JPEG plugins (nothing is
 executed, no exotic parsers see the bytes). Whatever is wrong with a file
@@ -34,7 +42,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-from unode_jax.data.datasets import _to_rgb
+from unode_jax.data.datasets import _to_rgb, resize_bilinear
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')  # matched case-insensitively
 # Only these Pillow plugins may parse the bytes, whatever the file is called.
@@ -136,12 +144,85 @@ def _decode(fh, path: str) -> np.ndarray:
         raise ImageReadError(path, f'corrupt image ({type(e).__name__}: {e})') from None
 
 
-def read_image(path, image_size: int) -> np.ndarray:
-    """One PNG / JPEG file -> uint8 (image_size, image_size, 3), prepared as the training data.
+def _check_geometry(image_size, resize, pre_crop) -> tuple[int, int, int, int] | None:
+    """Validates prepare / read_image arguments; -> pre_crop as a tuple of 4 ints or None."""
+    if (isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer))
+            or image_size < 1):
+        raise ValueError(f'image_size must be a positive int, got {image_size!r}')
+    if resize is not None and (isinstance(resize, bool)
+                               or not isinstance(resize, (int, np.integer))
+                               or resize < image_size):
+        raise ValueError(f'resize must be None or an int >= image_size ({image_size}), '
+                         f'got {resize!r}')
+    if pre_crop is None:
+        return None
+    margins = tuple(pre_crop)
+    if (len(margins) != 4 or any(isinstance(m, bool) or not isinstance(m, (int, np.integer))
+                                 or m < 0 for m in margins)):
+        raise ValueError('pre_crop must be 4 non-negative ints (top, left, bottom, right), '
+                         f'got {pre_crop!r}')
+    return tuple(int(m) for m in margins)
+
+
+def resized_shape(height: int, width: int, resize: int) -> tuple[int, int]:
+    """(h, w) after scaling the shorter side to `resize`, as torchvision's Resize(int).
+
+    The longer side is int(resize * long / short) (truncated, not rounded), so
+    the output matches torchvision's geometry pixel for pixel.
+    """
+    if width <= height:
+        return int(resize * height / width), resize
+    return resize, int(resize * width / height)
+
+
+def centre_crop_offsets(height: int, width: int, size: int) -> tuple[int, int]:
+    """(top, left) of torchvision's CenterCrop(size): int(round((h - size) / 2.0)).
+
+    Python's round (half to even) is what torchvision uses, so .5 cases agree too.
+    """
+    return int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+
+
+def prepare(x: np.ndarray, image_size: int, resize: int | None = None) -> np.ndarray:
+    """One decoded uint8 image (H, W), (H, W, 1) or (H, W, 3) -> uint8 (S, S, 3), S=image_size.
+
+    resize=None: straight bilinear resize to S x S (aspect not kept), exactly
+    as `datasets._to_rgb` prepares the tfds datasets. resize=R (>= S): shorter
+    side scaled to R, aspect kept (`resized_shape`), then the centre S x S
+    (`centre_crop_offsets`). Gray stays 1 channel through the resize (3x less
+    work) and is replicated to 3 channels at the end.
+    """
+    _check_geometry(image_size, resize, None)
+    if x.ndim == 2:
+        x = x[..., None]
+    if x.dtype != np.uint8 or x.ndim != 3 or x.shape[-1] not in (1, 3) or 0 in x.shape:
+        raise ValueError(f'prepare needs a non-empty uint8 (H, W), (H, W, 1) or (H, W, 3) '
+                         f'image, got {x.dtype} {x.shape}')
+    if resize is None:
+        return _to_rgb(x[None], image_size)[0]
+    h, w = resized_shape(x.shape[0], x.shape[1], resize)
+    if (h, w) != x.shape[:2]:
+        x = resize_bilinear(x[None], h, w)[0]
+    top, left = centre_crop_offsets(h, w, image_size)
+    x = x[top:top + image_size, left:left + image_size]
+    if x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+    return np.ascontiguousarray(x)
+
+
+def read_image(path, image_size: int, *, resize: int | None = None,
+               pre_crop=None) -> np.ndarray:
+    """One PNG / JPEG file -> uint8 (image_size, image_size, 3), prepared by `prepare`.
+
+    pre_crop: None, or (top, left, bottom, right) pixel margins cut off the
+    decoded, upright image before `prepare` (e.g. (0, 0, 20, 0) removes
+    FGVC-Aircraft's 20-pixel banner). An image no larger than its margins is
+    an ImageReadError, like any other unusable file.
 
     Raises ImageReadError (a ValueError) with a short reason for anything that
-    is not a whole, supported PNG or JPEG image.
+    is not a whole, supported PNG or JPEG image; ValueError for bad arguments.
     """
+    margins = _check_geometry(image_size, resize, pre_crop)
     path = os.fspath(path)
     try:
         with open(path, 'rb') as fh:
@@ -151,29 +232,42 @@ def read_image(path, image_size: int) -> np.ndarray:
             x = _decode(fh, path)
     except OSError as e:  # missing file, a folder, no permission, read error
         raise ImageReadError(path, f'cannot read file ({e.strerror or e})') from None
-    if x.ndim == 2:
-        x = x[..., None]  # gray stays 1 channel until _to_rgb, as in datasets.py
-    return _to_rgb(x[None], image_size)[0]
+    if margins is not None:
+        top, left, bottom, right = margins
+        h, w = x.shape[:2]
+        if top + bottom >= h or left + right >= w:
+            raise ImageReadError(path, f'{w}x{h} image too small to remove margins '
+                                       f'(top, left, bottom, right) = {margins}')
+        x = x[top:h - bottom, left:w - right]
+    return prepare(x, image_size, resize)
 
 
-def read_images(paths, image_size: int, *, progress: bool = False
-                ) -> tuple[np.ndarray, list[int], dict[str, str]]:
+def read_images(paths, image_size: int, *, progress: bool = False,
+                resize: int | None = None, pre_crop=None, strict: bool = False,
+                desc: str = 'images') -> tuple[np.ndarray, list[int], dict[str, str]]:
     """Read many files; failures become error entries instead of exceptions.
+
+    resize and pre_crop are as in `read_image`; strict=True raises the first
+    ImageReadError instead of collecting it. `desc` labels the progress bar.
 
     Returns (x uint8 (n_ok, S, S, 3), indices into `paths` of the images in x,
     {path: reason} for the files that could not be read).
     """
+    _check_geometry(image_size, resize, pre_crop)  # bad arguments raise, not error rows
     paths = [os.fspath(p) for p in paths]
-    images, ok, errors = [], [], {}
-    for i, path in enumerate(tqdm(paths, desc='images', unit='img', disable=not progress)):
+    # Filled in place: a list of arrays then np.stack would briefly need twice
+    # the memory, which matters for tens of thousands of 224 px images.
+    x = np.empty((len(paths), image_size, image_size, 3), np.uint8)
+    ok, errors = [], {}
+    for i, path in enumerate(tqdm(paths, desc=desc, unit='img', disable=not progress)):
         try:
-            images.append(read_image(path, image_size))
+            x[len(ok)] = read_image(path, image_size, resize=resize, pre_crop=pre_crop)
         except ImageReadError as e:
+            if strict:
+                raise
             errors[path] = e.reason
         else:
             ok.append(i)
-    if images:
-        x = np.stack(images)
-    else:
-        x = np.zeros((0, image_size, image_size, 3), np.uint8)
+    if len(ok) < len(paths):
+        x = x[:len(ok)].copy()  # a copy, so the unused rows' memory is released
     return x, ok, errors
