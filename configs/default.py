@@ -16,13 +16,31 @@ def get_config():
 
     # --- data -----------------------------------------------------------------
     config.data = config_dict.ConfigDict()
-    # digits | cifar10 | cifar100 | mnist | fashion_mnist | emnist_letters | svhn | arrays
+    # tfds: digits | cifar10 | cifar100 | mnist | fashion_mnist | emnist_letters | svhn;
+    # image folders (data.path = their root): mvtec | head_ct | isic2018 | fgvc_aircraft |
+    # imagenet30 | folder (yours: train/, test/normal/, test/anomaly/); arrays (a .npz).
     config.data.name = 'cifar10'
     # tfds data_dir (None: ~/tensorflow_datasets)
     config.data.data_dir = config_dict.placeholder(str)
     config.data.download = False  # Let tfds download and prepare (needs network + tensorflow).
-    config.data.path = config_dict.placeholder(str)  # The .npz file for data.name='arrays'.
-    config.data.image_size = 32  # Images are resized to image_size x image_size x 3.
+    # The .npz file for data.name='arrays'; the root folder of an image-folder dataset.
+    config.data.path = config_dict.placeholder(str)
+    config.data.image_size = 32  # Images are prepared as image_size x image_size x 3.
+    # Image folders: None resizes each image straight to image_size^2; R scales its
+    # shorter side to R (aspect kept), then cuts the centre image_size^2 -- the same
+    # for training, test and predicted images.
+    config.data.resize = config_dict.placeholder(int)
+    # Unreadable or truncated images in a folder dataset are skipped and listed in
+    # <workdir>/skipped_images.csv; strict=True stops the run on the first instead.
+    config.data.strict = False
+    # mvtec: the categories to load, by name; () = all 15 (class c = categories[c]).
+    config.data.categories = ()
+    # folder: the sub-folders of test/ holding anomalous images.
+    config.data.anomaly_dirs = ('anomaly',)
+    # Prepared uint8 arrays are cached, keyed by the source files and these settings,
+    # so a second run reads one file (tfds and folder datasets).
+    config.data.cache = True
+    config.data.cache_dir = config_dict.placeholder(str)  # None: $UNODE_JAX_CACHE or ~/.cache/unode_jax/arrays
     # Training images above this size (uint8 MiB) stay in host memory and each step's
     # are sent to the devices (same samples and draws); below it they live on every
     # device. 4 GiB: CIFAR or MNIST stay resident, ImageNet-30 at 224 px streams.

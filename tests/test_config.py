@@ -8,6 +8,7 @@ import pytest
 
 from configs import default
 from unode_jax.augment.weights import negative_weights
+from unode_jax.data.folders import FOLDER_DATASETS
 from unode_jax.validate import ConfigError, validate_config
 
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(
@@ -19,6 +20,10 @@ def test_every_config_is_valid(name):
     config = importlib.import_module(f'configs.{name}').get_config()
     if config.data.name == 'arrays':
         config.data.path = 'mine.npz'
+    if config.data.name in FOLDER_DATASETS:
+        with pytest.raises(ConfigError, match='--config.data.path=DIR'):
+            validate_config(config, num_devices=1)  # the root is the user's to give
+        config.data.path = '/data/images'
     if config.optim.freeze_prefixes and not config.model.pretrained:
         # cifar10_pretrained.py: the file is the user's to give; frozen random layers warn.
         with pytest.warns(UserWarning, match='model.pretrained is not'):

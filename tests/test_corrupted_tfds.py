@@ -87,6 +87,20 @@ def test_uint8_values_preserved_exactly(tmp_path, dataset, corruption,
     assert np.array_equal(x32, D._to_rgb(images, 32))
 
 
+def test_corrupted_test_set_is_cached(tmp_path, capsys):
+    tfds_name = 'cifar10_corrupted/fog_2'
+    fake_prepared(tmp_path, tfds_name)
+    images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), np.uint8)
+    labels = np.arange(6) % 10
+    with _controlled(tfds_name, images, labels):
+        x, y = C.load_corrupted_test('cifar10', 'fog', 2, data_dir=tmp_path)
+    assert 'prepared CIFAR-10-C fog severity 2' in capsys.readouterr().out
+    # No tfds reader at all now: a hit is the cached arrays.
+    x2, y2 = C.load_corrupted_test('cifar10', 'fog', 2, data_dir=tmp_path)
+    assert 'read cached CIFAR-10-C fog severity 2' in capsys.readouterr().out
+    assert np.array_equal(x, x2) and np.array_equal(y, y2)
+
+
 def test_out_of_range_label_fails(tmp_path):
     tfds_name = 'mnist_corrupted/fog'
     fake_prepared(tmp_path, tfds_name)

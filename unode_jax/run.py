@@ -14,6 +14,7 @@ image, results.json, roc.png, hist.png, and with negatives.weights='auto' autoau
 autoaug.png; a multi-class run keeps each outlier set's scores and plots in ood_<name>/.
 The summary <workdir>/results.{json,csv,md} is printed as a table (report.py).
 """
+import csv
 import json
 import os
 
@@ -31,6 +32,7 @@ from unode_jax.data import corrupted as tfds_corrupted
 from unode_jax.data import images as images_lib
 from unode_jax.data.corruptions import CORRUPTIONS, corrupt
 from unode_jax.data.datasets import DATASETS, load_dataset, load_outliers
+from unode_jax.data.folders import FOLDER_DATASETS, load_folder_dataset
 from unode_jax.data.splits import (holdout_split, multiclass_split, one_class_split,
                                    one_class_test)
 from unode_jax.evaluate import embed, evaluate_corrupted, evaluate_multiclass, evaluate_one_class
@@ -39,11 +41,37 @@ from unode_jax.validate import ConfigError, validate_config
 MODES = ('train', 'eval', 'train_eval', 'all', 'corrupted', 'report', 'predict')
 
 
-def load_data(config):
+SKIPPED_FILE = 'skipped_images.csv'
+
+
+def load_data(config, workdir=None):
+    """The dataset config.data names. Skipped unreadable images of a folder dataset are
+    counted on stdout and listed in <workdir>/skipped_images.csv (path, reason)."""
     d = config.data
-    return load_dataset(d.name, data_dir=d.data_dir, download=d.download,
-                        image_size=d.image_size, path=d.path,
-                        cifar100_coarse=d.cifar100_coarse)
+    if d.name not in FOLDER_DATASETS:
+        return load_dataset(d.name, data_dir=d.data_dir, download=d.download,
+                            image_size=d.image_size, path=d.path,
+                            cifar100_coarse=d.cifar100_coarse, cache_dir=d.cache_dir,
+                            cache=d.cache)
+    extra = dict(mvtec=dict(categories=tuple(d.categories)),
+                 folder=dict(anomaly_dirs=tuple(d.anomaly_dirs)),
+                 head_ct=dict(seed=config.seed)).get(d.name, {})
+    ds, errors = load_folder_dataset(d.name, d.path, image_size=d.image_size, resize=d.resize,
+                                     strict=d.strict, progress=config.progress_bar,
+                                     cache=d.cache, cache_dir=d.cache_dir, **extra)
+    if errors and workdir is not None:
+        os.makedirs(workdir, exist_ok=True)
+        where = os.path.join(workdir, SKIPPED_FILE)
+        with open(where, 'w', newline='') as f:
+            writer = csv.writer(f)
+            writer.writerow(['path', 'reason'])
+            writer.writerows(errors.items())
+    if errors:
+        print(f'{d.name}: skipped {len(errors)} unreadable image(s)'
+              + (f', listed in {where}' if workdir is not None else '')
+              + f' (first: {next(iter(errors))}: {next(iter(errors.values()))}); '
+              '--config.data.strict=True stops instead', flush=True)
+    return ds
 
 
 def restore_for_eval(config, workdir, image_size, num_classes=2):
@@ -66,8 +94,8 @@ def fit_model(config, workdir, mode, x_train, *, labels=None, weights, embedder=
               outliers=None, n_pad=None, p_train_step=None, title=''):
     """Train (or restore) one model on x_train, less predict.holdout's held-out images.
 
-    Returns (state or None in train mode, the images trained on, the held-out images,
-    the negative weights used, the AutoAugOOD embedder's description or None).
+    Returns (the trained state, the images trained on, the held-out images, the negative
+    weights used, the AutoAugOOD embedder's description or None).
     """
     fit, hold = holdout_split(len(x_train), config.predict.holdout, config.seed)
     x_fit, x_hold = x_train[fit], x_train[hold]
@@ -80,8 +108,6 @@ def fit_model(config, workdir, mode, x_train, *, labels=None, weights, embedder=
             embedder_used = found['embedder']
         state = train_lib.train(config, workdir, x_fit, weights, labels=labels, n_pad=n_pad,
                                 p_train_step=p_train_step, outliers=outliers)
-        if mode == 'train':
-            return None, x_fit, x_hold, weights, embedder_used
     else:
         num_classes = 2 if labels is None else int(labels.max()) + 2
         state = restore_for_eval(config, workdir, x_train.shape[1], num_classes)
@@ -131,9 +157,14 @@ def run_class(config, workdir, ds, normal_class, mode, *, weights, embedder=None
         config, workdir, mode, x_train, weights=weights, embedder=embedder, outliers=outliers,
         n_pad=n_pad, p_train_step=p_train_step,
         title=f'class {normal_class} ({ds.class_names[normal_class]})')
-    if state is None:
-        return None
+    # Saved in every mode, so --mode=predict can use a model trained with --mode=train.
     bank, weight = make_bank(state, config, workdir, x_fit, x_hold)
+    if mode == 'train':
+        return None
+    if not len(x_test):
+        print(f'{ds.name} has no test images: trained model and feature bank saved in '
+              f'{workdir}; score new images with --mode=predict', flush=True)
+        return None
     result, scores = evaluate_one_class(state, config, bank, x_test, is_normal, weight=weight)
     result = dict(dataset=ds.name, normal_class=int(normal_class),
                   class_name=ds.class_names[normal_class], steps=int(state.step),
@@ -157,12 +188,13 @@ def outlier_test_sets(config, ds, rest):
             out['rest'] = rest
         elif spec in DATASETS and spec != 'arrays':
             out[spec] = load_dataset(spec, data_dir=d.data_dir, download=d.download,
-                                     image_size=d.image_size).x_test
+                                     image_size=d.image_size, cache_dir=d.cache_dir,
+                                     cache=d.cache).x_test
         elif path.endswith('.npz'):
             out[name or os.path.basename(path)[:-4]] = load_outliers(path, d.image_size)
         else:
             paths = images_lib.list_images(path)  # FileNotFoundError: nothing there
-            x, _, errors = images_lib.read_images(paths, d.image_size,
+            x, _, errors = images_lib.read_images(paths, d.image_size, resize=d.resize,
                                                   progress=config.progress_bar)
             if errors:
                 print(f'outlier set {spec}: {len(errors)} of {len(paths)} files unreadable, '
@@ -180,10 +212,10 @@ def run_multiclass(config, workdir, ds, mode, *, weights, embedder=None, outlier
     state, x_fit, x_hold, weights, embedder_used = fit_model(
         config, workdir, mode, x_train, labels=labels if labeled else None, weights=weights,
         embedder=embedder, outliers=outliers, title=f'{ds.name} ({config.data.setting})')
-    if state is None:
+    bank, weight = make_bank(state, config, workdir, x_fit, x_hold)
+    if mode == 'train':
         return None
     sets = outlier_test_sets(config, ds, rest)
-    bank, weight = make_bank(state, config, workdir, x_fit, x_hold)
     results, scores = evaluate_multiclass(state, config, bank, x_test, sets, weight=weight,
                                           head=head_of(config))
     rows = []
@@ -210,7 +242,8 @@ def corrupted_test_sets(config, ds):
                 continue
             x, y = tfds_corrupted.load_corrupted_test(d.name, name, severity,
                                                       data_dir=d.data_dir, download=d.download,
-                                                      image_size=d.image_size)
+                                                      image_size=d.image_size,
+                                                      cache_dir=d.cache_dir, cache=d.cache)
             yield name, x, y
     else:
         for name in c.names or CORRUPTIONS:
@@ -297,6 +330,7 @@ def run_predict(config, workdir, images, threshold=None):
         how = 'given by --threshold'
     paths = images_lib.list_images(images)
     x, ok, errors = images_lib.read_images(paths, config.data.image_size,
+                                           resize=config.data.resize,
                                            progress=config.progress_bar)
     state = restore_for_eval(config, run_dir, config.data.image_size, bank['logits'].shape[1])
     if int(state.step) != bank['step']:
@@ -332,8 +366,13 @@ def run(config, workdir, mode='train_eval', classes=None, images=None, threshold
         return summary
     if mode == 'predict':
         return run_predict(config, workdir, images, threshold)
-    ds = load_data(config)
+    ds = load_data(config, workdir)
     validate_config(config, num_classes=ds.num_classes, num_devices=jax.local_device_count())
+    no_test = not len(ds.x_test)
+    if no_test and mode in ('eval', 'corrupted', 'all'):
+        raise ConfigError(f'{ds.name} at {config.data.path} has no test images, which '
+                          f'--mode={mode} scores: use --mode=train (or train_eval), then '
+                          '--mode=predict --images=...')
     if mode == 'corrupted':
         return run_corrupted(config, workdir, ds, classes)
     if mode == 'all' and config.data.setting != 'one_class':
@@ -361,6 +400,7 @@ def run(config, workdir, mode='train_eval', classes=None, images=None, threshold
     if c >= 0:
         results = [run_class(config, workdir, ds, c, mode, weights=weights, embedder=embedder,
                              outliers=outliers)]
+        results = [r for r in results if r is not None]
     else:
         # Pad every class to the largest, and share one compiled step across classes.
         n_pad = int(np.bincount(ds.y_train, minlength=ds.num_classes).max())
@@ -379,7 +419,7 @@ def run(config, workdir, mode='train_eval', classes=None, images=None, threshold
             if result is not None:
                 report.write_json(done, result)
                 results.append(result)
-    if mode == 'train':
+    if mode == 'train' or no_test:
         return None
     summary = report.summarize(
         results, ds.name, negative_weights_source=config.negatives.weights,

@@ -7,6 +7,7 @@ from unode_jax.augment.negatives import TRANSFORMS
 from unode_jax.data.corrupted import TFDS_CORRUPTIONS, corruption_source
 from unode_jax.data.corruptions import CORRUPTIONS
 from unode_jax.data.datasets import DATASETS
+from unode_jax.data.folders import FOLDER_DATASETS, MVTEC_CATEGORIES
 from unode_jax.losses import LOSS_KINDS
 from unode_jax.models import MODELS
 from unode_jax.models.torchvision import torchvision_models
@@ -27,7 +28,7 @@ def _one_of(name, value, allowed):
 
 def validate_config(config, *, num_classes=None, num_devices=None):
     """Raises ConfigError naming the bad field. Dataset-dependent checks need num_classes."""
-    _one_of('data.name', config.data.name, DATASETS)
+    _one_of('data.name', config.data.name, DATASETS + tuple(FOLDER_DATASETS))
     _one_of('model.name', config.model.name, MODELS)
     _one_of('model.dtype', config.model.dtype, ('float32', 'bfloat16'))
     _one_of('model.input_norm', config.model.input_norm, ('half', 'imagenet'))
@@ -52,8 +53,7 @@ def validate_config(config, *, num_classes=None, num_devices=None):
     _check_corruptions(config)
     if config.corruptions.severity not in (1, 2, 3, 4, 5):
         raise ConfigError(f'corruptions.severity must be 1..5, got {config.corruptions.severity}')
-    if config.data.name == 'arrays' and not config.data.path:
-        raise ConfigError("data.name='arrays' needs --config.data.path=FILE.npz")
+    _check_data(config.data)
     _check_pretrained(config)
     positive = dict(batch_size=config.batch_size, image_size=config.data.image_size,
                     log_every=config.log_every, checkpoint_every=config.checkpoint_every,
@@ -81,6 +81,28 @@ def validate_config(config, *, num_classes=None, num_devices=None):
     if num_classes is not None and not -1 <= config.data.normal_class < num_classes:
         raise ConfigError(f'data.normal_class={config.data.normal_class} is out of range: '
                           f'{config.data.name} has classes 0..{num_classes - 1} (-1: all)')
+
+
+def _check_data(d):
+    """The data fields that do not need the dataset: paths, preparation, folder options."""
+    if d.name == 'arrays' and not d.path:
+        raise ConfigError("data.name='arrays' needs --config.data.path=FILE.npz")
+    if d.name in FOLDER_DATASETS and not d.path:
+        raise ConfigError(f"data.name={d.name!r} reads an image folder: pass its root with "
+                          '--config.data.path=DIR')
+    if d.resize is not None and not (isinstance(d.resize, int) and d.resize >= d.image_size):
+        raise ConfigError(f'data.resize must be None or an int >= data.image_size '
+                          f'({d.image_size}), got {d.resize!r}')
+    unknown = [c for c in d.categories if c not in MVTEC_CATEGORIES]
+    if d.categories and (d.name != 'mvtec' or unknown or len(set(d.categories))
+                         != len(d.categories)):
+        raise ConfigError(f'data.categories names distinct MVTecAD categories of '
+                          f'{MVTEC_CATEGORIES} (data.name=mvtec), got {tuple(d.categories)}')
+    dirs = (d.anomaly_dirs,) if isinstance(d.anomaly_dirs, str) else tuple(d.anomaly_dirs)
+    if not dirs or any(not isinstance(n, str) or not n or '/' in n or n in ('normal', '.', '..')
+                       for n in dirs):
+        raise ConfigError(f'data.anomaly_dirs must be folder names under test/ other than '
+                          f'normal, got {d.anomaly_dirs!r}')
 
 
 def _check_settings(config):

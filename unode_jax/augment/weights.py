@@ -15,7 +15,7 @@ import numpy as np
 # exposure; ours mixes inliers unless an outlier set is configured).
 AUTHORS_TABLE = {
     'cifar10': {'rotation': 0.1, 'mixup': 0.9},
-    'mvtecad': {'cutpaste': 0.8, 'mixup': 0.2},
+    'mvtec': {'cutpaste': 0.8, 'mixup': 0.2},
     'isic2018': {'cutpaste': 0.8, 'mixup': 0.2},
     'head_ct': {'cutpaste': 0.6, 'mixup': 0.4},
     'mnist': {'rotation': 0.7, 'mixup': 0.3},

@@ -20,8 +20,8 @@ import os
 
 import numpy as np
 
-from unode_jax.data.datasets import (_data_sources, _prepared_builder,
-                                     _read_split, _to_rgb, _TfdsSpec)
+from unode_jax.data.datasets import (_data_sources, _read_split, _to_rgb, _TfdsSpec,
+                                     cached_tfds_arrays)
 
 # The corruption names of the installed tfds builders' configs, in tfds order
 # (tests/test_corrupted_tfds.py checks them against tfds).
@@ -81,7 +81,8 @@ def _builder_name(dataset: str, corruption: str, severity) -> str:
 
 def load_corrupted_test(dataset: str, corruption: str, severity: int | None,
                         *, data_dir: str | os.PathLike | None = None,
-                        download: bool = False, image_size: int = 32
+                        download: bool = False, image_size: int = 32,
+                        cache_dir=None, cache: bool = True
                         ) -> tuple[np.ndarray, np.ndarray]:
     """The 'test' split of a TFDS corrupted test set -> (x, y).
 
@@ -95,6 +96,7 @@ def load_corrupted_test(dataset: str, corruption: str, severity: int | None,
       download: if the prepared config is missing, download and prepare it
         (needs internet and TensorFlow); False fails fast instead.
       image_size: output height and width (bilinear resize when different).
+      cache_dir, cache: the prepared-array cache, as in datasets.load_dataset.
 
     Returns:
       x: uint8 (N, image_size, image_size, 3); y: int32 (N,) in 0..9.
@@ -111,10 +113,15 @@ def load_corrupted_test(dataset: str, corruption: str, severity: int | None,
     tfds_name = _builder_name(dataset, corruption, severity)
     level = '' if severity is None else f' severity {severity}'
     name = f'{_TITLES[dataset]} {corruption}{level}'
-    builder = _prepared_builder(name, tfds_name, data_dir=data_dir,
-                                download=download)
-    (src,) = _data_sources(name, builder, ['test'])
     spec = _TfdsSpec(tfds_name, 'label')
-    x, y = _read_split(src, spec, builder.info.features['label'].num_classes,
-                       name)
-    return _to_rgb(x, image_size), y
+
+    def build(builder):
+        (src,) = _data_sources(name, builder, ['test'])
+        x, y = _read_split(src, spec, builder.info.features['label'].num_classes,
+                           name)
+        return dict(x=_to_rgb(x, image_size), y=y)
+
+    arrays = cached_tfds_arrays(name, tfds_name, data_dir=data_dir, download=download,
+                                settings=dict(split='test', image_size=int(image_size)),
+                                build=build, cache_dir=cache_dir, cache=cache)
+    return arrays['x'], arrays['y']

@@ -293,14 +293,14 @@ def _tfds_full_name(tfds_name: str) -> str:
     return '/'.join([cls.name] + ([cfg.name] if cfg else []) + [str(version)])
 
 
-def _load_tfds(name: str, spec: _TfdsSpec, *, data_dir, download: bool,
-               image_size: int, cache_dir=None, cache: bool = True
-               ) -> Dataset:
-    """The tfds dataset at image_size, RGB, through the prepared-array cache.
+def cached_tfds_arrays(name: str, tfds_name: str, *, data_dir, download: bool,
+                       settings: dict, build, cache_dir=None, cache: bool = True) -> dict:
+    """build(builder) -> dict of arrays, through the prepared-array cache.
 
     The cache key fingerprints the prepared version folder (dataset_info.json
-    and the record files), so re-preparing or replacing it rebuilds; a hit
-    reads one .npz and constructs no tfds builder at all.
+    and the record files) beside `settings` (everything else the arrays depend
+    on), so re-preparing or replacing it rebuilds; a hit reads one .npz and
+    constructs no tfds builder at all.
     """
     from unode_jax.data import cache as C
 
@@ -308,29 +308,34 @@ def _load_tfds(name: str, spec: _TfdsSpec, *, data_dir, download: bool,
         import tensorflow_datasets as tfds
         data_dir = tfds.core.constants.get_default_data_dir()
     data_dir = pathlib.Path(os.path.abspath(pathlib.Path(data_dir).expanduser()))
-    full_name = _tfds_full_name(spec.tfds_name)
+    full_name = _tfds_full_name(tfds_name)
     version_dir = data_dir / full_name
     if not (version_dir / 'dataset_info.json').is_file():
         # Fails fast with DatasetNotFoundError, or prepares it (download=True):
         # either way before the fingerprint, which needs the folder.
-        _prepared_builder(name, spec.tfds_name, data_dir=data_dir,
-                          download=download)
+        _prepared_builder(name, tfds_name, data_dir=data_dir, download=download)
     key = dict(kind='tfds', version=_TFDS_CACHE_VERSION, name=name,
                builder=full_name, data_dir=os.fspath(data_dir),
-               files=C.file_fingerprint([version_dir], root=version_dir),
-               label_key=spec.label_key, label_offset=spec.label_offset,
-               transpose=spec.transpose,
-               class_names=(list(spec.class_names) if spec.class_names
-                            else None),
-               image_size=image_size)
+               files=C.file_fingerprint([version_dir], root=version_dir), **settings)
 
-    def build():
-        builder = _prepared_builder(name, spec.tfds_name, data_dir=data_dir,
-                                    download=download)
+    def build_arrays():
+        builder = _prepared_builder(name, tfds_name, data_dir=data_dir, download=download)
         if builder.info.full_name != full_name:  # the key named another folder
             raise RuntimeError(
                 f'{name}: tfds builds {builder.info.full_name}, the cache key '
                 f'was computed for {full_name}')
+        return build(builder)
+
+    return C.cached_arrays(name, key, build_arrays, cache_dir=cache_dir, enabled=cache)
+
+
+def _load_tfds(name: str, spec: _TfdsSpec, *, data_dir, download: bool,
+               image_size: int, cache_dir=None, cache: bool = True
+               ) -> Dataset:
+    """The tfds dataset at image_size, RGB, through the prepared-array cache."""
+    from unode_jax.data import cache as C
+
+    def build(builder):
         train_src, test_src = _data_sources(name, builder, ['train', 'test'])
         label_feature = builder.info.features[spec.label_key]
         num_classes = (len(spec.class_names) if spec.class_names
@@ -342,8 +347,13 @@ def _load_tfds(name: str, spec: _TfdsSpec, *, data_dir, download: bool,
             name, _to_rgb(x_train, image_size), y_train,
             _to_rgb(x_test, image_size), y_test, num_classes, class_names))
 
-    return C.dataset_from_arrays(C.cached_arrays(
-        name, key, build, cache_dir=cache_dir, enabled=cache))
+    settings = dict(label_key=spec.label_key, label_offset=spec.label_offset,
+                    transpose=spec.transpose,
+                    class_names=list(spec.class_names) if spec.class_names else None,
+                    image_size=image_size)
+    return C.dataset_from_arrays(cached_tfds_arrays(
+        name, spec.tfds_name, data_dir=data_dir, download=download, settings=settings,
+        build=build, cache_dir=cache_dir, cache=cache))
 
 
 def _read_split(src, spec: _TfdsSpec, num_classes: int, name: str

@@ -590,14 +590,53 @@ FOLDER_DATASETS = {
 }
 
 
-def load_folder_dataset(name: str, root, **kwargs) -> tuple[Dataset, dict[str, str]]:
+# Part of the folder cache key: bump when a loader's output for the same files and
+# arguments changes (a protocol fix, a new preparation step).
+_FOLDER_CACHE_VERSION = 1
+
+
+def load_folder_dataset(name: str, root, *, cache: bool = True, cache_dir=None,
+                        log=print, **kwargs) -> tuple[Dataset, dict[str, str]]:
     """Loads folder dataset `name` (a key of FOLDER_DATASETS) from root; kwargs go to its loader.
 
     Every loader takes image_size (required), resize, strict and progress;
     the dataset-specific ones are: mvtec categories; head_ct seed; isic2018
     holdout_fraction, seed; fgvc_aircraft classes; folder anomaly_dirs.
+
+    cache=True keeps the prepared arrays (and the list of skipped files) in the
+    array cache of `cache.py`, keyed by every file under root (path, size,
+    mtime), the loader's arguments and _FOLDER_CACHE_VERSION: a second run
+    decodes nothing, and any added, removed or touched file rebuilds.
     """
+    from unode_jax.data import cache as C
+
     if name not in FOLDER_DATASETS:
         raise ValueError(f'unknown folder dataset {name!r}; expected one of '
                          f'{tuple(FOLDER_DATASETS)}')
-    return FOLDER_DATASETS[name](root, **kwargs)
+    loader = FOLDER_DATASETS[name]
+    if not cache:
+        return loader(root, **kwargs)
+    # The loader's own checks (missing root, bad arguments) run before the
+    # fingerprint, so they fail as fast and as clearly as without the cache.
+    root_path = pathlib.Path(os.fspath(root)).expanduser() if root else None
+    if root_path is None or not root_path.is_dir():
+        return loader(root, **kwargs)
+    root_path = root_path.resolve()
+    settings = {k: v for k, v in kwargs.items() if k != 'progress'}
+    key = dict(kind='folder', version=_FOLDER_CACHE_VERSION, name=name,
+               root=os.fspath(root_path),
+               files=C.file_fingerprint([root_path], root=root_path),
+               settings={k: (list(v) if isinstance(v, tuple) else v)
+                         for k, v in sorted(settings.items())})
+
+    def build():
+        ds, errors = loader(root_path, **kwargs)
+        arrays = C.dataset_to_arrays(ds)
+        arrays['skipped_paths'] = np.array(list(errors), dtype=np.str_)
+        arrays['skipped_reasons'] = np.array(list(errors.values()), dtype=np.str_)
+        return arrays
+
+    arrays = C.cached_arrays(name, key, build, cache_dir=cache_dir, log=log)
+    errors = dict(zip(arrays.pop('skipped_paths').tolist(),
+                      arrays.pop('skipped_reasons').tolist()))
+    return C.dataset_from_arrays(arrays), errors

@@ -1,0 +1,24 @@
+"""Your own images: normal ones to train on, and optionally labelled test images.
+
+  python launch.py --config=configs/folder.py --workdir=runs/mine --config.data.path=/data/mine
+  python launch.py --config=configs/folder.py --workdir=runs/mine --config.data.path=/data/mine \\
+      --mode=predict --images='/data/new/*.jpg'
+
+data.path holds train/ (normal images, sub-folders allowed) and, to measure AUROC,
+test/normal/ and test/anomaly/ (more anomalous folder names:
+--config.data.anomaly_dirs="('scratch','dent')"). Without test/ the run only trains
+and saves the model for --mode=predict. A tenth of the training images is held out
+to fit predict's threshold. PNG or JPEG, any size and mode; 224 px by default
+(--config.data.image_size=64 --config.data.resize=72 for small images and CPUs).
+Unreadable files are skipped and listed in <workdir>/skipped_images.csv.
+Cost: 1000 epochs; n / 32 steps per epoch for n training images.
+"""
+from configs import folder_base
+
+
+def get_config():
+    config = folder_base.get_config()
+    config.data.name = 'folder'
+    config.batch_size = 32
+    config.predict.holdout = 0.1
+    return config
