@@ -5,6 +5,8 @@ r"""UNODE: train and evaluate a novelty detector.
   python launch.py --config=configs/digits.py --workdir=DIR --mode=all  # + corrupted (Table 2)
   python launch.py --config=configs/digits.py --workdir=DIR --mode=predict \
       --config.data.normal_class=3 --images='new/*.png'   # -> predictions.csv
+  python launch.py --config=configs/mvtec.py --workdir=DIR --config.data.path=/data/mvtec \
+      --config.data.normal_class=-1   # an image-folder dataset: data.path is its root
   python launch.py --mode=report --workdir=DIR   # rebuild the reports from saved scores
   python launch.py --mode=report --workdir=OUT --runs=runs/cifar10,runs/mnist  # Table 1
 """
