@@ -35,6 +35,10 @@ def get_config():
     config.data.strict = False
     # mvtec: the categories to load, by name; () = all 15 (class c = categories[c]).
     config.data.categories = ()
+    # isic2018: None tests on the official test set (the paper's protocol); a fraction f
+    # in (0, 1) holds out f of the NV training images (seeded by config.seed) as normal
+    # test images, the other training classes anomalous, when the test set is not at hand.
+    config.data.isic_holdout = config_dict.placeholder(float)
     # folder: the sub-folders of test/ holding anomalous images.
     config.data.anomaly_dirs = ('anomaly',)
     # Prepared uint8 arrays are cached, keyed by the source files and these settings,

@@ -180,3 +180,18 @@ def test_cache_can_be_turned_off(tmp_path, capsys):
     ds, errors = F.load_folder_dataset('mvtec', root, image_size=16, cache=False,
                                        categories=('bottle',))
     assert 'cached' not in capsys.readouterr().out and len(errors) == 1 and len(ds.x_train) == 4
+
+
+def test_isic_holdout_from_the_config(tmp_path):
+    from tests.test_folders import TRAIN_ROWS, _isic_split
+    root = tmp_path / 'isic'
+    _isic_split(root, 'Training', TRAIN_ROWS)  # no test set at hand
+    config = tiny_config(**FAST, **{'data.name': 'isic2018', 'data.path': str(root)})
+    with pytest.raises(DatasetNotFoundError, match='--config.data.isic_holdout'):
+        load_data(config)
+    config.data.isic_holdout = 0.4
+    ds = load_data(config)
+    assert (len(ds.x_train), len(ds.x_test), int(ds.test_anomalous.sum())) == (3, 5, 3)
+    config.data.isic_holdout = 1.5
+    with pytest.raises(ConfigError, match='data.isic_holdout'):
+        validate_config(config)

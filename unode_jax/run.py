@@ -55,7 +55,8 @@ def load_data(config, workdir=None):
                             cache=d.cache)
     extra = dict(mvtec=dict(categories=tuple(d.categories)),
                  folder=dict(anomaly_dirs=tuple(d.anomaly_dirs)),
-                 head_ct=dict(seed=config.seed)).get(d.name, {})
+                 head_ct=dict(seed=config.seed),
+                 isic2018=dict(holdout_fraction=d.isic_holdout, seed=config.seed)).get(d.name, {})
     ds, errors = load_folder_dataset(d.name, d.path, image_size=d.image_size, resize=d.resize,
                                      strict=d.strict, progress=config.progress_bar,
                                      cache=d.cache, cache_dir=d.cache_dir, **extra)

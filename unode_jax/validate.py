@@ -93,6 +93,8 @@ def _check_data(d):
     if d.resize is not None and not (isinstance(d.resize, int) and d.resize >= d.image_size):
         raise ConfigError(f'data.resize must be None or an int >= data.image_size '
                           f'({d.image_size}), got {d.resize!r}')
+    if d.isic_holdout is not None and not 0 < d.isic_holdout < 1:
+        raise ConfigError(f'data.isic_holdout must be None or in (0, 1), got {d.isic_holdout}')
     unknown = [c for c in d.categories if c not in MVTEC_CATEGORIES]
     if d.categories and (d.name != 'mvtec' or unknown or len(set(d.categories))
                          != len(d.categories)):

@@ -370,8 +370,8 @@ def load_isic2018(root, *, image_size: int, resize: int | None = None, strict: b
     if not is_nv.any():
         raise ValueError(f'{what}: the training ground truth has no {ISIC_NORMAL} images')
     if holdout_fraction is None:
-        test_hint = (hint + ' (or pass holdout_fraction for a seeded holdout of the '
-                     'training images)')
+        test_hint = (hint + ' (or pass holdout_fraction, --config.data.isic_holdout=F, for '
+                     'a seeded holdout of the training images)')
         train_paths = paths[is_nv].tolist()
         test_paths, test_classes = _isic_split(root, 'Test', test_hint)
         test_anomalous = [c != ISIC_NORMAL for c in test_classes]
