@@ -178,8 +178,12 @@ def test_cache_can_be_turned_off(tmp_path, capsys):
     root = tmp_path / 'mvtec'
     _mvtec(root, categories=('bottle',), n_train=4)
     ds, errors = F.load_folder_dataset('mvtec', root, image_size=16, cache=False,
-                                       categories=('bottle',))
+                                       cache_dir=tmp_path / 'cache', categories=('bottle',))
     assert 'cached' not in capsys.readouterr().out and len(errors) == 1 and len(ds.x_train) == 4
+    assert not (tmp_path / 'cache').exists()  # nothing written
+    F.load_folder_dataset('mvtec', root, image_size=16, cache_dir=tmp_path / 'cache',
+                          categories=('bottle',))
+    assert len(list((tmp_path / 'cache').glob('mvtec-*.npz'))) == 1  # and with the cache on
 
 
 def test_isic_holdout_from_the_config(tmp_path):

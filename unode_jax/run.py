@@ -399,9 +399,9 @@ def run(config, workdir, mode='train_eval', classes=None, images=None, threshold
         return summary
     c = config.data.normal_class
     if c >= 0:
-        results = [run_class(config, workdir, ds, c, mode, weights=weights, embedder=embedder,
-                             outliers=outliers)]
-        results = [r for r in results if r is not None]
+        result = run_class(config, workdir, ds, c, mode, weights=weights, embedder=embedder,
+                           outliers=outliers)
+        results = [] if result is None else [result]
     else:
         # Pad every class to the largest, and share one compiled step across classes.
         n_pad = int(np.bincount(ds.y_train, minlength=ds.num_classes).max())
