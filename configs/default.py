@@ -98,7 +98,9 @@ def get_config():
     # Per-transform weights: 'auto' (AutoAugOOD, sec. 3.1: computed per normal class
     # from its training images, see config.autoaug), 'uniform' (all transforms but
     # elastic, which the paper does not list), 'authors' (the authors' hand-set
-    # per-dataset table), or an explicit 'name=w,name=w' string.
+    # per-dataset table), an explicit 'name=w,name=w' string (e.g. 'rotation=1': one
+    # fixed transform), or 'none' (Table 4's "None": no hard negatives, NT-Xent on the
+    # inlier views alone, no L_CE).
     config.negatives.weights = 'auto'
     # compose (paper: r ~ U(1, max_compose) transforms without replacement, in
     # proportion to the weights, composed) | single (authors: one transform each).
@@ -117,9 +119,11 @@ def get_config():
 
     # --- AutoAugOOD: negatives.weights='auto' (sec. 3.1, appendix C.2) -------------
     config.autoaug = config_dict.ConfigDict()
-    # clip: CLIP ResNet image embeddings (the paper's) | pixels: downsampled pixels and
-    # PCA, an offline stand-in needing no weights (quick start, CI). The embedder used
-    # is written into autoaug.json and results.json.
+    # clip: CLIP ResNet image embeddings (the paper's) | random_cnn: the features of a
+    # seeded, untrained CIFAR ResNet-18, an offline stand-in needing no weights that sees
+    # shapes (quick start) | pixels: downsampled pixels and PCA (sees pixel statistics,
+    # so it favours sobel/cutperm; kept for comparison). The embedder used is written
+    # into autoaug.json and results.json.
     config.autoaug.embedder = 'clip'
     # OpenAI's CLIP checkpoint (RN50.pt or another ResNet one). Unset: RN50.pt is
     # fetched once into cache_dir when download is True (sha256 checked).
@@ -131,6 +135,10 @@ def get_config():
     # 2 CPU cores (9 images/s), seconds on a GPU; the ranking is stable at this n
     # (benchmarks/README.md).
     config.autoaug.num_images = 300
+    # The divergence j_k between the 1-D densities (unode_jax/augment/autoaug.py):
+    # jeffreys = eq. (6)-(7) literally, KL(P||Q) + KL(Q||P), which saturates (one-hot
+    # weights) | js = the Jensen-Shannon divergence the paper's text names, in [0, 1].
+    config.autoaug.divergence = 'jeffreys'
     config.autoaug.tau = 1.0  # w = softmax(j / tau); the paper's eq. (8) is tau = 1.
     config.autoaug.perplexity = 30.0  # Of the joint 1-D t-SNE.
     # sklearn (Barnes-Hut; the library the paper's appendix C.2 names) | opentsne (FFT;
@@ -149,6 +157,8 @@ def get_config():
     # authors' code uses, and the one this implementation was checked with.
     config.loss.temperature = 0.5
     config.loss.ce_weight = 1.0  # lambda in L = L_con + lambda * L_CE (paper: 1).
+    # The weight of L_con (paper: 1; 0 = Table 5's "L_CE only").
+    config.loss.con_weight = 1.0
 
     # --- optimiser (appendix C.1) ---------------------------------------------
     config.batch_size = 128  # Inlier images per step, global (4x rows go through the model).
@@ -202,6 +212,16 @@ def get_config():
     # probability over the K inlier classes) | not_negative (1 - P(class K); authors'
     # research code).
     config.score.labeled_term = 'msp'
+    # Baselines scored beside the method (unode_jax/baselines.py), each a column of the
+    # results: untrained = eq. (13) with the network before training (the learning
+    # check: what training added); pixel_knn = eq. (13) on raw pixels.
+    config.score.baselines = ('untrained', 'pixel_knn')
+
+    # --- --mode=ablate: the paper's Tables 4-6 (unode_jax/ablation.py) --------------------
+    config.ablation = config_dict.ConfigDict()
+    # The variants to train besides 'autoaugood' (always run: Table 5's "both", Table 6
+    # and the baselines come from it); () = all of ablation.VARIANT_NAMES.
+    config.ablation.variants = ()
 
     # --- scoring new images: --mode=predict --images=FOLDER_OR_GLOB ------------------------
     config.predict = config_dict.ConfigDict()

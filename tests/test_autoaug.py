@@ -38,6 +38,58 @@ def test_symmetric_kl_is_the_numpy_formula_and_the_known_gaussian_value():
         want, abs=1e-5)  # the 1e-12 density floor costs ~4e-6 in the tails
 
 
+def test_jensen_shannon_is_the_numpy_formula_bounded_and_ordered():
+    rng = np.random.default_rng(0)
+    p, q = rng.random(50) + 0.1, rng.random(50) + 0.1
+    pn, qn = p / p.sum(), q / q.sum()
+    m = (pn + qn) / 2
+    want = (np.sum(pn * np.log(pn / m)) + np.sum(qn * np.log(qn / m))) / (2 * np.log(2))
+    assert autoaug.jensen_shannon(p, q) == pytest.approx(want, rel=1e-9)
+    assert autoaug.jensen_shannon(p, p) == pytest.approx(0.0, abs=1e-12)
+    # Disjoint supports: exactly 1 (log 2 before the normalisation), no floor involved;
+    # the Jeffreys divergence is finite there too, but set by its 1e-12 floor.
+    a, b = np.r_[np.ones(10), np.zeros(10)], np.r_[np.zeros(10), np.ones(10)]
+    assert autoaug.jensen_shannon(a, b) == pytest.approx(1.0, abs=1e-12)
+    assert 50 < autoaug.symmetric_kl(a, b) < 60
+    # Gaussians further apart diverge more, and JS stays below 1 while they overlap.
+    grid = np.linspace(-12, 16, 20001)
+    js = [autoaug.jensen_shannon(_gauss(grid, 0, 1), _gauss(grid, d, 1)) for d in (0.5, 1, 2, 4)]
+    assert js == sorted(js) and 0 < js[0] and js[-1] < 1
+    # N(0,1) vs N(1,1): JS = 0.1199 nats (numerical integration), / log 2.
+    x = np.linspace(-12, 13, 200001)
+    pp, qq = _gauss(x, 0, 1), _gauss(x, 1, 1)
+    mm = (pp + qq) / 2
+    want = 0.5 * np.trapezoid(pp * np.log(pp / mm) + qq * np.log(qq / mm), x) / np.log(2)
+    assert js[1] == pytest.approx(want, rel=1e-4)
+
+
+def test_weights_entropy_and_divergence_options():
+    assert autoaug.entropy([1, 0, 0]) == pytest.approx(0)
+    assert autoaug.entropy([1, 1, 1, 1]) == pytest.approx(np.log(4))
+    rng = np.random.default_rng(2)
+    p = rng.normal(0, 1, 500)
+    qs = [rng.normal(d, 1, 500) for d in (0.5, 3, 30)]
+    j_js, *_ = autoaug.divergences_1d(p, qs, divergence='js')
+    j_jk, *_ = autoaug.divergences_1d(p, qs, divergence='jeffreys')
+    assert list(np.argsort(j_js)) == list(np.argsort(j_jk)) == [0, 1, 2]
+    assert j_js.max() <= 1 and j_jk.max() > 20
+    # Jeffreys on separated sets: one-hot weights; JS keeps every transform in play.
+    assert autoaug.entropy(autoaug.softmax_weights(j_jk)) < 0.01
+    assert autoaug.entropy(autoaug.softmax_weights(j_js)) > 0.9
+    with pytest.raises(ValueError, match='divergence'):
+        autoaug.divergences_1d(p, qs, divergence='kl')
+
+
+def test_random_cnn_embedder_is_seeded_and_sees_structure(digit_threes):
+    emb = autoaug.RandomCNNEmbedder(seed=0, batch_size=16)
+    x = digit_threes[:20]
+    h = emb(x)
+    assert h.shape == (20, 512) and np.isfinite(h).all()
+    np.testing.assert_array_equal(autoaug.RandomCNNEmbedder(seed=0, batch_size=7)(x), h)
+    assert not np.allclose(autoaug.RandomCNNEmbedder(seed=1, batch_size=16)(x), h)
+    assert emb.description['name'] == 'random_cnn'
+
+
 def test_kde_divergence_of_two_gaussian_samples_is_close_to_the_true_value():
     rng = np.random.default_rng(1)
     p = rng.normal(0, 1, 20000)
@@ -126,6 +178,7 @@ def _config():
     config = digits.get_config()
     config.negatives.transforms = ('rotation', 'sobel', 'mixup')
     config.autoaug.num_images = 40
+    config.autoaug.embedder = 'pixels'  # no network to build: fast
     return config
 
 
@@ -145,7 +198,9 @@ def test_class_weights_are_cached_and_recomputed_when_the_data_changes(tmp_path,
     assert saved['transforms'] == list(config.negatives.transforms)
     assert saved['n_available'] == len(digit_threes) and len(saved['fingerprint']) == 64
     assert (tmp_path / 'autoaug.png').stat().st_size > 1000
-    assert 'J(P||Q_k)' in lines[-1] and 'rotation' in lines[-1]
+    assert 'j_k' in lines[-1] and 'rotation' in lines[-1] and 'entropy' in lines[-1]
+    assert saved['entropy'] == pytest.approx(autoaug.entropy(saved['weights']))
+    assert saved['divergence'] == config.autoaug.divergence
 
     w2, _ = autoaug.class_weights(config, str(tmp_path), digit_threes, embedder, log=lines.append)
     assert len(calls) == 1 and np.array_equal(w, w2) and '(cached)' in lines[-1]

@@ -95,3 +95,22 @@ def test_sharded_loss_and_gradient_equal_single_device(zs, kind, n_dev):
     got_grad = jax.pmap(jax.grad(per_device), axis_name='d')(sharded)
     for g, w in zip(got_grad, want_grad):
         np.testing.assert_allclose(g.reshape(w.shape), w, rtol=1e-4, atol=1e-6)
+
+
+def inlier_ntxent_numpy(z1, z2, tau):
+    """SimCLR's NT-Xent over the 2B inlier views [z1; z2], written out row by row."""
+    rows = _unit(np.concatenate([z1, z2]))
+    n = len(rows)
+    total = 0.0
+    for r in range(n):
+        p = (r + n // 2) % n
+        den = sum(np.exp(rows[r] @ rows[k] / tau) for k in range(n) if k != r)
+        total += -np.log(np.exp(rows[r] @ rows[p] / tau) / den)
+    return total / n
+
+
+def test_inlier_ntxent_matches_numpy(zs):
+    """Table 4's "None": contrastive learning on the inlier views alone."""
+    z1, z2 = zs[:2]
+    got = losses.inlier_ntxent(jnp.asarray(z1), jnp.asarray(z2), 0.5)
+    np.testing.assert_allclose(got, inlier_ntxent_numpy(z1, z2, 0.5), rtol=1e-5)

@@ -159,3 +159,29 @@ def test_auroc_normal_is_positive():
     assert metrics.auroc([1, 1, 0, 0], [0.1, 0.2, 0.9, 0.8]) == 0.0
     with pytest.raises(ValueError):
         metrics.auroc([1, 1], [0.1, 0.2])
+
+
+def test_spread_balance_restated():
+    """balance='spread': lambda = std(sim) / std(head term) on held-out normal images, or on
+    the training bank (similarity leave-one-out) when none are held out."""
+    rng = np.random.default_rng(6)
+    train = dict(z=rng.normal(size=(30, 8)), logits=rng.normal(size=(30, 2)))
+    held = dict(z=rng.normal(size=(9, 8)), logits=rng.normal(size=(9, 2)))
+    test = dict(z=rng.normal(size=(7, 8)), logits=rng.normal(size=(7, 2)))
+
+    def prob(logits):
+        return np.exp(logits[:, 1]) / np.exp(logits).sum(1)
+
+    lam = brute_force(held['z'], train['z']).std() / prob(held['logits']).std()
+    assert score.score_weight(train, 'spread', reference=held) == pytest.approx(lam, rel=1e-5)
+    zn = train['z'] / np.linalg.norm(train['z'], axis=1, keepdims=True)
+    loo = zn @ zn.T
+    np.fill_diagonal(loo, -np.inf)
+    lam_train = loo.max(1).std() / prob(train['logits']).std()
+    assert score.score_weight(train, 'spread') == pytest.approx(lam_train, rel=1e-5)
+    s = score.unode_scores(train, test, 'spread', weight=lam)
+    np.testing.assert_allclose(s['score'], brute_force(test['z'], train['z']) +
+                               lam * prob(test['logits']), rtol=1e-5)
+    # A constant head term cannot make lambda infinite.
+    flat = dict(z=train['z'], logits=np.tile([[0.0, 30.0]], (30, 1)))
+    assert 0 < score.score_weight(flat, 'spread') <= 1e6

@@ -60,14 +60,29 @@ def _metrics(is_normal, s):
         n_test_outliers=int(np.sum(~np.asarray(is_normal, bool))))
 
 
-def evaluate_one_class(state, config, bank, x_test, test_is_normal, *, weight, head='binary'):
+def evaluate_one_class(state, config, bank, x_test, test_is_normal, *, weight, head='binary',
+                       reference=None):
     """Scores of every test image and the detection metrics, normal = positive class.
 
-    bank: {'z', 'logits'} of the training images (embed); weight: eq. (15)'s lambda.
+    bank: {'z', 'logits'} of the training images (embed); weight: eq. (15)'s lambda;
+    reference: embeddings of held-out normal images (the 'spread' balance), or None. The
+    result also holds, under 'balances', eq. (15)'s lambda and AUROC with each balance
+    of score.BALANCES (the same embeddings, so the comparison costs no forward pass).
     """
-    s = score.unode_scores(bank, embed(state, x_test, config), balance=config.score.balance,
-                           head=head, weight=weight)
-    return _metrics(test_is_normal, s), s
+    test = embed(state, x_test, config)
+    s = score.unode_scores(bank, test, balance=config.score.balance, head=head, weight=weight)
+    result = _metrics(test_is_normal, s)
+    result['balances'] = {}
+    for balance in score.BALANCES:
+        if balance == 'authors' and head != 'binary':
+            continue
+        w = weight if balance == config.score.balance else score.score_weight(
+            bank, balance, head, reference)
+        b = s if balance == config.score.balance else score.unode_scores(bank, test, balance,
+                                                                           head, w)
+        result['balances'][balance] = dict(weight=float(w),
+                                           auroc=metrics.auroc(test_is_normal, b['score']))
+    return result, s
 
 
 def evaluate_multiclass(state, config, bank, x_test, outlier_sets, *, weight, head='binary'):

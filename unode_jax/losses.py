@@ -50,6 +50,26 @@ def paper_contrastive(z1, z2, zn1, zn2, temperature, axis_name=None):
     return jnp.sum(loss) / n_global
 
 
+def ntxent(blocks, temperature, axis_name=None):
+    """SimCLR's NT-Xent over the rows of 2m blocks of b rows each (one device's part).
+
+    Row r of block k pairs with row r of block k + m (mod 2m); every other row of every
+    block is a negative. Loss = mean over the 2m * G global rows.
+    """
+    b = blocks[0].shape[0]
+    gathered = [_gather(l2_normalize(z.astype(jnp.float32)), axis_name) for z in blocks]
+    offset = gathered[0][1]
+    rows = jnp.concatenate([g for g, _ in gathered])  # (2m G, d)
+    n_global = gathered[0][0].shape[0]
+    total = len(blocks) * n_global
+    local = jnp.concatenate([k * n_global + offset + jnp.arange(b) for k in range(len(blocks))])
+    partner = (local + total // 2) % total
+    sim = rows[local] @ rows.T / temperature
+    sim = jnp.where(jnp.arange(total)[None, :] == local[:, None], -jnp.inf, sim)
+    loss = jax.nn.logsumexp(sim, axis=1) - jnp.take_along_axis(sim, partner[:, None], axis=1)[:, 0]
+    return jnp.sum(loss) / total
+
+
 def authors_ntxent(z1, zn1, z2, zn2, temperature, axis_name=None):
     """The authors' code: SimCLR NT-Xent over all 4B rows [o1, n1, o2, n2].
 
@@ -57,17 +77,13 @@ def authors_ntxent(z1, zn1, z2, zn2, temperature, axis_name=None):
     negative's two views, form a pair; every other row, other inliers included, is a
     negative. Loss = mean over the 4B rows.
     """
-    b = z1.shape[0]
-    blocks = [_gather(l2_normalize(z.astype(jnp.float32)), axis_name) for z in (z1, zn1, z2, zn2)]
-    offset = blocks[0][1]
-    rows = jnp.concatenate([g for g, _ in blocks])  # (4G, d)
-    n_global = blocks[0][0].shape[0]
-    local = jnp.concatenate([k * n_global + offset + jnp.arange(b) for k in range(4)])
-    partner = (local + 2 * n_global) % (4 * n_global)
-    sim = rows[local] @ rows.T / temperature
-    sim = jnp.where(jnp.arange(4 * n_global)[None, :] == local[:, None], -jnp.inf, sim)
-    loss = jax.nn.logsumexp(sim, axis=1) - jnp.take_along_axis(sim, partner[:, None], axis=1)[:, 0]
-    return jnp.sum(loss) / (4 * n_global)
+    return ntxent([z1, zn1, z2, zn2], temperature, axis_name)
+
+
+def inlier_ntxent(z1, z2, temperature, axis_name=None):
+    """Table 4's "None": no hard negatives, SimCLR's NT-Xent over the 2B inlier views (each
+    image's two views a pair, the other inliers' views its negatives)."""
+    return ntxent([z1, z2], temperature, axis_name)
 
 
 def contrastive_loss(kind, z1, z2, zn1, zn2, temperature, axis_name=None):

@@ -17,11 +17,21 @@ import re
 import numpy as np
 
 from unode_jax import metrics
+from unode_jax.baselines import BASELINES, baseline_columns
 
 POSITIVE = 'normal (inlier) images are the positive class; higher score = more normal'
 # Per class: the metrics of the score (eq. 15), and the AUROC of each of its terms.
 COLUMNS = metrics.METRICS + ('auroc_sim', 'auroc_binary')
-HEADERS = {**metrics.NAMES, 'auroc_sim': 'AUROC sim (13)', 'auroc_binary': 'AUROC binary (14)'}
+HEADERS = {**metrics.NAMES, 'auroc_sim': 'AUROC sim (13)', 'auroc_binary': 'AUROC binary (14)',
+           **{key: f'AUROC {label}' for _, key, label in BASELINES.values()}}
+SHORT = {'auroc': 'AUROC', 'aupr_in': 'AUPR-In', 'aupr_out': 'AUPR-Out', 'fpr95': 'FPR@95',
+         'auroc_sim': 'sim', 'auroc_binary': 'binary',
+         **{key: key[len('auroc_'):][:9] for _, key, _ in BASELINES.values()}}
+
+
+def columns(rows):
+    """COLUMNS, then the AUROC of each baseline (baselines.py) that every row has."""
+    return COLUMNS + baseline_columns(list(rows))
 
 
 def write_json(path, obj):
@@ -37,6 +47,8 @@ def class_metrics(scores):
     out = metrics.detection_metrics(is_normal, scores['score'])
     out.update(auroc_sim=metrics.auroc(is_normal, scores['sim']),
                auroc_binary=metrics.auroc(is_normal, scores['binary']),
+               **{key: metrics.auroc(is_normal, scores[name])
+                  for name, key, _ in BASELINES.values() if name in scores},
                n_test_inliers=int(is_normal.sum()), n_test_outliers=int((~is_normal).sum()))
     return out
 
@@ -50,7 +62,7 @@ def summarize(results, dataset, **extra):
 
 def _stats(results):
     return {k: dict(mean=float(np.mean([r[k] for r in results])),
-                    std=float(np.std([r[k] for r in results]))) for k in COLUMNS}
+                    std=float(np.std([r[k] for r in results]))) for k in columns(results)}
 
 
 def summarize_multiclass(results, dataset, setting, **extra):
@@ -98,8 +110,8 @@ def _title(summary):
 def format_table(summary):
     """The console table (%): one row per normal class, then mean and std."""
     first = ('#', 'outlier set') if _multiclass(summary) else ('class', 'name')
-    head = f'{first[0]:>6} {first[1]:>12}' + ''.join(
-        f' {h:>9}' for h in ('AUROC', 'AUPR-In', 'AUPR-Out', 'FPR@95', 'sim', 'binary')) + \
+    cols = columns(_rows(summary))
+    head = f'{first[0]:>6} {first[1]:>12}' + ''.join(f' {SHORT[k]:>9}' for k in cols) + \
         f' {"inliers":>8} {"outliers":>9}'
     lines = [head]
     if _multiclass(summary):
@@ -107,42 +119,61 @@ def format_table(summary):
     for r in _rows(summary):
         key, name = _key_name(r)
         lines.append(f'{key:>6} {str(name)[:12]:>12}' + ''.join(
-            f' {100 * r[k]:9.2f}' for k in COLUMNS) +
+            f' {100 * r[k]:9.2f}' for k in cols) +
             f' {r["n_test_inliers"]:>8} {r["n_test_outliers"]:>9}')
     for stat in ('mean', 'std'):
         lines.append(f'{stat:>6} {summary["dataset"][:12]:>12}' + ''.join(
-            f' {100 * summary["metrics"][k][stat]:9.2f}' for k in COLUMNS))
-    return '\n'.join(lines) + f'\n({POSITIVE})'
+            f' {100 * summary["metrics"][k][stat]:9.2f}' for k in cols))
+    return '\n'.join(lines) + f'\n({POSITIVE})' + learning_check(summary)
+
+
+def learning_check(summary):
+    """A line saying what training added to eq. (13): the trained similarity AUROC against
+    the untrained network's (score.baselines 'untrained'), and eq. (15) against both terms."""
+    m = summary['metrics']
+    if 'auroc_untrained' not in m:
+        return ''
+    rows = _rows(summary)
+    gain = m['auroc_sim']['mean'] - m['auroc_untrained']['mean']
+    better = sum(r['auroc_sim'] >= r['auroc_untrained'] for r in rows)
+    best_term = max(m['auroc_sim']['mean'], m['auroc_binary']['mean'])
+    return (f'\nlearning check: sim (13) {100 * m["auroc_sim"]["mean"]:.2f} trained vs '
+            f'{100 * m["auroc_untrained"]["mean"]:.2f} untrained ({100 * gain:+.2f}; trained >= '
+            f'untrained in {better} of {len(rows)}); score (15) {100 * m["auroc"]["mean"]:.2f} vs '
+            f'its best term {100 * best_term:.2f}')
 
 
 def to_csv(summary):
     f = io.StringIO()
     w = csv.writer(f, lineterminator='\n')
     first = ['index', 'outlier_set'] if _multiclass(summary) else ['normal_class', 'class_name']
-    w.writerow(first + list(COLUMNS) + ['n_test_inliers', 'n_test_outliers'])
+    cols = columns(_rows(summary))
+    w.writerow(first + list(cols) + ['n_test_inliers', 'n_test_outliers'])
     for r in _rows(summary):
-        w.writerow(list(_key_name(r)) + [f'{r[k]:.6f}' for k in COLUMNS] +
+        w.writerow(list(_key_name(r)) + [f'{r[k]:.6f}' for k in cols] +
                    [r['n_test_inliers'], r['n_test_outliers']])
     for stat in ('mean', 'std'):
         w.writerow([stat, summary['dataset']] +
-                   [f'{summary["metrics"][k][stat]:.6f}' for k in COLUMNS] + ['', ''])
+                   [f'{summary["metrics"][k][stat]:.6f}' for k in cols] + ['', ''])
     return f.getvalue()
 
 
 def to_markdown(summary):
     """As the paper's tables: % per class, then mean ± std."""
-    cols = ['outliers' if _multiclass(summary) else 'class'] + [HEADERS[k] for k in COLUMNS]
+    keys = columns(_rows(summary))
+    cols = ['outliers' if _multiclass(summary) else 'class'] + [HEADERS[k] for k in keys]
     lines = [f'{_title(summary)} ({POSITIVE}; FPR@95TPR: lower is better)',
              '', '| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
     for r in _rows(summary):
         key, name = _key_name(r)
         label = name if _multiclass(summary) else f'{key} ({name})'
         lines.append(f'| {label} | ' +
-                     ' | '.join(f'{100 * r[k]:.1f}' for k in COLUMNS) + ' |')
+                     ' | '.join(f'{100 * r[k]:.1f}' for k in keys) + ' |')
     lines.append('| **mean ± std** | ' + ' | '.join(
         f'**{100 * summary["metrics"][k]["mean"]:.1f}** ± {100 * summary["metrics"][k]["std"]:.1f}'
-        for k in COLUMNS) + ' |')
-    return '\n'.join(lines) + '\n'
+        for k in keys) + ' |')
+    check = learning_check(summary).strip()
+    return '\n'.join(lines + ([check] if check else [])) + '\n'
 
 
 def plot_class(class_dir, scores, title):

@@ -22,8 +22,10 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from unode_jax import ablation
 from unode_jax import predict as predict_lib
 from unode_jax import report, score
+from unode_jax.baselines import Baselines
 from unode_jax import train as train_lib
 from unode_jax.augment import autoaug
 from unode_jax.augment.weights import negative_weights
@@ -38,7 +40,7 @@ from unode_jax.data.splits import (holdout_split, multiclass_split, one_class_sp
 from unode_jax.evaluate import embed, evaluate_corrupted, evaluate_multiclass, evaluate_one_class
 from unode_jax.validate import ConfigError, validate_config
 
-MODES = ('train', 'eval', 'train_eval', 'all', 'corrupted', 'report', 'predict')
+MODES = ('train', 'eval', 'train_eval', 'all', 'corrupted', 'report', 'predict', 'ablate')
 
 
 SKIPPED_FILE = 'skipped_images.csv'
@@ -124,11 +126,12 @@ def make_bank(state, config, workdir, x_fit, x_hold):
     the held-out images' scores and threshold in bank.npz; returns (bank, lambda)."""
     bank = embed(state, x_fit, config)
     head = head_of(config)
-    weight = score.score_weight(bank, config.score.balance, head)
+    reference = embed(state, x_hold, config) if len(x_hold) else None
+    weight = score.score_weight(bank, config.score.balance, head, reference)
     held = np.zeros((0,))
-    if len(x_hold):
-        held = score.unode_scores(bank, embed(state, x_hold, config), config.score.balance,
-                                  head, weight)['score']
+    if reference is not None:
+        held = score.unode_scores(bank, reference, config.score.balance, head, weight)['score']
+    bank['reference'] = reference
     predict_lib.save_bank(workdir, step=int(state.step), bank=bank, weight=weight, head=head,
                           balance=config.score.balance, holdout_scores=held,
                           quantile=config.predict.quantile)
@@ -166,7 +169,10 @@ def run_class(config, workdir, ds, normal_class, mode, *, weights, embedder=None
         print(f'{ds.name} has no test images: trained model and feature bank saved in '
               f'{workdir}; score new images with --mode=predict', flush=True)
         return None
-    result, scores = evaluate_one_class(state, config, bank, x_test, is_normal, weight=weight)
+    result, scores = evaluate_one_class(state, config, bank, x_test, is_normal, weight=weight,
+                                        reference=bank['reference'])
+    scores.update(Baselines(config, x_fit, embed).scores(x_test))
+    result.update(report.class_metrics(dict(scores, is_normal=is_normal)))
     result = dict(dataset=ds.name, normal_class=int(normal_class),
                   class_name=ds.class_names[normal_class], steps=int(state.step),
                   **_weights_record(config, weights, embedder_used), **result)
@@ -219,6 +225,13 @@ def run_multiclass(config, workdir, ds, mode, *, weights, embedder=None, outlier
     sets = outlier_test_sets(config, ds, rest)
     results, scores = evaluate_multiclass(state, config, bank, x_test, sets, weight=weight,
                                           head=head_of(config))
+    base = Baselines(config, x_fit, embed, num_classes=bank['logits'].shape[1])
+    inlier_base = base.scores(x_test)
+    for name, x in sets.items():
+        outlier_base = base.scores(x)
+        scores[name].update({k: np.concatenate([v, outlier_base[k]])
+                             for k, v in inlier_base.items()})
+        results[name].update(report.class_metrics(scores[name]))
     rows = []
     for i, (name, r) in enumerate(results.items()):
         _save_scores(report.row_dir(workdir, name), scores[name]['is_normal'], scores[name])
@@ -274,9 +287,10 @@ def run_corrupted(config, workdir, ds, classes=None):
             os.path.join(class_dir, predict_lib.BANK_FILE)) else None
         if bank is None or (bank['step'], bank['balance']) != (int(state.step),
                                                                config.score.balance):
-            x_fit = x_train[holdout_split(len(x_train), config.predict.holdout, config.seed)[0]]
-            bank = embed(state, x_fit, config)
-            bank['weight'] = score.score_weight(bank, config.score.balance)
+            fit, hold = holdout_split(len(x_train), config.predict.holdout, config.seed)
+            bank = embed(state, x_train[fit], config)
+            reference = embed(state, x_train[hold], config) if len(hold) else None
+            bank['weight'] = score.score_weight(bank, config.score.balance, reference=reference)
         models.append((k, class_dir, state, bank))
     per_class = {str(k): {} for k, *_ in models}
     sets = corrupted_test_sets(config, ds)
@@ -367,6 +381,11 @@ def run(config, workdir, mode='train_eval', classes=None, images=None, threshold
         return summary
     if mode == 'predict':
         return run_predict(config, workdir, images, threshold)
+    if mode == 'ablate':  # Tables 4-6: a one-class run per variant (ablation.py).
+        if config.data.setting != 'one_class':
+            raise ConfigError("--mode=ablate runs the paper's one-class ablations: "
+                              "data.setting must be 'one_class'")
+        return ablation.run_ablation(config, workdir, run, classes)
     ds = load_data(config, workdir)
     validate_config(config, num_classes=ds.num_classes, num_devices=jax.local_device_count())
     no_test = not len(ds.x_test)

@@ -13,7 +13,11 @@ import numpy as np
 
 from unode_jax.losses import l2_normalize
 
-BALANCES = ('appendix_c', 'authors')
+# lambda of eq. (15) (score_weight): appendix_c matches the two terms' means on training
+# data (the paper); spread matches their standard deviations on normal images the model
+# did not train on (held-out training images; the training images when none are held
+# out); authors restates the authors' code.
+BALANCES = ('spread', 'appendix_c', 'authors')
 # The head's term of the score. binary: eq. (14), P(inlier) of the 2-way head. With the
 # (K+1)-way head of the labeled setting (class K = hard negatives): msp, the largest
 # softmax probability over the K inlier classes (appendix B.3), or not_negative,
@@ -162,11 +166,27 @@ def leave_one_out_max_cosine(z, chunk=1024) -> np.ndarray:
     return out
 
 
-def score_weight(train, balance='appendix_c', head='binary'):
+def spread_weight(sim, term, floor=1e-6, cap=1e6):
+    """lambda = std(sim) / std(term) on normal images: both terms of eq. (15) then vary as
+    much on normal data, so neither dominates the sum by its scale alone (appendix C's
+    mean matching leaves the binary probability, whose spread is far larger than a
+    cosine's, in charge). Positive and at most `cap`."""
+    return float(min(max(np.std(sim), floor) / max(np.std(term), floor), cap))
+
+
+def score_weight(train, balance='appendix_c', head='binary', reference=None):
     """lambda of eq. (15) from the training bank {'z', 'logits'}: appendix C's balance
-    (see balance_weight), or the authors' 1 / mean(logit_0 on train)."""
+    (see balance_weight), spread matching (spread_weight) on `reference` ({'z', 'logits'}
+    of held-out normal images; None: the bank, its similarity leave-one-out), or the
+    authors' 1 / mean(logit_0 on train)."""
     if balance not in BALANCES:
         raise ValueError(f'score.balance must be one of {BALANCES}, got {balance!r}')
+    if balance == 'spread':
+        if reference is not None and len(reference['z']) >= 2:
+            return spread_weight(max_cosine_similarity(reference['z'], train['z']),
+                                 head_term(reference['logits'], head))
+        return spread_weight(leave_one_out_max_cosine(train['z']),
+                             head_term(train['logits'], head))
     if balance == 'appendix_c':
         return balance_weight(leave_one_out_max_cosine(train['z']),
                               head_term(train['logits'], head))
@@ -189,7 +209,7 @@ def unode_scores(train, test, balance='appendix_c', head='binary', weight=None):
     if weight is None:
         weight = score_weight(train, balance, head)
     sim = max_cosine_similarity(test['z'], train['z'])
-    if balance == 'appendix_c':
+    if balance != 'authors':
         binary = head_term(test['logits'], head)
     else:  # The authors' scaled raw similarity and negative-class logit.
         sim = sim * np.linalg.norm(test['z'], axis=1) / np.mean(np.linalg.norm(train['z'], axis=1))

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from unode_jax import losses, optim, torch_weights
 from unode_jax.augment import negatives, views
+from unode_jax.augment.weights import has_negatives
 from unode_jax.checkpoint import Checkpointer
 from unode_jax.models import create_model, frozen_mask
 from unode_jax.models.torchvision import load_torchvision_encoder
@@ -137,7 +138,8 @@ def make_batch(config, rng, step, images, n_valid, weights, positions, global_ba
                streamed=False):
     """The model input [t(x), t(G(x)), t'(x), t'(G(x))] for this device's positions.
 
-    Returns float32 (4b, H, W, 3) in [0, 1] and the indices of x into `images`. Keys:
+    Returns float32 (4b, H, W, 3) in [0, 1] and the indices of x into `images`; with
+    negatives.weights='none' (no hard negatives) only [t(x), t'(x)], (2b, H, W, 3). Keys:
     one per (step, global position), split into the views' and negatives' keys; the
     paper's per-batch composition of negatives is keyed by the step alone.
     streamed: `images` holds only this step's b images then their b mixup partners,
@@ -154,6 +156,12 @@ def make_batch(config, rng, step, images, n_valid, weights, positions, global_ba
     step_key = jax.random.fold_in(aug_rng, step)
     keys = jax.vmap(lambda p: jax.random.split(jax.random.fold_in(step_key, p), 7))(positions)
     c = config.negatives
+    v = config.views
+    view_kw = dict(flip=v.flip, crop_scale=tuple(v.crop_scale), crop_ratio=tuple(v.crop_ratio),
+                   jitter=tuple(v.jitter), jitter_p=v.jitter_p, gray_p=v.gray_p)
+    if not has_negatives(config):
+        rows, row_keys = jnp.concatenate([x, x]), jnp.concatenate([keys[:, 0], keys[:, 1]])
+        return views.random_views(row_keys, rows, **view_kw), idx
     if c.outliers:  # Outlier exposure: a random external image per sample.
         pick = jax.vmap(lambda k: jax.random.randint(k, (), 0, outliers.shape[0]))(keys[:, 6])
         partner = outliers[pick].astype(jnp.float32) / 255.0
@@ -170,9 +178,6 @@ def make_batch(config, rng, step, images, n_valid, weights, positions, global_ba
     if c.per_view:  # The authors draw an independent negative for each view.
         neg2 = negatives.negative_batch(jax.random.fold_in(neg_key, 1), keys[:, 5], x, partner,
                                         weights, **neg_kw)
-    v = config.views
-    view_kw = dict(flip=v.flip, crop_scale=tuple(v.crop_scale), crop_ratio=tuple(v.crop_ratio),
-                   jitter=tuple(v.jitter), jitter_p=v.jitter_p, gray_p=v.gray_p)
     # One vmapped call over all 4b rows (one copy of the view code to compile).
     rows = jnp.concatenate([x, neg1, x, neg2])
     row_keys = jnp.concatenate([keys[:, 0], keys[:, 3], keys[:, 1], keys[:, 4]])
@@ -203,16 +208,26 @@ def train_step(state, images, targets, n_valid, weights, steps_per_epoch, outlie
     num_classes = state.params['head']['kernel'].shape[-1]
     negative = jnp.full((b,), 0 if num_classes == 2 else num_classes - 1, jnp.int32)
     labels = jnp.tile(jnp.concatenate([targets[idx], negative]), 2)
+    with_negatives = has_negatives(config)
+    # L = con_weight * L_con + lambda * L_CE; without negatives L_CE has nothing to tell
+    # apart, and the loss is NT-Xent on the inlier views alone (Table 4's "None").
+    con_weight = config.loss.con_weight
+    ce_weight = config.loss.ce_weight if with_negatives else 0.0
 
     def loss_fn(params):
         out, new_vars = state.apply_fn({'params': params, 'batch_stats': state.batch_stats}, inputs,
                                        train=True, mutable=['batch_stats'])
-        z1, zn1, z2, zn2 = jnp.split(out['z'], 4)
-        con = losses.contrastive_loss(config.loss.kind, z1, z2, zn1, zn2, config.loss.temperature,
-                                      axis_name)
-        ce = losses.cross_entropy(out['logits'], labels, 4 * global_batch)
-        acc = jnp.sum(jnp.argmax(out['logits'], -1) == labels) / (4 * global_batch)
-        return con + config.loss.ce_weight * ce, (con, ce, acc, new_vars['batch_stats'])
+        if with_negatives:
+            z1, zn1, z2, zn2 = jnp.split(out['z'], 4)
+            con = losses.contrastive_loss(config.loss.kind, z1, z2, zn1, zn2,
+                                          config.loss.temperature, axis_name)
+            ce = losses.cross_entropy(out['logits'], labels, 4 * global_batch)
+            acc = jnp.sum(jnp.argmax(out['logits'], -1) == labels) / (4 * global_batch)
+        else:
+            con = losses.inlier_ntxent(*jnp.split(out['z'], 2), config.loss.temperature,
+                                       axis_name)
+            ce = acc = jnp.zeros((), jnp.float32)
+        return con_weight * con + ce_weight * ce, (con, ce, acc, new_vars['batch_stats'])
 
     grads, (con, ce, acc, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
     # Each device's loss is its contribution to the global-batch loss: sum them.
@@ -223,7 +238,7 @@ def train_step(state, images, targets, n_valid, weights, steps_per_epoch, outlie
                              warmup_epochs=o.warmup_epochs, decay_epochs=o.decay_epochs)
     state = state.replace(opt_state=optim.set_learning_rate(state.opt_state, lr))
     state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-    metrics = dict(loss=con + config.loss.ce_weight * ce, loss_con=con, loss_ce=ce, acc_bin=acc,
+    metrics = dict(loss=con_weight * con + ce_weight * ce, loss_con=con, loss_ce=ce, acc_bin=acc,
                    lr=lr, grad_norm=optax.tree.norm(grads))
     return state, metrics
 

@@ -2,8 +2,10 @@
 import os
 import warnings
 
-from unode_jax.augment.autoaug import EMBEDDERS, TSNE_BACKENDS
+from unode_jax.augment.autoaug import DIVERGENCES, EMBEDDERS, TSNE_BACKENDS
 from unode_jax.augment.negatives import TRANSFORMS
+from unode_jax.ablation import VARIANT_NAMES
+from unode_jax.baselines import BASELINES
 from unode_jax.data.corrupted import TFDS_CORRUPTIONS, corruption_source
 from unode_jax.data.corruptions import CORRUPTIONS
 from unode_jax.data.datasets import DATASETS
@@ -35,12 +37,17 @@ def validate_config(config, *, num_classes=None, num_devices=None):
     _one_of('loss.kind', config.loss.kind, LOSS_KINDS)
     _one_of('optim.name', config.optim.name, OPTIMIZERS)
     _one_of('score.balance', config.score.balance, BALANCES)
+    for v in config.ablation.variants:
+        _one_of('ablation.variants entry', v, VARIANT_NAMES)
+    for b in config.score.baselines:
+        _one_of('score.baselines entry', b, BASELINES)
     _one_of('negatives.mode', config.negatives.mode, ('compose', 'single'))
     _one_of('negatives.per', config.negatives.per, ('batch', 'sample'))
     for t in config.negatives.transforms:
         _one_of('negatives.transforms entry', t, TRANSFORMS)
     _one_of('autoaug.embedder', config.autoaug.embedder, EMBEDDERS)
     _one_of('autoaug.tsne', config.autoaug.tsne, TSNE_BACKENDS)
+    _one_of('autoaug.divergence', config.autoaug.divergence, DIVERGENCES)
     a = config.autoaug
     for name, value, low in (('tau', a.tau, 0), ('perplexity', a.perplexity, 0),
                              ('pca_dim', a.pca_dim, 0), ('grid_size', a.grid_size, 15),

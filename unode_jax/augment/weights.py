@@ -2,7 +2,9 @@
 
 `negative_weights(config)` returns a float32 vector aligned with
 `config.negatives.transforms`. Sources: 'uniform', 'authors' (the hand-set table of
-the authors' code, per dataset), or an explicit 'name=w,...' string. 'auto'
+the authors' code, per dataset), an explicit 'name=w,...' string, or 'none' (no hard
+negatives at all: Table 4's "None", contrastive learning on the inlier views alone;
+the vector is all zeros and training makes no negatives). 'auto'
 (AutoAugOOD) depends on each normal class's images: `autoaug.class_weights`
 computes it, and `negative_weights` returns None for it.
 """
@@ -48,12 +50,23 @@ def parse_weights(spec: str) -> dict:
     return out
 
 
+# Weight sources that are not a 'name=w,...' string.
+SOURCES = ('auto', 'uniform', 'authors', 'none')
+
+
+def has_negatives(config) -> bool:
+    return config.negatives.weights != 'none'
+
+
 def negative_weights(config) -> Optional[np.ndarray]:
-    """The weights, normalised to sum 1; None for 'auto' (computed per class from the data)."""
+    """The weights, normalised to sum 1; None for 'auto' (computed per class from the data),
+    zeros for 'none'."""
     names = tuple(config.negatives.transforms)
     spec = config.negatives.weights
     if spec == 'auto':
         return None
+    if spec == 'none':
+        return np.zeros(len(names), np.float32)
     if spec == 'uniform':
         table = {n: 1.0 for n in PAPER_TRANSFORMS}
     elif spec == 'authors':

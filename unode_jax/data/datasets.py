@@ -6,6 +6,9 @@ so the rest of the pipeline never branches on the source dataset.
 Sources:
   * 'digits'  -- scikit-learn's bundled 8x8 handwritten digits; no network or
                  files needed, which makes it the offline smoke-test dataset.
+  * 'faces'   -- scikit-image's bundled lfw_subset: 100 25x25 faces (Labeled Faces
+                 in the Wild) and 100 non-face patches of natural images; class 0 =
+                 face, 1 = non-face; offline, a second real dataset for ablations.
   * tfds names -- read from an already prepared TFDS folder through
                  `builder.as_data_source` (array_record, no TensorFlow needed).
   * 'arrays'  -- a user's .npz file.
@@ -20,12 +23,13 @@ import string
 
 import numpy as np
 
-DATASETS = ('digits', 'cifar10', 'cifar100', 'mnist', 'fashion_mnist',
+DATASETS = ('digits', 'faces', 'cifar10', 'cifar100', 'mnist', 'fashion_mnist',
             'emnist_letters', 'svhn', 'arrays')
 
 # Fraction of the 1,797 digits images kept for training (stratified, seeded).
 DIGITS_TRAIN_FRACTION = 2 / 3
 DIGITS_SPLIT_SEED = 0
+FACES_TRAIN_FRACTION = 0.7  # 70 + 70 training images, 30 + 30 test images.
 
 # Records fetched per `__getitems__` call: batched array_record reads are ~8x
 # faster than one `src[i]` per record, chunks bound the decoded-dict memory.
@@ -112,6 +116,8 @@ def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None,
             f'image_size must be a positive int, got {image_size!r}')
     if name == 'digits':
         ds = _load_digits()
+    elif name == 'faces':
+        ds = _load_faces()
     elif name == 'arrays':
         ds = _load_arrays(path)
     elif name in DATASETS:
@@ -145,6 +151,22 @@ def _load_digits() -> Dataset:
         random_state=DIGITS_SPLIT_SEED)
     return Dataset('digits', x_tr, y_tr, x_te, y_te, 10,
                    tuple(str(i) for i in range(10)))
+
+
+def _load_faces() -> Dataset:
+    try:
+        from skimage.data import lfw_subset
+    except ImportError:
+        raise DatasetNotFoundError("data.name='faces' reads scikit-image's bundled lfw_subset: "
+                                   'pip install scikit-image') from None
+    from sklearn.model_selection import train_test_split
+
+    images = np.rint(lfw_subset() * 255.0).astype(np.uint8)  # (200, 25, 25) in [0, 1]
+    labels = (np.arange(len(images)) >= 100).astype(np.int32)  # first 100 are faces
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        images, labels, train_size=FACES_TRAIN_FRACTION, stratify=labels,
+        random_state=DIGITS_SPLIT_SEED)
+    return Dataset('faces', x_tr, y_tr, x_te, y_te, 2, ('face', 'non_face'))
 
 
 # --------------------------------------------------------------------- arrays

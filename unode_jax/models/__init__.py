@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from unode_jax.models.resnet import (BasicBlock, Bottleneck, ResNet,
-                                     ResNet18, ResNet18Cifar, ResNet50,
+                                     ResNet18, ResNet18Cifar, ResNet18CifarW16, ResNet50,
                                      TinyResNet, WideResNet, WideResNet50_2,
                                      WRN28_10)
 from unode_jax.models.unode import UNODEModel
@@ -14,6 +14,7 @@ from unode_jax.models.unode import UNODEModel
 # Encoder constructors; each accepts dtype= and bn_axis_name=.
 MODELS = {
     'resnet18_cifar': ResNet18Cifar,
+    'resnet18_cifar_w16': ResNet18CifarW16,
     'resnet18': ResNet18,
     'resnet50': ResNet50,
     'wide_resnet50_2': WideResNet50_2,
@@ -28,6 +29,7 @@ MODELS = {
 _STEM_TO_LAYER2 = ('conv1', 'bn1', 'layer1_', 'layer2_')
 FROZEN_PREFIXES = {
     'resnet18_cifar': _STEM_TO_LAYER2,
+    'resnet18_cifar_w16': _STEM_TO_LAYER2,
     'resnet18': _STEM_TO_LAYER2,
     'resnet50': _STEM_TO_LAYER2,
     'wide_resnet50_2': _STEM_TO_LAYER2,
@@ -73,6 +75,6 @@ def frozen_mask(params, prefixes: Sequence[str]):
 
 __all__ = [
     'BasicBlock', 'Bottleneck', 'ResNet', 'WideResNet', 'UNODEModel',
-    'ResNet18Cifar', 'ResNet18', 'ResNet50', 'WideResNet50_2', 'WRN28_10',
+    'ResNet18Cifar', 'ResNet18CifarW16', 'ResNet18', 'ResNet50', 'WideResNet50_2', 'WRN28_10',
     'TinyResNet', 'MODELS', 'FROZEN_PREFIXES', 'create_model', 'frozen_mask',
 ]

@@ -1,0 +1,105 @@
+"""The learning check (untrained baseline), pixel kNN, and --mode=ablate end to end on a tiny run."""
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from tests.tiny_config import tiny_config
+from unode_jax import ablation, metrics, score
+from unode_jax import train as train_lib
+from unode_jax.data.datasets import load_dataset
+from unode_jax.data.splits import holdout_split, one_class_split
+from unode_jax.evaluate import embed
+from unode_jax.run import run
+
+
+def _config():
+    config = tiny_config(**{'data.normal_class': -1, 'predict.holdout': 0.2,
+                            'negatives.transforms': ('rotation', 'cutout', 'mixup'),
+                            'autoaug.embedder': 'pixels', 'autoaug.num_images': 40,
+                            'ablation.variants': ('rotation', 'none', 'con_only')})
+    return config
+
+
+def test_ablation_table_learning_check_and_resume(tmp_path, capsys):
+    config = _config()
+    table = run(config, str(tmp_path), mode='ablate', classes=(0, 1))
+    rows = {r['name']: r for r in table['rows']}
+    assert list(rows) == ['autoaugood', 'rotation', 'none', 'con_only', 'both', 'auroc_sim',
+                          'auroc_binary', 'auroc', 'balance_spread', 'balance_appendix_c',
+                          'balance_authors', 'auroc_untrained', 'auroc_pixel_knn']
+    assert table['classes'] == ['0', '1']
+    out = capsys.readouterr().out
+    assert 'learning check: sim (13)' in out and '| Table 5: losses |' in out
+
+    def result(variant, c):
+        return json.loads((tmp_path / variant / f'class_{c}' / 'results.json').read_text())
+
+    for c in ('0', '1'):
+        base = result('autoaugood', c)
+        assert rows['autoaugood']['classes'][c] == rows['both']['classes'][c] == base['auroc']
+        assert rows['auroc_sim']['classes'][c] == base['auroc_sim']
+        # Variants whose head is untrained are scored by their similarity term.
+        assert rows['none']['classes'][c] == result('none', c)['auroc_sim']
+        assert rows['con_only']['classes'][c] == result('con_only', c)['auroc_sim']
+        assert rows['rotation']['classes'][c] == result('rotation', c)['auroc']
+        assert result('rotation', c)['negative_weights'] == {'rotation': 1.0, 'cutout': 0.0,
+                                                             'mixup': 0.0}
+        # Pixel kNN on real digits is all but perfect: a baseline the table must show.
+        assert rows['auroc_pixel_knn']['classes'][c] > 0.95
+    assert rows['autoaugood']['mean'] == pytest.approx(
+        np.mean([rows['autoaugood']['classes'][c] for c in ('0', '1')]))
+    # No hard negatives: no L_CE, NT-Xent on the inlier views only.
+    none_log = [json.loads(l) for l in (tmp_path / 'none' / 'class_0' / 'metrics.jsonl').open()]
+    assert all(r['loss_ce'] == 0 and r['loss'] == r['loss_con'] > 0 for r in none_log)
+    con_log = [json.loads(l) for l in (tmp_path / 'con_only' / 'class_0' / 'metrics.jsonl').open()]
+    assert all(r['loss'] == pytest.approx(r['loss_con']) and r['loss_ce'] > 0 for r in con_log)
+    md = (tmp_path / 'ablation.md').read_text()
+    assert '| Baselines | untrained network, sim (13) |' in md
+
+    # A rerun retrains nothing and writes the same table.
+    log = (tmp_path / 'rotation' / 'class_1' / 'metrics.jsonl').read_text()
+    again = run(config, str(tmp_path), mode='ablate', classes=(0, 1))
+    assert again == json.loads((tmp_path / 'ablation.json').read_text())
+    assert (tmp_path / 'rotation' / 'class_1' / 'metrics.jsonl').read_text() == log
+    assert (tmp_path / 'ablation.md').read_text() == md
+
+
+def test_untrained_baseline_is_the_network_before_step_0(tmp_path):
+    """The learning check's number, restated: eq. (13) with the init training starts from."""
+    config = _config()
+    config.data.normal_class = 2
+    config.negatives.weights = 'uniform'
+    result = run(config, str(tmp_path), mode='train_eval')['classes']['2']
+    ds = load_dataset('digits', image_size=16)
+    x_train, x_test, is_normal = one_class_split(ds, 2)
+    fit, _ = holdout_split(len(x_train), 0.2, config.seed)
+    state = train_lib.create_train_state(jax.random.key(config.seed), config, 16)
+    sim = score.max_cosine_similarity(embed(state, x_test, config)['z'],
+                                      embed(state, x_train[fit], config)['z'])
+    assert result['auroc_untrained'] == pytest.approx(metrics.auroc(is_normal, sim), abs=1e-9)
+    pixels = score.max_cosine_similarity(x_test.reshape(len(x_test), -1).astype(np.float32),
+                                         x_train[fit].reshape(len(fit), -1).astype(np.float32))
+    assert result['auroc_pixel_knn'] == pytest.approx(metrics.auroc(is_normal, pixels), abs=1e-6)
+    assert result['auroc_untrained'] != result['auroc_sim']  # training changed the network
+    # Every balance is scored from the same embeddings; the configured one is the result.
+    assert result['balances'][config.score.balance]['auroc'] == result['auroc']
+    assert set(result['balances']) == set(score.BALANCES)
+    # --mode=report rebuilds the baseline columns from the saved scores.
+    saved = np.load(tmp_path / 'scores.npz')
+    assert {'sim_untrained', 'pixel_knn'} <= set(saved.files)
+    summary = run(config, str(tmp_path), mode='report')
+    assert summary['classes']['2']['auroc_untrained'] == pytest.approx(result['auroc_untrained'])
+
+
+def test_variant_configs_override_only_their_fields():
+    config = _config()
+    by_name = {v.name: v for v in ablation.VARIANTS}
+    cfg = ablation.variant_config(config, by_name['ce_only'])
+    assert cfg.loss.con_weight == 0 and config.loss.con_weight == 1
+    assert cfg.to_dict() == {**config.to_dict(), 'loss': {**config.loss.to_dict(),
+                                                          'con_weight': 0.0}}
+    assert ablation.variant_config(config, by_name['sobel']).negatives.weights == 'sobel=1'
+    assert [v.name for v in ablation.selected(config)] == ['autoaugood', 'rotation', 'none',
+                                                            'con_only']

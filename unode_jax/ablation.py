@@ -1,0 +1,180 @@
+"""The paper's ablations (Tables 4-6) as one command: `--mode=ablate`.
+
+Every variant is the run config with a few fields overridden, trained and scored at the
+same budget (the config's optimiser settings) on the same normal classes
+(data.normal_class, -1 = all), each in <workdir>/<variant>/ with the resumable sweep of
+run.py, so a stopped ablation resumes and finished variants are not redone.
+
+  Table 4 (negatives)  AutoAugOOD | AutoAugOOD with eq. (6)-(8) literally | uniform |
+                       each transform alone | none (NT-Xent on the inlier views only)
+  Table 5 (losses)     L_con only | L_CE only | both (= the AutoAugOOD run)
+  Table 6 (score)      sim (13) | binary (14) | both (15), of the AutoAugOOD run
+  score balance        eq. (15) with each lambda of score.BALANCES, of the AutoAugOOD run
+  baselines            the untrained network's similarity (the learning check) and
+                       pixel-space kNN (score.baselines), beside the AutoAugOOD run
+
+A variant whose head h is not trained (none, L_con only) is scored by its similarity
+term (13): adding an untrained head's output would only add noise. Every other variant
+is scored by eq. (15). The table goes to <workdir>/ablation.{json,md}.
+"""
+import copy
+import dataclasses
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+
+from unode_jax import report
+from unode_jax.augment.weights import PAPER_TRANSFORMS
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    name: str
+    table: str  # Which of the paper's tables it belongs to.
+    label: str
+    overrides: tuple = ()  # ((dotted config field, value), ...)
+    score: str = 'auroc'  # The results key that is this variant's AUROC.
+
+
+def _fixed(name):
+    return Variant(name, 'Table 4: negatives', f'{name} alone',
+                   (('negatives.weights', f'{name}=1'),))
+
+
+VARIANTS = (
+    Variant('autoaugood', 'Table 4: negatives', "AutoAugOOD (the config's autoaug settings)",
+            (('negatives.weights', 'auto'),)),
+    Variant('autoaugood_literal', 'Table 4: negatives',
+            'AutoAugOOD, eq. (6)-(8) literally (Jeffreys, tau 1)',
+            (('negatives.weights', 'auto'), ('autoaug.divergence', 'jeffreys'),
+             ('autoaug.tau', 1.0))),
+    Variant('uniform', 'Table 4: negatives', 'uniform weights',
+            (('negatives.weights', 'uniform'),)),
+    *(_fixed(t) for t in PAPER_TRANSFORMS),
+    Variant('none', 'Table 4: negatives', 'none: NT-Xent on inlier views only (sim)',
+            (('negatives.weights', 'none'),), score='auroc_sim'),
+    Variant('con_only', 'Table 5: losses', 'L_con only (sim)', (('loss.ce_weight', 0.0),),
+            score='auroc_sim'),
+    Variant('ce_only', 'Table 5: losses', 'L_CE only', (('loss.con_weight', 0.0),)),
+)
+VARIANT_NAMES = tuple(v.name for v in VARIANTS)
+BASE = 'autoaugood'  # Its run gives Table 5's "both", Table 6 and the baselines.
+
+
+def variant_config(config, variant):
+    """The run config with the variant's overrides (a copy; config is not changed)."""
+    cfg = copy.deepcopy(config)
+    with cfg.unlocked():
+        for field, value in variant.overrides:
+            node = cfg
+            *path, last = field.split('.')
+            for p in path:
+                node = node[p]
+            node[last] = value
+    return cfg
+
+
+def selected(config):
+    """The base variant and those ablation.variants lists (all when empty); a transform
+    that negatives.transforms does not hold has no "alone" variant."""
+    names = tuple(config.ablation.variants) or VARIANT_NAMES
+    fixed = set(PAPER_TRANSFORMS) - set(config.negatives.transforms)
+    return [v for v in VARIANTS if (v.name in names and v.name not in fixed) or v.name == BASE]
+
+
+def _reuse_autoaug(base_dir, vdir):
+    """Seeds a variant's class folders with the base run's autoaug.json: class_weights
+    reuses it only where its fingerprint (data, transforms, every autoaug setting)
+    matches, so a variant with other AutoAugOOD settings still computes its own."""
+    for root, _, files in os.walk(base_dir):
+        if 'autoaug.json' in files:
+            dest = os.path.join(vdir, os.path.relpath(root, base_dir))
+            if not os.path.exists(os.path.join(dest, 'autoaug.json')):
+                os.makedirs(dest, exist_ok=True)
+                shutil.copy(os.path.join(root, 'autoaug.json'), dest)
+
+
+def run_ablation(config, workdir, run_fn, classes=None):
+    """Trains and scores every selected variant (run_fn = run.run), then writes and returns
+    the table. A variant that finished before (its results.json exists) is read back."""
+    rows = {}
+    for v in selected(config):
+        vdir = os.path.join(workdir, v.name)
+        timing = os.path.join(vdir, 'ablation_seconds.json')
+        summary_path = os.path.join(vdir, 'results.json')
+        if os.path.exists(summary_path) and os.path.exists(timing):
+            with open(summary_path) as f:
+                summary = json.load(f)
+            with open(timing) as f:
+                seconds = json.load(f)['seconds']
+        else:
+            print(f'--- ablation variant {v.name}: {v.label}', flush=True)
+            if v.name != BASE:
+                _reuse_autoaug(os.path.join(workdir, BASE), vdir)
+            t0 = time.time()
+            summary = run_fn(variant_config(config, v), vdir, 'train_eval', classes=classes)
+            seconds = time.time() - t0
+            report.write_json(timing, dict(seconds=seconds))
+        rows[v.name] = (v, summary, seconds)
+    table = ablation_table(rows)
+    report.write_json(os.path.join(workdir, 'ablation.json'), table)
+    md = ablation_markdown(table)
+    with open(os.path.join(workdir, 'ablation.md'), 'w') as f:
+        f.write(md)
+    print(md, end='', flush=True)
+    return table
+
+
+def _per_class(summary, key):
+    return {c: float(r[key]) for c, r in summary['classes'].items()}
+
+
+def _row(name, table, label, per_class, seconds=None):
+    values = list(per_class.values())
+    return dict(name=name, table=table, label=label, mean=float(np.mean(values)),
+                std=float(np.std(values)), classes=per_class, seconds=seconds)
+
+
+def ablation_table(rows):
+    """{dataset, classes, rows: [...]} from {variant name: (Variant, summary, seconds)}."""
+    _, base, _ = rows[BASE]
+    out = []
+    for v, summary, seconds in rows.values():
+        out.append(_row(v.name, v.table, v.label, _per_class(summary, v.score), seconds))
+    out.append(_row('both', 'Table 5: losses', 'L_con + lambda L_CE (= autoaugood)',
+                    _per_class(base, 'auroc')))
+    for key, label in (('auroc_sim', 'similarity, eq. (13)'), ('auroc_binary', 'binary, eq. (14)'),
+                       ('auroc', 'both, eq. (15)')):
+        out.append(_row(key, 'Table 6: score', label, _per_class(base, key)))
+    for balance in next(iter(base['classes'].values())).get('balances', {}):
+        out.append(_row(f'balance_{balance}', 'Score balance (lambda of eq. 15)',
+                        f'eq. (15), balance {balance}',
+                        {c: float(r['balances'][balance]['auroc'])
+                         for c, r in base['classes'].items()}))
+    for key, label in (('auroc_untrained', 'untrained network, sim (13)'),
+                       ('auroc_pixel_knn', 'pixel-space kNN')):
+        if all(key in r for r in base['classes'].values()):
+            out.append(_row(key, 'Baselines', label, _per_class(base, key)))
+    classes = sorted(base['classes'], key=int)
+    names = {c: base['classes'][c]['class_name'] for c in classes}
+    return dict(dataset=base['dataset'], classes=classes, class_names=names,
+                positive_class=report.POSITIVE, rows=out)
+
+
+def ablation_markdown(table):
+    classes = table['classes']
+    head = ['table', 'variant', 'mean AUROC'] + [f'{c}' for c in classes] + ['time']
+    lines = [f'**{table["dataset"]}**: ablation, one-class AUROC % per normal class and mean '
+             f'({table["positive_class"]}; every variant at the same budget)', '',
+             '| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    last = None
+    for r in table['rows']:
+        group = r['table'] if r['table'] != last else ''
+        last = r['table']
+        t = '' if r['seconds'] is None else f'{r["seconds"]:.0f} s'
+        lines.append(f'| {group} | {r["label"]} | **{100 * r["mean"]:.1f}** | ' +
+                     ' | '.join(f'{100 * r["classes"][c]:.1f}' for c in classes) + f' | {t} |')
+    return '\n'.join(lines) + '\n'

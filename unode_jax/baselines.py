@@ -1,0 +1,72 @@
+"""Baselines every run is measured against: what training added, and what no network gives.
+
+  untrained  the learning check: eq. (13)'s similarity computed with the *untrained*
+             network (the same seed and init as training, before step 0), so a run
+             shows how much training improved the similarity term.
+  pixel_knn  eq. (13) on raw pixels: each test image's largest cosine similarity to the
+             training images (downsampled to at most PIXEL_SIDE px a side).
+
+Each gives a per-test-image score (higher = more normal) that is saved in scores.npz
+beside the method's own, so reports rebuild their AUROC from the saved scores.
+`score.baselines` lists the ones to compute.
+"""
+import jax
+import numpy as np
+
+from unode_jax import score
+
+# Score key in scores.npz -> its AUROC's key in results.json and its column header.
+BASELINES = {
+    'untrained': ('sim_untrained', 'auroc_untrained', 'untrained'),
+    'pixel_knn': ('pixel_knn', 'auroc_pixel_knn', 'pixel kNN'),
+}
+PIXEL_SIDE = 64  # pixel_knn downsamples larger images to this side (bounded memory).
+
+
+def pixel_features(images):
+    """uint8 (N, H, W, C) -> float32 (N, D) raw pixels, area-downsampled to PIXEL_SIDE."""
+    x = np.asarray(images, np.float32) / 255.0
+    side = x.shape[1]
+    if side > PIXEL_SIDE:
+        x = np.asarray(jax.image.resize(x, (x.shape[0], PIXEL_SIDE, PIXEL_SIDE, x.shape[3]),
+                                        'linear', antialias=True))
+    return x.reshape(len(x), -1)
+
+
+def untrained_embedder(config, image_size, num_classes, embed):
+    """images -> z of the network before training (the init `train` starts from)."""
+    from unode_jax import train as train_lib  # The init lives with the trainer.
+    state = train_lib.create_train_state(jax.random.key(config.seed), config, image_size,
+                                         num_classes=num_classes)
+    return lambda images: embed(state, images, config)['z']
+
+
+class Baselines:
+    """The configured baselines for one model's training images; `scores(x)` per test set."""
+
+    def __init__(self, config, x_fit, embed, num_classes=2):
+        self.names = tuple(config.score.baselines)
+        unknown = set(self.names) - set(BASELINES)
+        if unknown:
+            raise ValueError(f'score.baselines entries must be in {tuple(BASELINES)}, '
+                             f'got {sorted(unknown)}')
+        self._features, self._banks = {}, {}
+        if 'untrained' in self.names:
+            self._features['untrained'] = untrained_embedder(config, x_fit.shape[1],
+                                                             num_classes, embed)
+        if 'pixel_knn' in self.names:
+            self._features['pixel_knn'] = pixel_features
+        for name, features in self._features.items():
+            self._banks[name] = features(x_fit)
+
+    def scores(self, images):
+        """{score key: (N,) float32} for the test images (see BASELINES)."""
+        return {BASELINES[n][0]: score.max_cosine_similarity(self._features[n](images),
+                                                             self._banks[n])
+                for n in self.names}
+
+
+def baseline_columns(rows):
+    """The AUROC keys of the baselines that every row of a report has."""
+    return tuple(key for _, key, _ in BASELINES.values()
+                 if rows and all(key in r for r in rows))
