@@ -148,6 +148,7 @@ def get_config():
     config.autoaug.pca_dim = 50  # Embeddings are reduced to this many dims before t-SNE.
     config.autoaug.grid_size = 512  # Points of the shared grid the densities live on.
     config.autoaug.pixels_size = 16  # embedder=pixels: images downsampled to this side.
+    config.autoaug.random_cnn = 'resnet18_cifar_w16'  # embedder=random_cnn: its network.
     config.autoaug.batch_size = 64  # Images per embedding forward pass.
 
     # --- loss -----------------------------------------------------------------
@@ -206,6 +207,10 @@ def get_config():
     # Test-time ensemble (authors): T passes of the view augmentation with the crop
     # area fixed, no flip; embeddings and logits averaged. 1 = the plain image.
     config.score.ensemble = 1
+    # BatchNorm statistics used to score (unode_jax/precise_bn.py): train = the running
+    # statistics of training, whose batches are half hard negatives | inliers = recomputed
+    # on the clean training images after training.
+    config.score.bn_stats = 'train'
     config.score.crop_area = 0.54
     config.score.batch_size = 256  # Images per forward pass when embedding.
     # Labeled setting: the head's term of eq. (15). msp (appendix B.3: the largest softmax

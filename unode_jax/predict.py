@@ -24,11 +24,22 @@ def fit_threshold(holdout_scores, quantile):
     return float(np.quantile(holdout_scores, quantile))
 
 
-def save_bank(directory, *, step, bank, weight, head, balance, holdout_scores, quantile):
-    """bank.npz: what predict needs to score new images as evaluation scored the test set."""
+BN_PREFIX = 'batch_stats/'
+
+
+def save_bank(directory, *, step, bank, weight, head, balance, holdout_scores, quantile,
+              batch_stats=None):
+    """bank.npz: what predict needs to score new images as evaluation scored the test set;
+    batch_stats: the BatchNorm statistics scored with, when they are not the checkpoint's
+    (score.bn_stats='inliers'), flattened under 'batch_stats/<layer>/<name>'."""
     path = os.path.join(directory, BANK_FILE)
     tmp = path + '.tmp.npz'
-    np.savez(tmp, z=np.asarray(bank['z'], np.float32),
+    bn = {}
+    if batch_stats is not None:
+        from flax import traverse_util
+        bn = {BN_PREFIX + k: np.asarray(v) for k, v in
+              traverse_util.flatten_dict(batch_stats, sep='/').items()}
+    np.savez(tmp, **bn, z=np.asarray(bank['z'], np.float32),
              logits=np.asarray(bank['logits'], np.float32), weight=np.float64(weight),
              step=np.int64(step), head=np.str_(head), balance=np.str_(balance),
              holdout_scores=np.asarray(holdout_scores, np.float64),
@@ -47,7 +58,24 @@ def load_bank(directory):
     return dict(z=b['z'], logits=b['logits'], weight=float(b['weight']), step=int(b['step']),
                 head=str(b['head']), balance=str(b['balance']),
                 holdout_scores=b['holdout_scores'], quantile=float(b['quantile']),
-                threshold=float(b['threshold']))
+                threshold=float(b['threshold']), batch_stats=_batch_stats(b))
+
+
+def _batch_stats(b):
+    from flax import traverse_util
+    flat = {k[len(BN_PREFIX):]: v for k, v in b.items() if k.startswith(BN_PREFIX)}
+    return traverse_util.unflatten_dict(flat, sep='/') if flat else None
+
+
+def with_batch_stats(state, bank):
+    """The state scored with: the bank's BatchNorm statistics when it saved its own."""
+    if bank.get('batch_stats') is None:
+        return state
+    import jax
+    import jax.numpy as jnp
+    stats = jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), bank['batch_stats'],
+                         state.batch_stats)
+    return state.replace(batch_stats=stats)
 
 
 def write_predictions(path, paths, scores, threshold, errors):

@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from unode_jax import ablation
+from unode_jax import precise_bn
 from unode_jax import predict as predict_lib
 from unode_jax import report, score
 from unode_jax.baselines import Baselines
@@ -118,6 +119,7 @@ def fit_model(config, workdir, mode, x_train, *, labels=None, weights, embedder=
             found = autoaug.cached_weights(workdir)
             if found is not None:
                 weights, embedder_used = found['weights'], found['embedder']
+    state = precise_bn.inlier_batch_stats(state, x_fit, config)
     return state, x_fit, x_hold, weights, embedder_used
 
 
@@ -133,6 +135,8 @@ def make_bank(state, config, workdir, x_fit, x_hold):
         held = score.unode_scores(bank, reference, config.score.balance, head, weight)['score']
     bank['reference'] = reference
     predict_lib.save_bank(workdir, step=int(state.step), bank=bank, weight=weight, head=head,
+                          batch_stats=None if config.score.bn_stats == 'train'
+                          else state.batch_stats,
                           balance=config.score.balance, holdout_scores=held,
                           quantile=config.predict.quantile)
     return bank, weight
@@ -285,9 +289,10 @@ def run_corrupted(config, workdir, ds, classes=None):
         state = restore_for_eval(config, class_dir, x_train.shape[1])
         bank = predict_lib.load_bank(class_dir) if os.path.exists(
             os.path.join(class_dir, predict_lib.BANK_FILE)) else None
-        if bank is None or (bank['step'], bank['balance']) != (int(state.step),
-                                                               config.score.balance):
-            fit, hold = holdout_split(len(x_train), config.predict.holdout, config.seed)
+        fit, hold = holdout_split(len(x_train), config.predict.holdout, config.seed)
+        state = precise_bn.inlier_batch_stats(state, x_train[fit], config)
+        if bank is None or (bank['step'], bank['balance'], bank['batch_stats'] is None) != (
+                int(state.step), config.score.balance, config.score.bn_stats == 'train'):
             bank = embed(state, x_train[fit], config)
             reference = embed(state, x_train[hold], config) if len(hold) else None
             bank['weight'] = score.score_weight(bank, config.score.balance, reference=reference)
@@ -347,7 +352,8 @@ def run_predict(config, workdir, images, threshold=None):
     x, ok, errors = images_lib.read_images(paths, config.data.image_size,
                                            resize=config.data.resize,
                                            progress=config.progress_bar)
-    state = restore_for_eval(config, run_dir, config.data.image_size, bank['logits'].shape[1])
+    state = predict_lib.with_batch_stats(
+        restore_for_eval(config, run_dir, config.data.image_size, bank['logits'].shape[1]), bank)
     if int(state.step) != bank['step']:
         raise FileNotFoundError(f'{run_dir}: {predict_lib.BANK_FILE} is from step {bank["step"]} '
                                 f'but the checkpoint is at step {int(state.step)}: rerun '

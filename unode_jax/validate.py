@@ -14,6 +14,7 @@ from unode_jax.losses import LOSS_KINDS
 from unode_jax.models import MODELS
 from unode_jax.models.torchvision import torchvision_models
 from unode_jax.optim import OPTIMIZERS
+from unode_jax.precise_bn import BN_STATS
 from unode_jax.score import BALANCES, HEAD_TERMS
 
 SETTINGS = ('one_class', 'unlabeled', 'labeled')
@@ -37,6 +38,7 @@ def validate_config(config, *, num_classes=None, num_devices=None):
     _one_of('loss.kind', config.loss.kind, LOSS_KINDS)
     _one_of('optim.name', config.optim.name, OPTIMIZERS)
     _one_of('score.balance', config.score.balance, BALANCES)
+    _one_of('score.bn_stats', config.score.bn_stats, BN_STATS)
     for v in config.ablation.variants:
         _one_of('ablation.variants entry', v, VARIANT_NAMES)
     for b in config.score.baselines:
@@ -48,6 +50,7 @@ def validate_config(config, *, num_classes=None, num_devices=None):
     _one_of('autoaug.embedder', config.autoaug.embedder, EMBEDDERS)
     _one_of('autoaug.tsne', config.autoaug.tsne, TSNE_BACKENDS)
     _one_of('autoaug.divergence', config.autoaug.divergence, DIVERGENCES)
+    _one_of('autoaug.random_cnn', config.autoaug.random_cnn, MODELS)
     a = config.autoaug
     for name, value, low in (('tau', a.tau, 0), ('perplexity', a.perplexity, 0),
                              ('pca_dim', a.pca_dim, 0), ('grid_size', a.grid_size, 15),

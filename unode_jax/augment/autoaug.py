@@ -211,19 +211,20 @@ class RandomCNNEmbedder:
     ResNet-18 (seeded, never trained; BatchNorm at its init statistics).
 
     Random convolutional features keep spatial structure that raw pixels do not: on
-    digits an untrained CIFAR ResNet-18's features score a one-class mean AUROC of 97.8
-    (pixel kNN 99.6, the 16-channel test model 79.5), so they see a rotated or permuted
-    digit as a different shape rather than as a different pixel histogram.
+    digits (32 px) an untrained CIFAR ResNet-18's features score a one-class mean AUROC
+    of 97.8 and its quarter-width version's 93.3 (pixel kNN 99.6, the 16-channel test
+    model 79.5). The quarter width (autoaug.random_cnn, the default) is 16x cheaper and
+    gave the same weights on digits to within 0.03.
     """
 
-    def __init__(self, seed=0, batch_size=256, model='resnet18_cifar'):
+    def __init__(self, seed=0, batch_size=256, model='resnet18_cifar_w16'):
         from unode_jax.models import MODELS
         self.batch_size = int(batch_size)
         self.encoder = MODELS[model]()
         self._seed = int(seed)
         self._variables = None
         self.description = dict(name='random_cnn', model=model, seed=self._seed,
-                                note='untrained CIFAR ResNet-18 features; offline, not CLIP')
+                                note='untrained CIFAR ResNet features; offline, not CLIP')
 
     def __call__(self, images_uint8, progress=False):
         del progress
@@ -270,7 +271,7 @@ def make_embedder(config):
     if c.embedder == 'pixels':
         return PixelEmbedder(c.pixels_size)
     if c.embedder == 'random_cnn':
-        return RandomCNNEmbedder(seed=config.seed, batch_size=c.batch_size)
+        return RandomCNNEmbedder(seed=config.seed, batch_size=c.batch_size, model=c.random_cnn)
     if c.embedder == 'clip':
         from unode_jax import clip
         path = clip.resolve_clip_weights(c.clip_weights, download=c.download,
