@@ -2,13 +2,21 @@
 
   python launch.py --config=configs/digits.py --workdir=runs/digits --mode=all
 
-1,797 8x8 digits resized to 32 x 32 x 3, ~120 training images per normal class, a
-fifth of them held out for predict's threshold. AutoAugOOD weights per class from
-the offline pixel embedder, then a tiny ResNet, 150 epochs of 2-3 steps per class;
-prints the AUROC table of the 10 one-class runs (mean 72.2), then (--mode=all) the
-corrupted evaluation over 18 corruptions (mean 63.8). Cost: about 13 minutes on 2
-CPU cores, of which the corrupted pass is about 1 minute. No paper number: digits is
-our offline stand-in for MNIST (Table 1: 97.4).
+1,797 8x8 digits at 16 x 16 x 3, ~120 training images per normal class, a fifth of
+them held out for predict's threshold. Per class: AutoAugOOD weights from an untrained
+CNN's embeddings (no download), then a quarter-width CIFAR ResNet-18 trained for 25
+epochs; prints the AUROC table of the 10 one-class runs with the learning check (the
+untrained network's and pixel kNN's AUROC beside the trained model's), then
+(--mode=all) the corrupted evaluation over 18 corruptions. Measured cost and numbers:
+README "Quick start". No paper number: digits is our offline stand-in for MNIST
+(Table 1: 97.4).
+
+The defaults that depart from the paper's text (configs/default.py) were chosen on
+this dataset with --mode=ablate and checked on configs/faces.py; the paper's literal
+choices are one override away:
+  --config.loss.kind=paper --config.negatives.max_compose=0
+  --config.autoaug.divergence=jeffreys --config.score.features=projection
+  --config.score.balance=appendix_c
 """
 from configs import default
 
@@ -17,17 +25,26 @@ def get_config():
     config = default.get_config()
     config.data.name = 'digits'
     config.data.normal_class = -1
-    config.model.name = 'tiny'
+    # The digits are 8 x 8: 16 px keeps every transform meaningful at a quarter of
+    # 32 px's cost.
+    config.data.image_size = 16
+    config.model.name = 'resnet18_cifar_w16'
     config.views.flip = False
-    # AutoAugOOD weights per class from the paper's eight transforms, embedded with the
-    # offline pixel embedder (no CLIP weights needed); --config.autoaug.embedder=clip
-    # gives the paper's. The authors' hand-set MNIST weights: --config.negatives.weights=
-    # rotation=0.7,mixup=0.3 --config.negatives.transforms="('rotation','mixup')".
+    # SimCLR's crops down to 8% of the area cut a 16 px digit to a 4 px fragment: on
+    # digits (classes 2, 3, 8, 9, 60 epochs) eq. (13)'s AUROC was 90.9 with (0.08, 1),
+    # 94.2 with (0.5, 1).
+    config.views.crop_scale = (0.5, 1.0)
+    # AutoAugOOD per class from an untrained CNN's embeddings (offline; the paper's CLIP:
+    # --config.autoaug.embedder=clip). 64 images x 9 sets keep the t-SNE to seconds.
     config.negatives.weights = 'auto'
-    config.autoaug.embedder = 'pixels'
-    config.batch_size = 32
-    config.optim.num_epochs = 150
-    config.optim.warmup_epochs = 5
+    config.autoaug.embedder = 'random_cnn'
+    config.autoaug.num_images = 64
+    # Batch 16: twice the updates of batch 32 at the same cost (digits classes 2, 3, 8, 9,
+    # 40 epochs: binary term's AUROC 95.2 at batch 16, 92.4 at 32). 25 epochs (150 steps
+    # a class) keep --mode=all under 5 minutes on 2 cores.
+    config.batch_size = 16
+    config.optim.num_epochs = 25
+    config.optim.warmup_epochs = 3
     config.log_every = 10
     config.checkpoint_every = 100
     config.score.batch_size = 128

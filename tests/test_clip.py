@@ -192,7 +192,7 @@ def test_preprocess_identity_at_resolution():
 def one_line_error(excinfo):
     msg = str(excinfo.value)
     assert '\n' not in msg and 'CLIP weights not found at' in msg
-    assert clip.RN50_URL in msg and '--config.autoaug.embedder=pixels' in msg
+    assert clip.RN50_URL in msg and '--config.autoaug.embedder=random_cnn' in msg
     return msg
 
 

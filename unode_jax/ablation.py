@@ -8,6 +8,11 @@ run.py, so a stopped ablation resumes and finished variants are not redone.
   Table 4 (negatives)  AutoAugOOD | AutoAugOOD with eq. (6)-(8) literally | uniform |
                        each transform alone | none (NT-Xent on the inlier views only)
   Table 5 (losses)     L_con only | L_CE only | both (= the AutoAugOOD run)
+  literal choices      where this config departs from the paper's text, the text's
+                       choice: eq. (9)-(11)'s loss, composition of all weighted
+                       transforms, eq. (13) on the projection z (scored from the base
+                       run's checkpoints)
+  BatchNorm            statistics recomputed on clean inliers (score.bn_stats)
   Table 6 (score)      sim (13) | binary (14) | both (15), of the AutoAugOOD run
   score balance        eq. (15) with each lambda of score.BALANCES, of the AutoAugOOD run
   baselines            the untrained network's similarity (the learning check) and
@@ -37,6 +42,12 @@ class Variant:
     label: str
     overrides: tuple = ()  # ((dotted config field, value), ...)
     score: str = 'auroc'  # The results key that is this variant's AUROC.
+    # Changes only how the trained model is scored: it reuses the base run's checkpoints
+    # (the same training), so it costs an evaluation, not a training run.
+    scoring_only: bool = False
+
+
+LITERAL = "The paper's literal choice"
 
 
 def _fixed(name):
@@ -59,6 +70,16 @@ VARIANTS = (
     Variant('con_only', 'Table 5: losses', 'L_con only (sim)', (('loss.ce_weight', 0.0),),
             score='auroc_sim'),
     Variant('ce_only', 'Table 5: losses', 'L_CE only', (('loss.con_weight', 0.0),)),
+    # Where this implementation's defaults depart from the paper's text, the literal choice
+    # (appendix C's balance is a row of the score-balance table).
+    Variant('paper_loss', LITERAL, 'L_con as eq. (9)-(11): inlier anchors only',
+            (('loss.kind', 'paper'),)),
+    Variant('compose_all', LITERAL, 'r ~ U(1, k), k = all weighted transforms',
+            (('negatives.max_compose', 0),)),
+    Variant('projection_sim', LITERAL, 'eq. (13) on the projection z = g(f(x))',
+            (('score.features', 'projection'),), scoring_only=True),
+    Variant('bn_inliers', 'BatchNorm statistics', 'recomputed on clean inliers after training',
+            (('score.bn_stats', 'inliers'),), scoring_only=True),
 )
 VARIANT_NAMES = tuple(v.name for v in VARIANTS)
 BASE = 'autoaugood'  # Its run gives Table 5's "both", Table 6 and the baselines.
@@ -97,6 +118,17 @@ def _reuse_autoaug(base_dir, vdir):
                 shutil.copy(os.path.join(root, 'autoaug.json'), dest)
 
 
+def _reuse_checkpoints(base_dir, vdir):
+    """A scoring-only variant starts from the base run's final checkpoints: its run
+    resumes at the last step, trains nothing and scores."""
+    for root, dirs, _ in os.walk(base_dir):
+        if 'checkpoints' in dirs:
+            dest = os.path.join(vdir, os.path.relpath(root, base_dir), 'checkpoints')
+            if not os.path.exists(dest):
+                shutil.copytree(os.path.join(root, 'checkpoints'), dest)
+            dirs.remove('checkpoints')
+
+
 def run_ablation(config, workdir, run_fn, classes=None):
     """Trains and scores every selected variant (run_fn = run.run), then writes and returns
     the table. A variant that finished before (its results.json exists) is read back."""
@@ -114,6 +146,8 @@ def run_ablation(config, workdir, run_fn, classes=None):
             print(f'--- ablation variant {v.name}: {v.label}', flush=True)
             if v.name != BASE:
                 _reuse_autoaug(os.path.join(workdir, BASE), vdir)
+            if v.scoring_only:
+                _reuse_checkpoints(os.path.join(workdir, BASE), vdir)
             t0 = time.time()
             summary = run_fn(variant_config(config, v), vdir, 'train_eval', classes=classes)
             seconds = time.time() - t0

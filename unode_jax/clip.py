@@ -212,7 +212,7 @@ def embed(encoder: ImageEncoder, images_uint8, *, progress=False) -> np.ndarray:
 
 def _not_found(path, cause=None):
     msg = (f'CLIP weights not found at {path}: download RN50.pt from {RN50_URL} and set '
-           '--config.autoaug.clip_weights=PATH, or use --config.autoaug.embedder=pixels')
+           '--config.autoaug.clip_weights=PATH, or use --config.autoaug.embedder=random_cnn')
     if cause:
         msg += f' ({" ".join(str(cause).split())[:200]})'
     return FileNotFoundError(msg)

@@ -12,23 +12,29 @@ from unode_jax.augment import views
 from unode_jax.train import normalize_input
 
 
-@functools.partial(jax.jit, static_argnames=('apply_fn', 'input_norm', 'crop_area'))
-def _embed_batch(variables, images, key, *, apply_fn, input_norm, crop_area):
-    """Projections and logits of one padded uint8 batch; with a key, one test-time view."""
+# score.features: what eq. (13)'s similarity compares. projection: z = g(f(x)), the
+# paper's; encoder: the encoder's feature f(x) that g reads (see configs/default.py).
+FEATURES = {'projection': 'z', 'encoder': 'feature'}
+
+
+@functools.partial(jax.jit, static_argnames=('apply_fn', 'input_norm', 'crop_area', 'features'))
+def _embed_batch(variables, images, key, *, apply_fn, input_norm, crop_area, features):
+    """Embeddings and logits of one padded uint8 batch; with a key, one test-time view."""
     x = images.astype(jnp.float32) / 255.0
     if key is not None:
         # The authors' test-time views: crop area fixed, no flip, jitter and gray random.
         keys = jax.random.split(key, x.shape[0])
         x = views.random_views(keys, x, flip=False, crop_area=crop_area)
     out = apply_fn(variables, normalize_input(x, input_norm), train=False)
-    return out['z'].astype(jnp.float32), out['logits'].astype(jnp.float32)
+    return out[FEATURES[features]].astype(jnp.float32), out['logits'].astype(jnp.float32)
 
 
 def embed(state, images, config):
-    """dict(z (N, proj_dim), logits (N, C)) for uint8 images (N, H, W, 3).
+    """dict(z (N, D), logits (N, C)) for uint8 images (N, H, W, 3); z is what eq. (13)
+    compares (score.features: the projection g(f(x)), or the encoder's f(x)).
 
     With score.ensemble = T > 1, the average over T test-time views (seeds 0..T-1,
-    as the authors' code), raw projections and logits averaged.
+    as the authors' code), raw embeddings and logits averaged.
     """
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
     bs = config.score.batch_size
@@ -43,7 +49,8 @@ def embed(state, images, config):
             key = None if passes == 1 else jax.random.fold_in(jax.random.key(t), start)
             z, l = _embed_batch(variables, padded, key, apply_fn=state.apply_fn,
                                 input_norm=config.model.input_norm,
-                                crop_area=config.score.crop_area)
+                                crop_area=config.score.crop_area,
+                                features=config.score.features)
             z_sum, l_sum = z_sum + z, l_sum + l
         zs.append(np.asarray(z_sum / passes)[:len(chunk)])
         logits.append(np.asarray(l_sum / passes)[:len(chunk)])

@@ -13,6 +13,7 @@ from unode_jax.data.folders import FOLDER_DATASETS, MVTEC_CATEGORIES
 from unode_jax.losses import LOSS_KINDS
 from unode_jax.models import MODELS
 from unode_jax.models.torchvision import torchvision_models
+from unode_jax.evaluate import FEATURES
 from unode_jax.optim import OPTIMIZERS
 from unode_jax.precise_bn import BN_STATS
 from unode_jax.score import BALANCES, HEAD_TERMS
@@ -39,6 +40,7 @@ def validate_config(config, *, num_classes=None, num_devices=None):
     _one_of('optim.name', config.optim.name, OPTIMIZERS)
     _one_of('score.balance', config.score.balance, BALANCES)
     _one_of('score.bn_stats', config.score.bn_stats, BN_STATS)
+    _one_of('score.features', config.score.features, FEATURES)
     for v in config.ablation.variants:
         _one_of('ablation.variants entry', v, VARIANT_NAMES)
     for b in config.score.baselines:

@@ -1,0 +1,20 @@
+"""Faces (offline): scikit-image's lfw_subset, 100 faces and 100 non-face patches.
+
+  python launch.py --config=configs/faces.py --workdir=runs/faces
+  python launch.py --config=configs/faces.py --workdir=runs/faces_ablation --mode=ablate
+
+25 x 25 gray images at 32 x 32 x 3; class 0 = face, 1 = non-face (natural-image
+patches), 70 training and 30 test images each, a fifth of the training images held
+out for predict's threshold. The second real dataset of the ablations: every setting
+is the quick start's (configs/digits.py), where the defaults were chosen, except what
+the image size forces (32 px). Needs scikit-image
+(requirements.txt). Measured cost and numbers: README "Ablations". No paper number.
+"""
+from configs import digits
+
+
+def get_config():
+    config = digits.get_config()
+    config.data.name = 'faces'
+    config.data.image_size = 32
+    return config
