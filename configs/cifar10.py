@@ -10,10 +10,15 @@ negatives (--config.negatives.mode=single --config.negatives.weights=authors).
 Negatives: AutoAugOOD weights per class (negatives.weights='auto'), from CLIP RN50
 embeddings of 300 training images and their 8 transformed copies; RN50.pt is fetched
 once into ~/.cache/unode_jax/clip/ (or --config.autoaug.clip_weights=RN50.pt; offline:
---config.autoaug.embedder=pixels). Every dataset config below inherits this.
+--config.autoaug.embedder=random_cnn). Every dataset config below inherits this.
 Cost: AutoAugOOD ~5 minutes per class on 2 CPU cores (seconds on a GPU); 5,000 images
 per class = 39 steps per epoch, 39,000 steps per class.
 Needs the tfds cifar10 dataset prepared in data.data_dir (or --config.data.download=True).
+Defaults that depart from the paper's text (loss.kind, negatives.max_compose,
+autoaug.divergence, score.features, score.balance; configs/default.py says why, with
+the ablation numbers in README "Ablations"); the text's choices: --config.loss.kind=paper
+--config.negatives.max_compose=0 --config.autoaug.divergence=jeffreys
+--config.score.features=projection --config.score.balance=appendix_c.
 """
 from configs import default
 

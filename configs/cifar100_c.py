@@ -12,6 +12,11 @@ and their means. Corruptions: ours: the 18 corruptions of unode_jax/data/corrupt
 at severity 5 (CIFAR-100-C is not in tfds).
 Cost: training as configs/cifar100.py,
 then one pass over each corrupted test set per class.
+Defaults that depart from the paper's text (loss.kind, negatives.max_compose,
+autoaug.divergence, score.features, score.balance; configs/default.py says why, with
+the ablation numbers in README "Ablations"); the text's choices: --config.loss.kind=paper
+--config.negatives.max_compose=0 --config.autoaug.divergence=jeffreys
+--config.score.features=projection --config.score.balance=appendix_c.
 """
 from configs import cifar100
 

@@ -5,6 +5,11 @@ CIFAR-10 / SVHN / MNIST / Fashion-MNIST).
 
 The 100 fine classes (appendix B.3: "n distinct in-distribution classes"), so a 101-way
 head. Cost as configs/cifar10_unlabeled.py.
+Defaults that depart from the paper's text (loss.kind, negatives.max_compose,
+autoaug.divergence, score.features, score.balance; configs/default.py says why, with
+the ablation numbers in README "Ablations"); the text's choices: --config.loss.kind=paper
+--config.negatives.max_compose=0 --config.autoaug.divergence=jeffreys
+--config.score.features=projection --config.score.balance=appendix_c.
 """
 from configs import cifar100_unlabeled
 

@@ -12,6 +12,11 @@ and their means. Corruptions: tfds: cifar10_corrupted, 19 corruptions at severit
 (--config.corruptions.severity=1..5).
 Cost: training as configs/cifar10.py,
 then one pass over each corrupted test set per class.
+Defaults that depart from the paper's text (loss.kind, negatives.max_compose,
+autoaug.divergence, score.features, score.balance; configs/default.py says why, with
+the ablation numbers in README "Ablations"); the text's choices: --config.loss.kind=paper
+--config.negatives.max_compose=0 --config.autoaug.divergence=jeffreys
+--config.score.features=projection --config.score.balance=appendix_c.
 """
 from configs import cifar10
 

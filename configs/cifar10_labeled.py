@@ -7,6 +7,11 @@ As configs/cifar10_unlabeled.py, with the labels: the head is 11-way (the 10 cla
 class 10 = the hard negatives) and the score's head term is the largest softmax
 probability over the 10 classes (appendix B.3; --config.score.labeled_term=not_negative
 for 1 - P(negative)). Cost as the unlabeled run.
+Defaults that depart from the paper's text (loss.kind, negatives.max_compose,
+autoaug.divergence, score.features, score.balance; configs/default.py says why, with
+the ablation numbers in README "Ablations"); the text's choices: --config.loss.kind=paper
+--config.negatives.max_compose=0 --config.autoaug.divergence=jeffreys
+--config.score.features=projection --config.score.balance=appendix_c.
 """
 from configs import cifar10_unlabeled
 

@@ -18,6 +18,11 @@ Cost: as configs/cifar10.py, 39 steps per epoch and 39,000 steps per class at
 batch 128, plus reading the file once per process. At 32 px the ImageNet stem
 leaves layer4 a 1x1 map; --config.data.image_size=224 feeds the backbone at its
 ImageNet resolution for about 49x the compute per step.
+Defaults that depart from the paper's text (loss.kind, negatives.max_compose,
+autoaug.divergence, score.features, score.balance; configs/default.py says why, with
+the ablation numbers in README "Ablations"); the text's choices: --config.loss.kind=paper
+--config.negatives.max_compose=0 --config.autoaug.divergence=jeffreys
+--config.score.features=projection --config.score.balance=appendix_c.
 """
 from configs import cifar10
 from unode_jax.models import FROZEN_PREFIXES

@@ -10,6 +10,11 @@ All 50,000 training images, labels unused, train one model; its score on the 10,
 CIFAR-10 test images is compared with each outlier test set's (all 32 x 32 x 3, gray
 made RGB). Needs those tfds datasets prepared in data.data_dir. Cost: 390 steps per
 epoch, 390,000 steps for the paper's 1000 epochs (Wide-ResNet-50-2): an accelerator job.
+Defaults that depart from the paper's text (loss.kind, negatives.max_compose,
+autoaug.divergence, score.features, score.balance; configs/default.py says why, with
+the ablation numbers in README "Ablations"); the text's choices: --config.loss.kind=paper
+--config.negatives.max_compose=0 --config.autoaug.divergence=jeffreys
+--config.score.features=projection --config.score.balance=appendix_c.
 """
 from configs import cifar10
 

@@ -12,6 +12,11 @@ images of all ten. The 20-pixel copyright banner at the bottom of every image is
 off before resizing.
 Cost: ~1,000 images decoded once (seconds); 2 steps per epoch at batch 32, 2,000 steps
 per class at 224 px.
+Defaults that depart from the paper's text (loss.kind, negatives.max_compose,
+autoaug.divergence, score.features, score.balance; configs/default.py says why, with
+the ablation numbers in README "Ablations"); the text's choices: --config.loss.kind=paper
+--config.negatives.max_compose=0 --config.autoaug.divergence=jeffreys
+--config.score.features=projection --config.score.balance=appendix_c.
 """
 from configs import folder_base
 

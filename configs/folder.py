@@ -12,6 +12,11 @@ to fit predict's threshold. PNG or JPEG, any size and mode; 224 px by default
 (--config.data.image_size=64 --config.data.resize=72 for small images and CPUs).
 Unreadable files are skipped and listed in <workdir>/skipped_images.csv.
 Cost: 1000 epochs; n / 32 steps per epoch for n training images.
+Defaults that depart from the paper's text (loss.kind, negatives.max_compose,
+autoaug.divergence, score.features, score.balance; configs/default.py says why, with
+the ablation numbers in README "Ablations"); the text's choices: --config.loss.kind=paper
+--config.negatives.max_compose=0 --config.autoaug.divergence=jeffreys
+--config.score.features=projection --config.score.balance=appendix_c.
 """
 from configs import folder_base
 

@@ -8,6 +8,11 @@ dataset's root folder, always given on the command line.
 Cost: a Wide-ResNet-50-2 step at 224 px is about 49x one at 32 px; an accelerator job.
 The first run decodes every image once (Pillow) and caches the arrays; later runs
 start in seconds.
+Defaults that depart from the paper's text (loss.kind, negatives.max_compose,
+autoaug.divergence, score.features, score.balance; configs/default.py says why, with
+the ablation numbers in README "Ablations"); the text's choices: --config.loss.kind=paper
+--config.negatives.max_compose=0 --config.autoaug.divergence=jeffreys
+--config.score.features=projection --config.score.balance=appendix_c.
 """
 from configs import cifar10
 

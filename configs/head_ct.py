@@ -11,6 +11,11 @@ mixed sizes, made 3-channel at 224 px. Negatives: AutoAugOOD; the authors' hand-
 cutpaste 0.6 / mixup 0.4: --config.negatives.weights=authors. Vertical structure
 matters less than in digits, so flips stay on.
 Cost: 200 images decoded once (seconds); 2 steps per epoch at batch 32, 2,000 steps.
+Defaults that depart from the paper's text (loss.kind, negatives.max_compose,
+autoaug.divergence, score.features, score.balance; configs/default.py says why, with
+the ablation numbers in README "Ablations"); the text's choices: --config.loss.kind=paper
+--config.negatives.max_compose=0 --config.autoaug.divergence=jeffreys
+--config.score.features=projection --config.score.balance=appendix_c.
 """
 from configs import folder_base
 

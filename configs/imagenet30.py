@@ -15,6 +15,11 @@ data.device_budget_mb (4 GiB), so its images stay in host memory and each step's
 is sent to the devices.
 Cost: 42,000 images decoded once (~15 minutes on 2 cores); 10 steps per epoch,
 10,000 steps per class.
+Defaults that depart from the paper's text (loss.kind, negatives.max_compose,
+autoaug.divergence, score.features, score.balance; configs/default.py says why, with
+the ablation numbers in README "Ablations"); the text's choices: --config.loss.kind=paper
+--config.negatives.max_compose=0 --config.autoaug.divergence=jeffreys
+--config.score.features=projection --config.score.balance=appendix_c.
 """
 from configs import folder_base
 

@@ -14,6 +14,11 @@ Negatives: AutoAugOOD; the authors' hand-set cutpaste 0.8 / mixup 0.2:
 --config.negatives.weights=authors.
 Cost: ~11,500 images decoded once (a few minutes); 52 steps per epoch at batch 128,
 52,000 steps at 224 px with Wide-ResNet-50-2: about a day on one GPU.
+Defaults that depart from the paper's text (loss.kind, negatives.max_compose,
+autoaug.divergence, score.features, score.balance; configs/default.py says why, with
+the ablation numbers in README "Ablations"); the text's choices: --config.loss.kind=paper
+--config.negatives.max_compose=0 --config.autoaug.divergence=jeffreys
+--config.score.features=projection --config.score.balance=appendix_c.
 """
 from configs import folder_base
 

@@ -3,6 +3,11 @@
   python launch.py --config=configs/mnist.py --workdir=runs/mnist --config.data.normal_class=-1
 
 No horizontal flips for digits. Cost: ~6,000 images per class = 46 steps per epoch.
+Defaults that depart from the paper's text (loss.kind, negatives.max_compose,
+autoaug.divergence, score.features, score.balance; configs/default.py says why, with
+the ablation numbers in README "Ablations"); the text's choices: --config.loss.kind=paper
+--config.negatives.max_compose=0 --config.autoaug.divergence=jeffreys
+--config.score.features=projection --config.score.balance=appendix_c.
 """
 from configs import cifar10
 

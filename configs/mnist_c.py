@@ -11,6 +11,11 @@ copy of the test set; corrupted.md holds the AUROC per corruption and class and 
 means. Corruptions: tfds: mnist_corrupted, its 15 corruptions (one severity).
 Cost: training as configs/mnist.py,
 then one pass over each corrupted test set per class.
+Defaults that depart from the paper's text (loss.kind, negatives.max_compose,
+autoaug.divergence, score.features, score.balance; configs/default.py says why, with
+the ablation numbers in README "Ablations"); the text's choices: --config.loss.kind=paper
+--config.negatives.max_compose=0 --config.autoaug.divergence=jeffreys
+--config.score.features=projection --config.score.balance=appendix_c.
 """
 from configs import mnist
 

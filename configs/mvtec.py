@@ -14,6 +14,11 @@ category; the authors' hand-set cutpaste 0.8 / mixup 0.2: --config.negatives.wei
 Batch 32: the smallest category (toothbrush) has 60 training images.
 Cost: 5,354 images decoded once (~1 minute); 1-12 steps per epoch, 1,000-12,000 steps
 per category at 224 px with Wide-ResNet-50-2: hours per category on one GPU.
+Defaults that depart from the paper's text (loss.kind, negatives.max_compose,
+autoaug.divergence, score.features, score.balance; configs/default.py says why, with
+the ablation numbers in README "Ablations"); the text's choices: --config.loss.kind=paper
+--config.negatives.max_compose=0 --config.autoaug.divergence=jeffreys
+--config.score.features=projection --config.score.balance=appendix_c.
 """
 from configs import folder_base
 

@@ -3,6 +3,11 @@
   python launch.py --config=configs/svhn.py --workdir=runs/svhn --config.data.normal_class=-1
 
 No flips for digits. Cost: 4,700-13,900 images per class, 36-108 steps per epoch.
+Defaults that depart from the paper's text (loss.kind, negatives.max_compose,
+autoaug.divergence, score.features, score.balance; configs/default.py says why, with
+the ablation numbers in README "Ablations"); the text's choices: --config.loss.kind=paper
+--config.negatives.max_compose=0 --config.autoaug.divergence=jeffreys
+--config.score.features=projection --config.score.balance=appendix_c.
 """
 from configs import cifar10
 

@@ -37,6 +37,9 @@ def _path_names(path):
     ('wide_resnet50_2', 66_834_240),  # torchvision wide_resnet50_2 minus fc.
     ('resnet18', 11_176_512),         # torchvision resnet18 minus fc.
     ('resnet18_cifar', 11_168_832),   # 3x3 stem: 7680 fewer stem weights.
+    # A quarter of the width: conv weights 432 in the 3-channel stem + 1/16 of
+    # resnet18_cifar's other 11,157,504 = 697,776; BatchNorm 1/4 of its 9,600 = 2,400.
+    ('resnet18_cifar_w16', 700_176),
     ('resnet50', 23_508_032),         # torchvision resnet50 minus fc.
 ])
 def test_encoder_param_counts(name, expected):
@@ -51,7 +54,8 @@ def test_wrn28_10_with_10_way_fc_param_count():
 
 # ---------------------------------------------------------------- shapes ---
 
-FEATURE_DIMS = {'resnet18_cifar': 512, 'resnet18': 512, 'resnet50': 2048,
+FEATURE_DIMS = {'resnet18_cifar': 512, 'resnet18_cifar_w16': 128, 'resnet18': 512,
+                'resnet50': 2048,
                 'wide_resnet50_2': 2048, 'wrn28_10': 640, 'tiny': 16}
 
 
