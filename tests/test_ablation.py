@@ -18,7 +18,7 @@ def _config():
     config = tiny_config(**{'data.normal_class': -1, 'predict.holdout': 0.2,
                             'negatives.transforms': ('rotation', 'cutout', 'mixup'),
                             'autoaug.embedder': 'pixels', 'autoaug.num_images': 40,
-                            'ablation.variants': ('rotation', 'none', 'con_only')})
+                            'ablation.variants': ('rotation', 'none', 'con_only', 'bn_inliers')})
     return config
 
 
@@ -26,7 +26,8 @@ def test_ablation_table_learning_check_and_resume(tmp_path, capsys):
     config = _config()
     table = run(config, str(tmp_path), mode='ablate', classes=(0, 1))
     rows = {r['name']: r for r in table['rows']}
-    assert list(rows) == ['autoaugood', 'rotation', 'none', 'con_only', 'both', 'auroc_sim',
+    assert list(rows) == ['autoaugood', 'rotation', 'none', 'con_only', 'bn_inliers', 'both',
+                          'auroc_sim',
                           'auroc_binary', 'auroc', 'balance_spread', 'balance_appendix_c',
                           'balance_authors', 'auroc_untrained', 'auroc_pixel_knn']
     assert table['classes'] == ['0', '1']
@@ -55,6 +56,16 @@ def test_ablation_table_learning_check_and_resume(tmp_path, capsys):
     assert all(r['loss_ce'] == 0 and r['loss'] == r['loss_con'] > 0 for r in none_log)
     con_log = [json.loads(l) for l in (tmp_path / 'con_only' / 'class_0' / 'metrics.jsonl').open()]
     assert all(r['loss'] == pytest.approx(r['loss_con']) and r['loss_ce'] > 0 for r in con_log)
+    # A scoring-only variant scores the base run's final checkpoint (nothing retrained),
+    # with BatchNorm statistics recomputed on the inliers and saved for predict.
+    bn = tmp_path / 'bn_inliers' / 'class_0'
+    assert (bn / 'metrics.jsonl').read_text() == ''  # no training step ran
+    assert result('bn_inliers', '0')['steps'] == result('autoaugood', '0')['steps']
+    with np.load(bn / 'bank.npz') as bank, np.load(tmp_path / 'autoaugood' / 'class_0' /
+                                                   'bank.npz') as base_bank:
+        assert any(k.startswith('batch_stats/') for k in bank.files)
+        assert not any(k.startswith('batch_stats/') for k in base_bank.files)
+        assert not np.allclose(bank['z'], base_bank['z'])
     md = (tmp_path / 'ablation.md').read_text()
     assert '| Baselines | untrained network, sim (13) |' in md
 
@@ -102,4 +113,4 @@ def test_variant_configs_override_only_their_fields():
                                                           'con_weight': 0.0}}
     assert ablation.variant_config(config, by_name['sobel']).negatives.weights == 'sobel=1'
     assert [v.name for v in ablation.selected(config)] == ['autoaugood', 'rotation', 'none',
-                                                            'con_only']
+                                                            'con_only', 'bn_inliers']

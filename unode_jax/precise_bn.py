@@ -35,11 +35,13 @@ def inlier_batch_stats(state, images, config, momentum=0.9):
     inliers), in batches of config.batch_size, averaged over the batches."""
     if config.score.bn_stats == 'train':
         return state
+    from unode_jax.train import build_model  # the network, without pmap's BatchNorm axis
+    model = build_model(config, num_classes=state.params['head']['kernel'].shape[-1])
     b = min(config.batch_size, len(images))
     sums, count = None, 0
     for start in range(0, len(images) - b + 1, b):  # full batches only: equal weights
         m = _batch_moments(state.params, state.batch_stats, images[start:start + b],
-                           apply_fn=state.apply_fn, input_norm=config.model.input_norm,
+                           apply_fn=model.apply, input_norm=config.model.input_norm,
                            momentum=momentum)
         m = jax.tree.map(np.asarray, m)
         sums = m if sums is None else jax.tree.map(np.add, sums, m)
