@@ -26,7 +26,7 @@ def test_ablation_table_learning_check_and_resume(tmp_path, capsys):
     config = _config()
     table = run(config, str(tmp_path), mode='ablate', classes=(0, 1))
     rows = {r['name']: r for r in table['rows']}
-    assert list(rows) == ['autoaugood', 'rotation', 'none', 'con_only', 'bn_inliers', 'both',
+    assert list(rows) == ['autoaugood', 'rotation', 'none', 'con_only', 'both', 'bn_inliers',
                           'auroc_sim',
                           'auroc_binary', 'auroc', 'balance_spread', 'balance_appendix_c',
                           'balance_authors', 'auroc_untrained', 'auroc_pixel_knn']

@@ -192,6 +192,8 @@ def ablation_table(rows):
                        ('auroc_pixel_knn', 'pixel-space kNN')):
         if all(key in r for r in base['classes'].values()):
             out.append(_row(key, 'Baselines', label, _per_class(base, key)))
+    groups = list(dict.fromkeys(r['table'] for r in out))  # the order they first appear
+    out.sort(key=lambda r: groups.index(r['table']))  # stable: each group's rows together
     classes = sorted(base['classes'], key=int)
     names = {c: base['classes'][c]['class_name'] for c in classes}
     return dict(dataset=base['dataset'], classes=classes, class_names=names,
