@@ -66,6 +66,19 @@ def test_ablation_table_learning_check_and_resume(tmp_path, capsys):
         assert any(k.startswith('batch_stats/') for k in bank.files)
         assert not any(k.startswith('batch_stats/') for k in base_bank.files)
         assert not np.allclose(bank['z'], base_bank['z'])
+    # Predict scores with the saved statistics: a test image scores as it did in evaluation.
+    from PIL import Image
+    x_test = load_dataset('digits', image_size=16).x_test[:3]
+    folder = tmp_path / 'new_images'
+    folder.mkdir()
+    for i, x in enumerate(x_test):
+        Image.fromarray(x).save(folder / f'{i}.png')
+    cfg = ablation.variant_config(config, {v.name: v for v in ablation.VARIANTS}['bn_inliers'])
+    cfg.data.normal_class = 0
+    run(cfg, str(tmp_path / 'bn_inliers'), mode='predict', images=str(folder), threshold=0.0)
+    with open(bn / 'predictions.csv') as f:
+        predicted = [float(line.split(',')[1]) for line in list(f)[1:]]
+    np.testing.assert_allclose(predicted, np.load(bn / 'scores.npz')['score'][:3], rtol=1e-5)
     md = (tmp_path / 'ablation.md').read_text()
     assert '| Baselines | untrained network, sim (13) |' in md
 
