@@ -2,17 +2,20 @@
 
 The paper's method is the default; where the authors' published code differs, a
 named option gives its behaviour (marked "authors" below). Five defaults depart from
-the paper's text because `--mode=ablate` measured them better on digits (chosen there,
-then checked on faces; README "Ablations"), each with the text's choice one override away:
+the paper's text, chosen on digits and checked on faces with `--mode=ablate` (README
+"Ablations"), each with the text's choice one override away:
 
-  field                    default    the paper's text        digits, mean AUROC (default vs text)
-  loss.kind                authors    paper (eq. 9-11)        see README "Ablations"
-  negatives.max_compose    1          0 (r ~ U(1, all))       see README "Ablations"
-  autoaug.divergence       js         jeffreys (eq. 6-7)      see README "Ablations"
-  score.features           encoder    projection (eq. 13)     see README "Ablations"
-  score.balance            spread     appendix_c (app. C)     see README "Ablations"
+  field                   default   the paper's text       mean AUROC, default vs text
+                                                            digits        faces
+  loss.kind               authors   paper (eq. 9-11)       97.9 vs 98.1  95.7 vs 85.3
+  negatives.max_compose   1         0 (r ~ U(1, all))      97.9 vs 97.6  95.7 vs 95.3
+  autoaug.divergence      js        jeffreys (eq. 6-7)     97.9 vs 94.2  95.7 vs 86.9
+  score.features          encoder   projection (eq. 13)    97.9 vs 96.6  95.7 vs 88.1
+  score.balance           spread    appendix_c (app. C)    97.9 vs 97.1  95.7 vs 90.4
 
-  python launch.py --config=configs/default.py --workdir=/tmp/unode
+loss.kind and max_compose were chosen on screens of digits' four hardest classes
+(+2.5 and +1.0 there); over all ten classes both are level with the text's choice;
+on faces loss.kind is 10.4 ahead and max_compose level (README "Ablations").
 """
 from ml_collections import config_dict
 
