@@ -125,5 +125,8 @@ def test_variant_configs_override_only_their_fields():
     assert cfg.to_dict() == {**config.to_dict(), 'loss': {**config.loss.to_dict(),
                                                           'con_weight': 0.0}}
     assert ablation.variant_config(config, by_name['sobel']).negatives.weights == 'sobel=1'
+    # Every variant is the base (AutoAugOOD weights) but for its own fields.
+    config.negatives.weights = 'uniform'
+    assert ablation.variant_config(config, by_name['ce_only']).negatives.weights == 'auto'
     assert [v.name for v in ablation.selected(config)] == ['autoaugood', 'rotation', 'none',
                                                             'con_only', 'bn_inliers']

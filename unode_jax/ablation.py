@@ -86,10 +86,12 @@ BASE = 'autoaugood'  # Its run gives Table 5's "both", Table 6 and the baselines
 
 
 def variant_config(config, variant):
-    """The run config with the variant's overrides (a copy; config is not changed)."""
+    """The run config with the base variant's overrides, then the variant's (a copy;
+    config is not changed): every variant differs from the base in its own fields only."""
     cfg = copy.deepcopy(config)
+    base = next(v for v in VARIANTS if v.name == BASE)
     with cfg.unlocked():
-        for field, value in variant.overrides:
+        for field, value in base.overrides + variant.overrides:
             node = cfg
             *path, last = field.split('.')
             for p in path:
