@@ -28,7 +28,7 @@ from scipy import stats
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from unode_jax import clip  # noqa: E402
-from unode_jax.augment import autoaug, negatives  # noqa: E402
+from unode_jax.augment import autoaug, embedders, negatives  # noqa: E402
 from unode_jax.augment.weights import PAPER_TRANSFORMS  # noqa: E402
 from unode_jax.data.datasets import load_dataset  # noqa: E402
 from unode_jax.models.clip_resnet import ModifiedResNet  # noqa: E402
@@ -150,7 +150,7 @@ def pixels_stability():
     ds = load_dataset('digits', image_size=32)
     images = ds.x_train[ds.y_train == 3]
     fns = {n: negatives.TRANSFORM_FNS[n] for n in PAPER_TRANSFORMS}
-    embed = autoaug.PixelEmbedder(16)
+    embed = embedders.PixelEmbedder(16)
     print(f'\npixels, real digits (class 3, {len(images)} training images): ranking across '
           f'seeds and n (Spearman with n={len(images)}, seed 0)')
     stability(lambda n, seed: autoaug.autoaug_weights(

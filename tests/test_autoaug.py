@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from configs import digits
-from unode_jax.augment import autoaug, negatives
+from unode_jax.augment import autoaug, embedders, negatives
 from unode_jax.data.datasets import load_dataset
 from unode_jax.data.splits import one_class_split
 
@@ -81,12 +81,12 @@ def test_weights_entropy_and_divergence_options():
 
 
 def test_random_cnn_embedder_is_seeded_and_sees_structure(digit_threes):
-    emb = autoaug.RandomCNNEmbedder(seed=0, batch_size=16)  # resnet18_cifar_w16
+    emb = embedders.RandomCNNEmbedder(seed=0, batch_size=16)  # resnet18_cifar_w16
     x = digit_threes[:20]
     h = emb(x)
     assert h.shape == (20, 128) and np.isfinite(h).all()
-    np.testing.assert_array_equal(autoaug.RandomCNNEmbedder(seed=0, batch_size=7)(x), h)
-    assert not np.allclose(autoaug.RandomCNNEmbedder(seed=1, batch_size=16)(x), h)
+    np.testing.assert_array_equal(embedders.RandomCNNEmbedder(seed=0, batch_size=7)(x), h)
+    assert not np.allclose(embedders.RandomCNNEmbedder(seed=1, batch_size=16)(x), h)
     assert emb.description['name'] == 'random_cnn'
 
 
@@ -128,7 +128,7 @@ def test_identity_gets_the_smallest_divergence(digit_threes):
     fns = negatives.TRANSFORM_FNS
     transforms = {'identity': lambda key, x, partner: x, 'rotation': fns['rotation'],
                   'sobel': fns['sobel'], 'cutperm': fns['cutperm']}
-    r = autoaug.autoaug_weights(digit_threes, transforms, autoaug.PixelEmbedder(16), seed=0,
+    r = autoaug.autoaug_weights(digit_threes, transforms, embedders.PixelEmbedder(16), seed=0,
                                 log=lambda *a: None)
     j = dict(zip(r['transforms'], r['divergences']))
     assert j['identity'] == min(j.values()) and j['identity'] < 0.5, j
@@ -185,7 +185,7 @@ def _config():
 def test_class_weights_are_cached_and_recomputed_when_the_data_changes(tmp_path, digit_threes,
                                                                        monkeypatch):
     config = _config()
-    embedder = autoaug.make_embedder(config)
+    embedder = embedders.make_embedder(config)
     calls = []
     real = autoaug.autoaug_weights
     monkeypatch.setattr(autoaug, 'autoaug_weights', lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -226,7 +226,7 @@ def test_outlier_partners_are_used_for_mixup(tmp_path, digit_threes):
 
     def embed(images, progress=False):
         seen.append(images)
-        return autoaug.PixelEmbedder(8)(images)
+        return embedders.PixelEmbedder(8)(images)
 
     embed.description = dict(name='spy')
     autoaug.class_weights(config, str(tmp_path), digit_threes, embed, outliers=white,

@@ -28,7 +28,7 @@ from unode_jax import predict as predict_lib
 from unode_jax import report, score
 from unode_jax.baselines import Baselines
 from unode_jax import train as train_lib
-from unode_jax.augment import autoaug
+from unode_jax.augment import autoaug, embedders
 from unode_jax.augment.weights import negative_weights
 from unode_jax.checkpoint import Checkpointer
 from unode_jax.data import corrupted as tfds_corrupted
@@ -411,7 +411,7 @@ def run(config, workdir, mode='train_eval', classes=None, images=None, threshold
     embedder = None
     if weights is None and mode not in ('eval',):
         # Before any training: a missing CLIP checkpoint stops the run here.
-        embedder = autoaug.make_embedder(config)
+        embedder = embedders.make_embedder(config)
     outliers = None
     if config.negatives.outliers:
         outliers = load_outliers(config.negatives.outliers, config.data.image_size)

@@ -2,7 +2,8 @@
 import os
 import warnings
 
-from unode_jax.augment.autoaug import DIVERGENCES, EMBEDDERS, TSNE_BACKENDS
+from unode_jax.augment.autoaug import DIVERGENCES, TSNE_BACKENDS
+from unode_jax.augment.embedders import EMBEDDERS
 from unode_jax.augment.negatives import TRANSFORMS
 from unode_jax.ablation import VARIANT_NAMES
 from unode_jax.baselines import BASELINES
