@@ -85,10 +85,14 @@ def evaluate_one_class(state, config, bank, x_test, test_is_normal, *, weight, h
             continue
         w = weight if balance == config.score.balance else score.score_weight(
             bank, balance, head, reference)
-        b = s if balance == config.score.balance else score.unode_scores(bank, test, balance,
-                                                                           head, w)
+        if balance == config.score.balance:
+            b = s['score']
+        elif 'authors' in (balance, config.score.balance):  # other terms: recompute them
+            b = score.unode_scores(bank, test, balance, head, w)['score']
+        else:  # eq. (13) and (14) do not depend on lambda: reuse them
+            b = s['sim'] + w * s['binary']
         result['balances'][balance] = dict(weight=float(w),
-                                           auroc=metrics.auroc(test_is_normal, b['score']))
+                                           auroc=metrics.auroc(test_is_normal, b))
     return result, s
 
 
