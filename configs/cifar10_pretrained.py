@@ -15,9 +15,11 @@ statistics still update). The freeze is counted in steps, 100 * (5000 //
 batch_size) for CIFAR-10's 5,000 training images per class; it follows
 --config.batch_size (another dataset needs its own --config.optim.unfreeze_step).
 Cost: as configs/cifar10.py, 39 steps per epoch and 39,000 steps per class at
-batch 128, plus reading the file once per process. At 32 px the ImageNet stem
-leaves layer4 a 1x1 map; --config.data.image_size=224 feeds the backbone at its
-ImageNet resolution for about 49x the compute per step.
+batch 128, plus reading the file once per process. The ImageNet weights need the
+ImageNet stem (model.stem=imagenet), which at 32 px leaves layer4 a 1x1 map: 0.53 TFLOP
+per step (benchmarks/flops.py); --config.model.stem=imagenet_224 upsamples the images to
+224 px inside the model and feeds the backbone at its ImageNet resolution, 33.3 TFLOP
+per step (63x).
 Defaults that depart from the paper's text (loss.kind, negatives.max_compose,
 autoaug.divergence, score.features, score.balance; configs/default.py says why, with
 the ablation numbers in README "Ablations"); the text's choices: --config.loss.kind=paper
@@ -33,6 +35,7 @@ FROZEN_EPOCHS = 100
 
 def get_config():
     config = cifar10.get_config()
+    config.model.stem = 'imagenet'  # The weights' 7x7 stem (cifar cannot load them).
     config.model.input_norm = 'imagenet'
     config.model.normalize_feature = True
     config.optim.freeze_prefixes = FROZEN_PREFIXES[config.model.name]

@@ -83,6 +83,12 @@ def get_config():
     # resnet18_cifar (authors' from-scratch model) | resnet18 | resnet50 |
     # wide_resnet50_2 (the paper's) | wrn28_10 | tiny (tests)
     config.model.name = 'resnet18_cifar'
+    # The encoder's stem (models/resnet.py STEMS), for the torchvision-layout ResNets: None
+    # keeps the model's own (cifar for resnet18_cifar*, imagenet for resnet18, resnet50,
+    # wide_resnet50_2) | cifar: 3x3/1 conv, no max-pool (32 px stays 32 x 32) | imagenet:
+    # 7x7/2 conv + max-pool (ImageNet weights; a 32 px image is 8 x 8 after it, 1 x 1 in
+    # layer4) | imagenet_224: images upsampled to 224 px, then the imagenet stem.
+    config.model.stem = config_dict.placeholder(str)
     config.model.proj_dim = 128  # Projection head g: Linear(d, d) - ReLU - Linear(d, proj_dim).
     config.model.normalize_feature = False  # L2-normalise f before the heads (authors, pretrained).
     config.model.dtype = 'float32'  # Compute dtype: float32 | bfloat16 (outputs stay float32).
@@ -226,7 +232,9 @@ def get_config():
     config.score = config_dict.ConfigDict()
     # lambda of eq. (15) (unode_jax/score.py): spread = std(sim) / std(binary) on held-out
     # normal images (the training images when none are held out) | appendix_c = the
-    # paper's mean matching (sign-safe) | authors. spread is the default: appendix C's
+    # paper's mean matching (sign-safe), eq. (13) on its cosine scale | appendix_c_norm =
+    # appendix C's two steps literally: eq. (13) on the embedding-norm scale
+    # <z, z_m/|z_m|>, lambda = mean |z_train| / mean P(inlier) on training | authors. spread is the default: appendix C's
     # means leave the binary term, whose spread is far larger, in charge (README
     # "Ablations").
     config.score.balance = 'spread'

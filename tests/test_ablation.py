@@ -11,7 +11,7 @@ from unode_jax import train as train_lib
 from unode_jax.data.datasets import load_dataset
 from unode_jax.data.splits import holdout_split, one_class_split
 from unode_jax.evaluate import embed
-from unode_jax.run import run
+from unode_jax.run import restore_for_eval, run
 
 
 def _config():
@@ -29,7 +29,8 @@ def test_ablation_table_learning_check_and_resume(tmp_path, capsys):
     assert list(rows) == ['autoaugood', 'rotation', 'none', 'con_only', 'both', 'bn_inliers',
                           'auroc_sim',
                           'auroc_binary', 'auroc', 'balance_spread', 'balance_appendix_c',
-                          'balance_authors', 'auroc_untrained', 'auroc_pixel_knn']
+                          'balance_appendix_c_norm', 'balance_authors', 'auroc_untrained',
+                          'auroc_pixel_knn']
     assert table['classes'] == ['0', '1']
     out = capsys.readouterr().out
     assert 'learning check: sim (13)' in out and '| Table 5: losses |' in out
@@ -110,6 +111,16 @@ def test_untrained_baseline_is_the_network_before_step_0(tmp_path):
     # Every balance is scored from the same embeddings; the configured one is the result.
     assert result['balances'][config.score.balance]['auroc'] == result['auroc']
     assert set(result['balances']) == set(score.BALANCES)
+    # ... each equal to eq. (15) computed afresh with that balance from the trained model.
+    fit, hold = holdout_split(len(x_train), 0.2, config.seed)
+    trained = restore_for_eval(config, str(tmp_path), 16)
+    bank, held, test = (embed(trained, x, config) for x in (x_train[fit], x_train[hold], x_test))
+    for balance, got in result['balances'].items():
+        w = score.score_weight(bank, balance, 'binary', held)
+        s = score.unode_scores(bank, test, balance, 'binary', w)
+        assert got['weight'] == pytest.approx(w, rel=1e-6), balance
+        assert got['auroc'] == pytest.approx(metrics.auroc(is_normal, s['score']), abs=1e-9)
+    assert result['binary_ties'] == metrics.ties_fraction(np.load(tmp_path / 'scores.npz')['binary'])
     # --mode=report rebuilds the baseline columns from the saved scores.
     saved = np.load(tmp_path / 'scores.npz')
     assert {'sim_untrained', 'pixel_knn'} <= set(saved.files)

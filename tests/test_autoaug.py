@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from configs import digits
 from unode_jax.augment import autoaug, embedders, negatives
@@ -273,3 +274,64 @@ def test_missing_clip_weights_stop_the_run_before_training(tmp_path):
     assert last.startswith('error:') and 'RN50.pt' in last and 'clip_weights' in last, last
     assert 'https://openaipublic.azureedge.net/clip/models/' in last
     assert not (tmp_path / 'w' / 'class_0').exists()  # nothing trained
+
+
+class _StopBeforeTraining(Exception):
+    pass
+
+
+def test_autoaug_never_reads_the_test_images(tmp_path, monkeypatch):
+    """Runs on two .npz datasets that differ only in x_test (digits vs noise) write the same
+    autoaug.json, and the embedder never sees a test image; a changed training image does
+    change the weights (the comparison can see a difference)."""
+    from tests.tiny_config import tiny_config
+    from unode_jax import train as train_lib
+    from unode_jax.run import run
+    ds = load_dataset('digits', image_size=16)
+    noise = np.random.default_rng(0).integers(0, 256, ds.x_test.shape, dtype=np.uint8)
+    changed_train = ds.x_train.copy()
+    changed_train[ds.y_train == 3] = changed_train[ds.y_train == 3][::-1]  # reordered
+    changed_train[np.flatnonzero(ds.y_train == 3)[:20]] //= 2  # and 20 images darker
+    seen = []
+    make = embedders.make_embedder
+
+    def spy_embedder(config):
+        inner = make(config)
+
+        def embed(images, progress=False):
+            seen.append(np.asarray(images))
+            return inner(images, progress)
+
+        embed.description = inner.description
+        return embed
+
+    def stop(*args, **kwargs):
+        raise _StopBeforeTraining
+
+    monkeypatch.setattr(embedders, 'make_embedder', spy_embedder)
+    monkeypatch.setattr(train_lib, 'train', stop)  # AutoAugOOD runs just before training
+    found = {}
+    for name, x_train, x_test in (('clean', ds.x_train, ds.x_test),
+                                  ('poisoned', ds.x_train, noise),
+                                  ('train_changed', changed_train, ds.x_test)):
+        path = tmp_path / f'{name}.npz'
+        np.savez(path, x_train=x_train, y_train=ds.y_train, x_test=x_test, y_test=ds.y_test)
+        config = tiny_config(**{'data.name': 'arrays', 'data.path': str(path),
+                                'data.normal_class': 3, 'negatives.weights': 'auto',
+                                'negatives.transforms': ('rotation', 'sobel', 'cutout', 'mixup'),
+                                'autoaug.embedder': 'pixels', 'autoaug.num_images': 40})
+        seen.clear()
+        # One OpenMP thread: sklearn's t-SNE is ~100x slower when its threads share busy cores.
+        with threadpool_limits(1), pytest.raises(_StopBeforeTraining):
+            run(config, str(tmp_path / name), mode='train_eval')
+        found[name] = json.loads((tmp_path / name / 'autoaug.json').read_text())
+        if name == 'poisoned':
+            test_rows = {img.tobytes() for img in noise}
+            assert len(seen) == 1 and len(seen[0]) == 5 * 40
+            assert not any(img.tobytes() in test_rows for img in seen[0])
+    clean, poisoned = found['clean'], found['poisoned']
+    for key in ('weights', 'divergences', 'fingerprint', 'density_original',
+                'density_transformed', 'n', 'n_available'):
+        assert clean[key] == poisoned[key], key  # exactly
+    assert found['train_changed']['weights'] != clean['weights']
+    assert found['train_changed']['fingerprint'] != clean['fingerprint']

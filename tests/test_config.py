@@ -86,9 +86,11 @@ def test_weight_sources():
     ('predict.holdout', 0.9, 'predict.holdout'),
     ('predict.quantile', 1.0, 'predict.quantile'),
     ('corruptions.severity', 6, 'corruptions.severity'),
+    ('model.stem', 'vit', 'model.stem'),
+    ('model.name', 'wrn28_10', r'model.name \(with model.stem\)'),  # cifar10's stem: fixed
 ])
 def test_bad_fields_name_themselves(field, value, match):
-    config = default.get_config()
+    config = importlib.import_module('configs.cifar10').get_config()
     section, _, key = field.rpartition('.')
     setattr(config[section] if section else config, key, value)
     with pytest.raises(ConfigError, match=match):
@@ -109,3 +111,12 @@ def test_device_and_class_checks():
     assert negative_weights(config) is None  # 'auto' by default
     config.negatives.weights = 'uniform'
     assert np.isfinite(negative_weights(config)).all()
+
+
+def test_stems_by_config():
+    """32 px from scratch: the CIFAR stem; ImageNet weights and 224 px: torchvision's."""
+    stem = {name: importlib.import_module(f'configs.{name}').get_config().model.stem
+            for name in ('cifar10', 'svhn', 'mnist', 'cifar10_pretrained', 'mvtec', 'digits')}
+    assert stem == {'cifar10': 'cifar', 'svhn': 'cifar', 'mnist': 'cifar',
+                    'cifar10_pretrained': 'imagenet', 'mvtec': 'imagenet',
+                    'digits': None}  # resnet18_cifar_w16: its own CIFAR stem

@@ -145,6 +145,57 @@ def test_resnet18_spatial_sizes_224():
                      'layer3_0': 14, 'layer4_1': 7}
 
 
+def _spatial_sizes(model, size, names=('conv1', 'layer1_0', 'layer4_2')):
+    x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+    _, state = jax.eval_shape(
+        lambda k, x: model.init_with_output(k, x, train=False, capture_intermediates=True),
+        jax.random.key(0), x)
+    return {n: state['intermediates'][n]['__call__'][0].shape[1] for n in names}
+
+
+@pytest.mark.parametrize('stem, sizes, kernel', [
+    # CIFAR stem: 32 px stays 32 x 32 into layer1, 4 x 4 in layer4.
+    ('cifar', {'conv1': 32, 'layer1_0': 32, 'layer4_2': 4}, 3),
+    # torchvision's: 16 after the 7x7/2 conv, 8 after the pool, 1 x 1 in layer4.
+    ('imagenet', {'conv1': 16, 'layer1_0': 8, 'layer4_2': 1}, 7),
+    # Upsampled to 224 first: ImageNet's 112 / 56 / 7.
+    ('imagenet_224', {'conv1': 112, 'layer1_0': 56, 'layer4_2': 7}, 7),
+])
+def test_wide_resnet50_2_stems_at_32px(stem, sizes, kernel):
+    encoder = create_model('wide_resnet50_2', stem=stem).encoder
+    assert _spatial_sizes(encoder, 32) == sizes
+    params = _abstract_vars(encoder, 32)['params']
+    assert params['conv1']['kernel'].shape == (kernel, kernel, 3, 64)
+    assert 'layer1_0' in params and 'fc' not in params
+
+
+def test_imagenet_224_stem_is_imagenet_on_the_upsampled_image():
+    """Same parameters as the imagenet stem, applied to the bilinearly resized input."""
+    x = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
+    up = create_model('tiny', stem='imagenet_224')
+    plain = create_model('tiny', stem='imagenet')
+    variables = plain.init(jax.random.key(0), x[:1], train=False)
+    expected = plain.apply(variables, jax.image.resize(x, (2, 224, 224, 3), 'bilinear'),
+                           train=False)
+    got = up.apply(variables, x, train=False)
+    np.testing.assert_allclose(got['feature'], expected['feature'], rtol=1e-5, atol=1e-6)
+    # At 224 px already, nothing is resized.
+    x224 = jax.random.uniform(jax.random.key(2), (1, 224, 224, 3))
+    np.testing.assert_array_equal(up.apply(variables, x224, train=False)['feature'],
+                                  plain.apply(variables, x224, train=False)['feature'])
+
+
+def test_stem_only_for_resnets_and_named():
+    with pytest.raises(ValueError, match='fixed stem'):
+        create_model('wrn28_10', stem='cifar')
+    with pytest.raises(ValueError, match='stem must be one of'):
+        create_model('resnet18', stem='vit')
+    # None keeps each model's own: resnet18_cifar 3x3, resnet18 7x7.
+    own = {name: _abstract_vars(create_model(name).encoder, 32)['params']['conv1']['kernel'].shape[0]
+           for name in ('resnet18_cifar', 'resnet18')}
+    assert own == {'resnet18_cifar': 3, 'resnet18': 7}
+
+
 def test_stem_conv_alignment_matches_torch():
     """Centre-tap kernel: torch's pad 3 samples x[2i]; 'SAME' would not."""
     model = ResNet(stage_sizes=(1,), block_cls=BasicBlock, num_filters=4)

@@ -6,6 +6,7 @@ import pytest
 import optax
 from ml_collections import ConfigDict
 
+from configs import default
 from unode_jax import optim
 
 
@@ -55,6 +56,132 @@ def test_torchlars_matches_numpy_restatement():
     want = torchlars_numpy(params, grads_seq, lrs)
     for k in params:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-7)
+
+
+def _optax_lars_config(**kw):
+    """configs/default.py's optim section with name='optax_lars' (and the overrides)."""
+    c = default.get_config().optim
+    c.name = 'optax_lars'
+    for k, v in kw.items():
+        setattr(c, k, v)
+    return c
+
+
+def _schedule(c, steps, steps_per_epoch):
+    return [float(optim.learning_rate(jnp.float32(s), jnp.float32(steps_per_epoch),
+                                      base_lr=c.base_lr, peak_lr=c.peak_lr,
+                                      warmup_epochs=c.warmup_epochs,
+                                      decay_epochs=c.decay_epochs)) for s in range(steps)]
+
+
+def optax_lars_numpy(params, grads_seq, lrs, wd, eta, eps, momentum):
+    """optax.lars restated: g + wd w, ratio eta ||w|| / (||g + wd w|| + eps) (1 if a norm is 0),
+    then the learning rate, then momentum; every leaf decayed and adapted (no masks)."""
+    params = {k: v.astype(np.float64).copy() for k, v in params.items()}
+    buf = {k: np.zeros_like(v) for k, v in params.items()}
+    for grads, lr in zip(grads_seq, lrs):
+        for k, w in params.items():
+            d = grads[k].astype(np.float64) + wd * w
+            w_norm, d_norm = np.linalg.norm(w), np.linalg.norm(d)
+            ratio = eta * w_norm / (d_norm + eps) if w_norm > 0 and d_norm > 0 else 1.0
+            buf[k] = momentum * buf[k] + lr * ratio * d
+            params[k] = w - buf[k]
+    return params
+
+
+def test_optax_lars_option_is_optax_lars_with_the_config_settings():
+    """optim.name='optax_lars' takes 5 steps as optax.lars built from the same config: the
+    schedule's learning rates, weight decay, trust coefficient, eps and momentum, with weight
+    decay and the trust ratio on every leaf (biases and BatchNorm too: no masks)."""
+    c = _optax_lars_config(weight_decay=0.05, trust_coefficient=0.02, eps=1e-3, momentum=0.8,
+                           warmup_epochs=1, num_epochs=3)
+    rng = np.random.default_rng(3)
+    params = {'w': rng.normal(size=(5, 4)).astype(np.float32),
+              'b': np.zeros(4, np.float32),  # ||w|| = 0 at the start: ratio 1
+              'bn_scale': rng.normal(1, 0.1, size=(4,)).astype(np.float32),
+              'bn_bias': rng.normal(size=(4,)).astype(np.float32)}
+    grads_seq = [{k: rng.normal(size=v.shape).astype(np.float32) for k, v in params.items()}
+                 for _ in range(5)]
+    lrs = _schedule(c, 5, steps_per_epoch=2)  # warmup then cosine: five different rates
+    assert len(set(lrs)) == 5
+    got = _run(optim.create_optimizer(c), params, grads_seq, lrs)
+    ref_tx = optax.lars(lambda count: jnp.asarray(lrs, jnp.float32)[count],
+                        weight_decay=c.weight_decay, trust_coefficient=c.trust_coefficient,
+                        eps=c.eps, momentum=c.momentum)
+    ref_state, ref = ref_tx.init(params), dict(params)
+    for g in grads_seq:
+        updates, ref_state = ref_tx.update(g, ref_state, ref)
+        ref = optax.apply_updates(ref, updates)
+    want = optax_lars_numpy(params, grads_seq, lrs, c.weight_decay, c.trust_coefficient, c.eps,
+                            c.momentum)
+    for k in params:  # the displacement, so a small update's error is not hidden by |w|
+        moved = np.asarray(got[k]) - params[k]
+        np.testing.assert_allclose(moved, np.asarray(ref[k]) - params[k], rtol=1e-6, atol=1e-8,
+                                   err_msg=k)
+        np.testing.assert_allclose(moved, want[k] - params[k], rtol=1e-5, atol=1e-7,
+                                   err_msg=k)
+        assert np.abs(moved).max() > 1e-3, k
+
+
+def test_optax_lars_train_state_steps_as_optax_lars_on_the_model():
+    """create_train_state's optimizer with optim.name='optax_lars', stepped as train_step does
+    (set_learning_rate then apply_gradients), equals optax.lars on the tiny model's params."""
+    from tests.tiny_config import tiny_config
+    from unode_jax.train import create_train_state
+    config = tiny_config(**{'optim.name': 'optax_lars', 'optim.weight_decay': 0.05,
+                            'optim.trust_coefficient': 0.01})
+    c = config.optim
+    state = create_train_state(jax.random.key(0), config, 16)
+    params = state.params
+    leaves = jax.tree.leaves(params)
+    rng = np.random.default_rng(4)
+    grads_seq = [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
+                 for _ in range(4)]
+    lrs = _schedule(c, 4, steps_per_epoch=2)
+    for g, lr in zip(grads_seq, lrs):
+        state = state.replace(opt_state=optim.set_learning_rate(state.opt_state, lr))
+        state = state.apply_gradients(grads=g)
+    ref_tx = optax.lars(lambda count: jnp.asarray(lrs, jnp.float32)[count],
+                        weight_decay=c.weight_decay, trust_coefficient=c.trust_coefficient,
+                        eps=c.eps, momentum=c.momentum)
+    ref_state, ref = ref_tx.init(params), params
+    for g in grads_seq:
+        updates, ref_state = ref_tx.update(g, ref_state, ref)
+        ref = optax.apply_updates(ref, updates)
+    assert any(not np.any(p) for p in leaves)  # zero-initialised biases are in the tree
+    flat_got = jax.tree_util.tree_leaves_with_path(state.params)
+    for (path, a), b, p0 in zip(flat_got, jax.tree.leaves(ref), leaves):
+        np.testing.assert_allclose(np.asarray(a) - p0, np.asarray(b) - p0, rtol=1e-5, atol=1e-8,
+                                   err_msg=jax.tree_util.keystr(path))
+
+
+def test_optax_lars_freeze_keeps_a_fresh_optax_lars_for_frozen_leaves():
+    """With a freeze mask, a frozen leaf stays put until unfreeze_step, then moves as a fresh
+    optax.lars started there; the free leaf moves as optax.lars from step 0."""
+    c = _optax_lars_config(weight_decay=0.1, trust_coefficient=0.02, unfreeze_step=2)
+    rng = np.random.default_rng(5)
+    params = {'frozen': rng.normal(size=(4, 4)).astype(np.float32),
+              'free': rng.normal(size=(4,)).astype(np.float32)}
+    grads = [jax.tree.map(lambda p: rng.normal(size=p.shape).astype(np.float32), params)
+             for _ in range(4)]
+    lrs = [0.5, 1.0, 0.8, 0.3]
+    got = _run(optim.create_optimizer(c, freeze_mask={'frozen': True, 'free': False}), params,
+               grads, lrs)
+
+    def ref(name, start):
+        tx = optax.lars(lambda count: jnp.asarray(lrs[start:], jnp.float32)[count],
+                        weight_decay=c.weight_decay, trust_coefficient=c.trust_coefficient,
+                        eps=c.eps, momentum=c.momentum)
+        p = params[name]
+        s = tx.init(p)
+        for g in grads[start:]:
+            u, s = tx.update(g[name], s, p)
+            p = optax.apply_updates(p, u)
+        return np.asarray(p)
+
+    np.testing.assert_allclose(got['frozen'], ref('frozen', 2), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got['free'], ref('free', 0), rtol=1e-6, atol=1e-7)
+    assert not np.allclose(ref('frozen', 0), ref('frozen', 2), rtol=1e-6, atol=1e-7)
 
 
 def test_optax_lars_option_differs_from_torchlars():

@@ -137,6 +137,13 @@ def test_validate_pretrained(pth):
         validate_config(pretrained_config(path, **{'model.name': 'wrn28_10'}))
     with pytest.warns(UserWarning, match="expect input_norm='imagenet'"):
         validate_config(pretrained_config(path, **{'model.input_norm': 'half'}))
+    # ImageNet weights have the 7x7 stem: the CIFAR stem cannot take them, the upsampling
+    # one can.
+    with pytest.raises(ConfigError, match="model.stem='cifar' cannot load model.pretrained"):
+        validate_config(pretrained_config(path, **{'model.name': 'resnet18',
+                                                   'model.stem': 'cifar'}))
+    validate_config(pretrained_config(path, **{'model.name': 'resnet18',
+                                               'model.stem': 'imagenet_224'}))
 
 
 PREFIXES = FROZEN_PREFIXES['resnet18']  # stem, layer1, layer2

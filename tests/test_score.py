@@ -185,3 +185,47 @@ def test_spread_balance_restated():
     # A constant head term cannot make lambda infinite.
     flat = dict(z=train['z'], logits=np.tile([[0.0, 30.0]], (30, 1)))
     assert 0 < score.score_weight(flat, 'spread') <= 1e6
+
+
+def test_binary_term_keeps_saturated_margins_apart():
+    """Logit margins of 18-30: float32 rounds every P(inlier) to 1.0 (all tie), float64 keeps
+    them ordered, so the binary term's AUROC can rank the most normal images."""
+    margins = np.array([18.0, 22.0, 26.0, 30.0])
+    logits = np.stack([np.zeros(4), margins], axis=1).astype(np.float32)
+    f32 = np.asarray(jax.nn.softmax(logits, axis=-1))[:, 1]
+    assert (f32 == 1.0).all() and metrics.ties_fraction(f32) == 1.0
+    p = score.inlier_probability(logits)
+    assert p.dtype == np.float64 and metrics.ties_fraction(p) == 0.0
+    assert (np.diff(p) > 0).all()
+    np.testing.assert_allclose(p, 1 / (1 + np.exp(-margins)), rtol=0, atol=1e-15)
+    # Eq. (14) as a restatement, and the normal images ranked above outliers with margin 10.
+    is_normal = np.array([True] * 4 + [False] * 4)
+    both = np.concatenate([logits, np.stack([np.zeros(4), np.full(4, 10.0)], 1)]).astype(np.float32)
+    assert metrics.auroc(is_normal, score.head_term(both)) == 1.0
+    assert metrics.ties_fraction(score.head_term(both)) == 0.5  # the four outliers tie
+
+
+def test_ties_fraction():
+    assert metrics.ties_fraction([]) == 0.0
+    assert metrics.ties_fraction([0.1, 0.2, 0.3]) == 0.0
+    assert metrics.ties_fraction([1.0, 1.0, 0.5, 0.2, 0.2]) == 0.8
+
+
+def test_appendix_c_norm_balance_restated():
+    """Appendix C's two steps literally: <z, z_m/|z_m|> + mean|z_train| / mean P_train * P."""
+    rng = np.random.default_rng(5)
+    train = dict(z=rng.normal(size=(20, 8)) * 3, logits=rng.normal(size=(20, 2)))
+    test = dict(z=rng.normal(size=(7, 8)), logits=rng.normal(size=(7, 2)))
+    s = score.unode_scores(train, test, balance='appendix_c_norm')
+    zn = train['z'] / np.linalg.norm(train['z'], axis=1, keepdims=True)
+    sim = (test['z'] @ zn.T).max(1)  # = |z| * the largest cosine
+    p = lambda l: np.exp(l[:, 1]) / np.exp(l).sum(1)  # noqa: E731
+    lam = np.linalg.norm(train['z'], axis=1).mean() / p(train['logits']).mean()
+    np.testing.assert_allclose(s['weight'], lam, rtol=1e-6)
+    np.testing.assert_allclose(s['sim'], sim, rtol=1e-5)
+    np.testing.assert_allclose(s['score'], sim + lam * p(test['logits']), rtol=1e-5)
+    # Sign-safe: a head that calls every training image a negative cannot flip or blow up
+    # the binary term's weight.
+    hostile = dict(train, logits=np.stack([np.full(20, 50.0), np.zeros(20)], 1))
+    w = score.score_weight(hostile, 'appendix_c_norm')
+    assert 0 < w <= np.linalg.norm(train['z'], axis=1).mean() / 1e-3

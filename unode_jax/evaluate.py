@@ -62,6 +62,8 @@ def _metrics(is_normal, s):
         **metrics.detection_metrics(is_normal, s['score']),
         auroc_sim=metrics.auroc(is_normal, s['sim']),
         auroc_binary=metrics.auroc(is_normal, s['binary']),
+        # Test images whose head term equals another's (saturated probabilities).
+        binary_ties=metrics.ties_fraction(s['binary']),
         balance_weight=s['weight'],
         n_test_inliers=int(np.sum(is_normal)),
         n_test_outliers=int(np.sum(~np.asarray(is_normal, bool))))
@@ -87,7 +89,7 @@ def evaluate_one_class(state, config, bank, x_test, test_is_normal, *, weight, h
             bank, balance, head, reference)
         if balance == config.score.balance:
             b = s['score']
-        elif 'authors' in (balance, config.score.balance):  # other terms: recompute them
+        elif {balance, config.score.balance} & set(score.NORM_SCALED):  # other terms
             b = score.unode_scores(bank, test, balance, head, w)['score']
         else:  # eq. (13) and (14) do not depend on lambda: reuse them
             b = s['sim'] + w * s['binary']

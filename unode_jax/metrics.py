@@ -53,3 +53,12 @@ def detection_metrics(is_normal, score) -> dict:
     """AUROC, AUPR-In, AUPR-Out and FPR@95TPR, normal = positive."""
     return dict(auroc=auroc(is_normal, score), aupr_in=aupr_in(is_normal, score),
                 aupr_out=aupr_out(is_normal, score), fpr95=fpr_at_tpr(is_normal, score))
+
+
+def ties_fraction(values):
+    """The fraction of values equal to at least one other (ties an AUROC cannot order)."""
+    values = np.asarray(values).ravel()
+    if not len(values):
+        return 0.0
+    _, counts = np.unique(values, return_counts=True)
+    return float(counts[counts > 1].sum() / len(values))

@@ -47,6 +47,7 @@ def class_metrics(scores):
     out = metrics.detection_metrics(is_normal, scores['score'])
     out.update(auroc_sim=metrics.auroc(is_normal, scores['sim']),
                auroc_binary=metrics.auroc(is_normal, scores['binary']),
+               binary_ties=metrics.ties_fraction(scores['binary']),
                **{key: metrics.auroc(is_normal, scores[name])
                   for name, key, _ in BASELINES.values() if name in scores},
                n_test_inliers=int(is_normal.sum()), n_test_outliers=int((~is_normal).sum()))

@@ -14,10 +14,16 @@ import numpy as np
 from unode_jax.losses import l2_normalize
 
 # lambda of eq. (15) (score_weight): appendix_c matches the two terms' means on training
-# data (the paper); spread matches their standard deviations on normal images the model
-# did not train on (held-out training images; the training images when none are held
-# out); authors restates the authors' code.
-BALANCES = ('spread', 'appendix_c', 'authors')
+# data (the paper), on eq. (13)'s cosine scale; appendix_c_norm is appendix C's two steps
+# literally (the binary score divided by its training mean, times the mean norm of the
+# training embeddings) with the similarity on the norm scale they imply, <z, z_m/|z_m|>
+# = |z| cos(z, z_m) (the authors' similarity), and P(inlier) as the binary term; spread
+# matches the terms' standard deviations on normal images the model did not train on
+# (held-out training images; the training images when none are held out); authors
+# restates the authors' code.
+BALANCES = ('spread', 'appendix_c', 'appendix_c_norm', 'authors')
+# The balances whose similarity term is <z, z_m/|z_m|> (scaled by |z|), not the cosine.
+NORM_SCALED = ('appendix_c_norm', 'authors')
 # The head's term of the score. binary: eq. (14), P(inlier) of the 2-way head. With the
 # (K+1)-way head of the labeled setting (class K = hard negatives): msp, the largest
 # softmax probability over the K inlier classes (appendix B.3), or not_negative,
@@ -120,14 +126,24 @@ def max_cosine_similarity(queries, bank, *, query_chunk=512, bank_chunk=4096,
     return np.concatenate([np.asarray(best).max(axis=0)[:n] for best, n in out])
 
 
+def softmax64(logits):
+    """Softmax over the last axis in float64. In float32 P(inlier) rounds to exactly 1.0
+    once the logit margin passes ~17, and the most normal images tie; in float64 only
+    past ~37 (metrics.ties_fraction measures what is left)."""
+    x = np.asarray(logits, np.float64)
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
 def inlier_probability(logits):
-    """Eq. (14): P(y = 1 | x), class 1 = inlier."""
-    return np.asarray(jax.nn.softmax(jnp.asarray(logits, jnp.float32), axis=-1)[:, 1])
+    """Eq. (14): P(y = 1 | x), class 1 = inlier; float64 (see softmax64)."""
+    return softmax64(logits)[:, 1]
 
 
 def head_term(logits, kind='binary'):
-    """The head's normality term (one of HEAD_TERMS) from (N, C) logits; higher = more normal."""
-    logits = np.asarray(logits, np.float32)
+    """The head's normality term (one of HEAD_TERMS) from (N, C) logits; higher = more normal.
+    float64, so that saturated probabilities do not tie (softmax64)."""
+    logits = np.asarray(logits, np.float64)
     if kind == 'binary':
         if logits.shape[1] != 2:
             raise ValueError(f"the 'binary' term needs a 2-way head, got {logits.shape[1]}")
@@ -136,7 +152,7 @@ def head_term(logits, kind='binary'):
         raise ValueError(f'head term must be one of {HEAD_TERMS}, got {kind!r}')
     if logits.shape[1] < 2:
         raise ValueError(f'{kind!r} needs a (K+1)-way head, got {logits.shape[1]} outputs')
-    p = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
+    p = softmax64(logits)
     return p[:, :-1].max(axis=1) if kind == 'msp' else 1.0 - p[:, -1]
 
 
@@ -190,6 +206,9 @@ def score_weight(train, balance='appendix_c', head='binary', reference=None):
     if balance == 'appendix_c':
         return balance_weight(leave_one_out_max_cosine(train['z']),
                               head_term(train['logits'], head))
+    if balance == 'appendix_c_norm':
+        return balance_weight(np.linalg.norm(np.asarray(train['z'], np.float64), axis=1),
+                              head_term(train['logits'], head))
     if head != 'binary':
         raise ValueError("score.balance='authors' is defined for the binary head only")
     return float(1.0 / np.mean(np.asarray(train['logits'])[:, 0]))
@@ -209,6 +228,8 @@ def unode_scores(train, test, balance='appendix_c', head='binary', weight=None):
     if weight is None:
         weight = score_weight(train, balance, head)
     sim = max_cosine_similarity(test['z'], train['z'])
+    if balance == 'appendix_c_norm':  # <z, z_m/|z_m|>: the cosine on the norm scale.
+        sim = sim * np.linalg.norm(np.asarray(test['z'], np.float64), axis=1)
     if balance != 'authors':
         binary = head_term(test['logits'], head)
     else:  # The authors' scaled raw similarity and negative-class logit.

@@ -53,7 +53,8 @@ def build_model(config, num_classes=2, bn_axis_name=None):
     return create_model(
         config.model.name, num_classes=num_classes, proj_dim=config.model.proj_dim,
         normalize_feature=config.model.normalize_feature,
-        dtype=jnp.dtype(config.model.dtype), bn_axis_name=bn_axis_name)
+        dtype=jnp.dtype(config.model.dtype), bn_axis_name=bn_axis_name,
+        stem=config.model.stem)
 
 
 _MODELS_AND_OPTIMIZERS = {}

@@ -12,7 +12,7 @@ from unode_jax.data.corruptions import CORRUPTIONS
 from unode_jax.data.datasets import DATASETS
 from unode_jax.data.folders import FOLDER_DATASETS, MVTEC_CATEGORIES
 from unode_jax.losses import LOSS_KINDS
-from unode_jax.models import MODELS
+from unode_jax.models import MODELS, STEM_MODELS, STEMS
 from unode_jax.models.torchvision import torchvision_models
 from unode_jax.evaluate import FEATURES
 from unode_jax.optim import OPTIMIZERS
@@ -37,6 +37,9 @@ def validate_config(config, *, num_classes=None, num_devices=None):
     _one_of('model.name', config.model.name, MODELS)
     _one_of('model.dtype', config.model.dtype, ('float32', 'bfloat16'))
     _one_of('model.input_norm', config.model.input_norm, ('half', 'imagenet'))
+    if config.model.stem is not None:
+        _one_of('model.stem', config.model.stem, STEMS)
+        _one_of('model.name (with model.stem)', config.model.name, STEM_MODELS)
     _one_of('loss.kind', config.loss.kind, LOSS_KINDS)
     _one_of('optim.name', config.optim.name, OPTIMIZERS)
     _one_of('score.balance', config.score.balance, BALANCES)
@@ -168,6 +171,9 @@ def _check_pretrained(config):
         raise ConfigError(f'model.pretrained={path!r}: no such file (torchvision .pth files: '
                           'see "Pretrained backbones" in README.md)')
     _one_of('model.name (with model.pretrained)', config.model.name, torchvision_models())
+    if config.model.stem == 'cifar':
+        raise ConfigError("model.stem='cifar' cannot load model.pretrained: ImageNet weights "
+                          "have the 7x7 stem (use model.stem='imagenet' or 'imagenet_224')")
     if config.model.input_norm != 'imagenet':
         # Not an error: other normalisations are a legitimate ablation.
         warnings.warn(f'model.pretrained with model.input_norm={config.model.input_norm!r}: '

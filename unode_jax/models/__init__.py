@@ -5,7 +5,7 @@ from typing import Any, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from unode_jax.models.resnet import (BasicBlock, Bottleneck, ResNet,
+from unode_jax.models.resnet import (STEMS, BasicBlock, Bottleneck, ResNet,
                                      ResNet18, ResNet18Cifar, ResNet18CifarW16, ResNet50,
                                      TinyResNet, WideResNet, WideResNet50_2,
                                      WRN28_10)
@@ -21,6 +21,10 @@ MODELS = {
     'wrn28_10': WRN28_10,
     'tiny': TinyResNet,
 }
+
+# The encoders whose stem config.model.stem can replace (resnet.STEMS); WRN-28-10 has its
+# own 3x3 stem.
+STEM_MODELS = tuple(name for name, make in MODELS.items() if make.func is ResNet)
 
 # Encoder parameter-name prefixes to freeze when fine-tuning a pretrained
 # backbone: stem + layer1 + layer2, as the authors do. WRN-28-10 is trained
@@ -40,12 +44,21 @@ FROZEN_PREFIXES = {
 
 def create_model(name: str, *, num_classes: int = 2, proj_dim: int = 128,
                  normalize_feature: bool = False, dtype: Any = jnp.float32,
-                 bn_axis_name: Optional[str] = None) -> UNODEModel:
-    """UNODEModel around the encoder MODELS[name]."""
+                 bn_axis_name: Optional[str] = None,
+                 stem: Optional[str] = None) -> UNODEModel:
+    """UNODEModel around the encoder MODELS[name]; stem (one of STEMS) replaces its own."""
     if name not in MODELS:
         raise ValueError(
             f'Unknown model {name!r}; valid names: {", ".join(sorted(MODELS))}')
-    encoder = MODELS[name](dtype=dtype, bn_axis_name=bn_axis_name)
+    kwargs = {}
+    if stem is not None:
+        if name not in STEM_MODELS:
+            raise ValueError(f'model {name!r} has a fixed stem; model.stem works with '
+                             f'{", ".join(STEM_MODELS)}')
+        if stem not in STEMS:
+            raise ValueError(f'stem must be one of {STEMS}, got {stem!r}')
+        kwargs['stem'] = stem
+    encoder = MODELS[name](dtype=dtype, bn_axis_name=bn_axis_name, **kwargs)
     return UNODEModel(encoder=encoder, proj_dim=proj_dim,
                       num_classes=num_classes,
                       normalize_feature=normalize_feature, dtype=dtype)
@@ -76,5 +89,6 @@ def frozen_mask(params, prefixes: Sequence[str]):
 __all__ = [
     'BasicBlock', 'Bottleneck', 'ResNet', 'WideResNet', 'UNODEModel',
     'ResNet18Cifar', 'ResNet18CifarW16', 'ResNet18', 'ResNet50', 'WideResNet50_2', 'WRN28_10',
-    'TinyResNet', 'MODELS', 'FROZEN_PREFIXES', 'create_model', 'frozen_mask',
+    'TinyResNet', 'MODELS', 'FROZEN_PREFIXES', 'STEMS', 'STEM_MODELS', 'create_model',
+    'frozen_mask',
 ]

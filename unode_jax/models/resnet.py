@@ -41,6 +41,13 @@ def conv_and_norm(dtype, train, bn_axis_name):
 PAD1 = ((1, 1), (1, 1))
 PAD3 = ((3, 3), (3, 3))
 
+# The stems of `ResNet` (config.model.stem): cifar = 3x3/1 conv, no pool (32 px stays 32 x 32
+# into layer1); imagenet = torchvision's 7x7/2 conv + 3x3/2 max-pool (a 32 px image is 8 x 8
+# after it); imagenet_224 = the image bilinearly upsampled to 224 px, then imagenet's stem
+# (the parameters of imagenet, so ImageNet weights load; ~49x the compute of 32 px).
+STEMS = ('cifar', 'imagenet', 'imagenet_224')
+UPSAMPLE_SIZE = 224
+
 # torch MaxPool2d(3, 2, padding=1). nn.max_pool pads with the reduction's init
 # value (-inf), so padding never wins the max, as in torch.
 torch_max_pool = functools.partial(
@@ -104,6 +111,7 @@ class ResNet(nn.Module):
 
     stem='imagenet': 7x7/2 conv + BN + ReLU + 3x3/2 max-pool (torchvision).
     stem='cifar': 3x3/1 conv + BN + ReLU, no pool (the authors' CIFAR ResNet).
+    stem='imagenet_224': the input resized to 224 x 224 (bilinear), then 'imagenet'.
     """
     stage_sizes: Sequence[int]
     block_cls: ModuleDef
@@ -118,7 +126,10 @@ class ResNet(nn.Module):
         conv, norm = conv_and_norm(self.dtype, train, self.bn_axis_name)
 
         x = jnp.asarray(x, self.dtype)
-        if self.stem == 'imagenet':
+        if self.stem == 'imagenet_224' and x.shape[1:3] != (UPSAMPLE_SIZE, UPSAMPLE_SIZE):
+            x = jax.image.resize(x, (x.shape[0], UPSAMPLE_SIZE, UPSAMPLE_SIZE, x.shape[3]),
+                                 'bilinear')
+        if self.stem in ('imagenet', 'imagenet_224'):
             x = conv(self.num_filters, (7, 7), (2, 2), padding=PAD3, name='conv1')(x)
             x = nn.relu(norm(name='bn1')(x))
             x = torch_max_pool(x)
@@ -126,7 +137,7 @@ class ResNet(nn.Module):
             x = conv(self.num_filters, (3, 3), padding=PAD1, name='conv1')(x)
             x = nn.relu(norm(name='bn1')(x))
         else:
-            raise ValueError(f"stem must be 'imagenet' or 'cifar', got {self.stem!r}")
+            raise ValueError(f'stem must be one of {STEMS}, got {self.stem!r}')
 
         for i, block_size in enumerate(self.stage_sizes):
             filters = self.num_filters * 2**i

@@ -1,0 +1,71 @@
+"""XLA's FLOP count of one training step of a config, before any GPU time is spent.
+
+  python benchmarks/flops.py --config=configs/cifar10.py
+  python benchmarks/flops.py --config=configs/cifar10.py --config.model.stem=imagenet
+  python benchmarks/flops.py --config=configs/cifar10.py --config.model.stem=imagenet_224
+
+Lowers the whole pmapped training step (views, hard negatives, forward and backward of
+the 4B rows, LARS update) on one device at the config's global batch and prints XLA's
+cost analysis of it (`Lowered.cost_analysis()['flops']`; nothing is compiled or run, so
+even a 224 px Wide-ResNet takes seconds), with the parameter count and the FLOPs of
+the config's whole schedule for one normal class of `--images_per_class` images. The
+numbers in the configs' docstrings come from here.
+"""
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from unode_jax import train as train_lib  # noqa: E402
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'A configs/*.py file.', lock_config=True)
+flags.DEFINE_integer('images_per_class', 5000, 'Training images of one normal class, for the '
+                     'cost of the whole schedule (CIFAR-10: 5,000).')
+flags.mark_flags_as_required(['config'])
+
+
+def step_flops(config):
+    """(XLA FLOPs of one global training step on one device, parameter count)."""
+    devices = jax.local_devices()[:1]
+    s, b = config.data.image_size, config.batch_size
+    state = train_lib.create_train_state(jax.random.key(0), config, s, train_lib.AXIS)
+    n_params = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(state.params))
+    weights = np.full(len(config.negatives.transforms), 1 / len(config.negatives.transforms),
+                      np.float32)
+    images = jnp.zeros((b, s, s, 3), jnp.uint8)
+    args = (images, jnp.ones(b, jnp.int32), jnp.int32(b), jnp.asarray(weights),
+            jnp.float32(1), images[:1])
+    stacked = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], (state, *args))
+    lowered = train_lib.make_p_train_step(config, devices).lower(*stacked)
+    cost = lowered.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else {}
+    return float(cost['flops']), n_params
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    config = FLAGS.config
+    flops, n_params = step_flops(config)
+    steps = FLAGS.images_per_class // config.batch_size * config.optim.num_epochs
+    stem = config.model.stem or '(the model\'s own)'
+    print(f'{config.model.name}, stem {stem}, {config.data.image_size} px, batch '
+          f'{config.batch_size} ({4 * config.batch_size} rows), {n_params / 1e6:.1f}M params')
+    size = f'{flops / 1e12:.2f} TFLOP' if flops >= 1e12 else f'{flops / 1e9:.1f} GFLOP'
+    print(f'XLA FLOPs per training step: {flops:.3e} ({size})')
+    print(f'{steps:,} steps a class ({FLAGS.images_per_class:,} images, '
+          f'{config.optim.num_epochs} epochs): {flops * steps:.3e} FLOPs '
+          f'({flops * steps / 1e15:.1f} PFLOP)')
+
+
+if __name__ == '__main__':
+    app.run(main)
