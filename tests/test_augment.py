@@ -6,7 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 
+from configs import default as default_config
 from unode_jax.augment import negatives
 from unode_jax.augment import views
 
@@ -253,15 +255,21 @@ def test_sample_composition_frequencies_follow_weights():
     np.testing.assert_allclose(second, second_expected, atol=0.03)
 
 
-def test_compose_applies_in_order_and_identity_after_r():
-    names = ('rotation', 'cutperm')
+def test_compose_follows_the_notation_and_is_identity_after_r():
+    """s_sigma1 o s_sigma2 (x) = s_sigma1(s_sigma2(x)): the last drawn transform runs first."""
+    names = ('cutout', 'gaussian_noise', 'blur')
     x, key = _image(22), jax.random.key(23)
     fn = jax.jit(functools.partial(negatives.compose, names=names))
-    order = jnp.array([0, 1], jnp.int32)
-    rot = negatives.rotation(jax.random.fold_in(key, 0), x, x)
-    both = negatives.cutperm(jax.random.fold_in(key, 1), rot, x)
-    np.testing.assert_array_equal(np.asarray(fn(key, x, x, order, 1)), rot)
-    np.testing.assert_array_equal(np.asarray(fn(key, x, x, order, 2)), both)
+    order = jnp.array([0, 1, 2], jnp.int32)  # sigma1 = cutout, sigma2 = gaussian_noise
+    cut = negatives.cutout(jax.random.fold_in(key, 0), x, x)
+    np.testing.assert_array_equal(np.asarray(fn(key, x, x, order, 1)), cut)
+    noisy = negatives.gaussian_noise(jax.random.fold_in(key, 0), x, x)
+    both = negatives.cutout(jax.random.fold_in(key, 1), noisy, x)
+    got = np.asarray(fn(key, x, x, order, 2))
+    np.testing.assert_allclose(got, both, atol=1e-6)  # jit and eager round the noise apart
+    # Not the other order: noise after the cut would fill the cut-out patch.
+    other = negatives.gaussian_noise(jax.random.fold_in(key, 1), cut, x)
+    assert np.abs(got - np.asarray(other)).max() > 0.1
 
 
 def _batch():
@@ -325,3 +333,298 @@ def test_negative_batch_rejects_bad_weights_and_options():
         negatives.negative_batch(*args, np.ones(K), mode='bogus')
     with pytest.raises(ValueError):
         negatives.negative_batch(*args, np.ones(K), per='bogus')
+
+
+# ----------------------------------------------------------------------------
+# Statistics of the views and negatives that training draws (issue: catch a
+# wrong method). Seeded, with binomial (5 sd) or KS (p > 1e-3) tolerances.
+# ----------------------------------------------------------------------------
+
+DEFAULT = default_config.get_config()
+
+
+def _view_kw(**overrides):
+    """random_views keywords built from config.views as train.make_batch does."""
+    v = DEFAULT.views
+    kw = dict(flip=v.flip, crop_scale=tuple(v.crop_scale),
+              crop_ratio=tuple(v.crop_ratio), jitter=tuple(v.jitter),
+              jitter_p=v.jitter_p, gray_p=v.gray_p)
+    kw.update(overrides)
+    return kw
+
+
+def _views(seed, image, n, **overrides):
+    fn = jax.jit(functools.partial(views.random_views, **_view_kw(**overrides)))
+    images = jnp.broadcast_to(jnp.asarray(image), (n,) + image.shape)
+    return np.asarray(fn(_keys(seed, n), images))
+
+
+def _ramp_image(h, w):
+    """Channel 0 = column / (w - 1), channel 1 = row / (h - 1), channel 2 = 0.5."""
+    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing='ij')
+    return np.stack([cols / (w - 1), rows / (h - 1), np.full((h, w), 0.5)],
+                    axis=-1).astype(np.float32)
+
+
+def _crop_boxes(y, h, w):
+    """(x0, y0, cw, ch) in input pixels of each crop of `_ramp_image(h, w)`.
+
+    Output pixel (i, j) samples the box at input column x0 + (j + 1/2) cw / w - 1/2
+    (and likewise rows), so the ramps are linear in j and i away from the border
+    (where bilinear resizing clamps to the edge pixel). Asserts that model on the
+    central half of the image, so the output is a resized axis-aligned box.
+    """
+    xr = y[..., 0].astype(np.float64) * (w - 1)
+    yr = y[..., 1].astype(np.float64) * (h - 1)
+    j1, j2, i1, i2 = w // 4, 3 * w // 4, h // 4, 3 * h // 4
+    cw = (xr[:, h // 2, j2] - xr[:, h // 2, j1]) / (j2 - j1) * w
+    ch = (yr[:, i2, w // 2] - yr[:, i1, w // 2]) / (i2 - i1) * h
+    x0 = xr[:, h // 2, j1] + 0.5 - (j1 + 0.5) * cw / w
+    y0 = yr[:, i1, w // 2] + 0.5 - (i1 + 0.5) * ch / h
+    cols, rows = np.arange(j1, j2 + 1), np.arange(i1, i2 + 1)
+    model_x = x0[:, None] + (cols + 0.5) * cw[:, None] / w - 0.5
+    model_y = y0[:, None] + (rows + 0.5) * ch[:, None] / h - 0.5
+    np.testing.assert_allclose(
+        xr[:, i1:i2 + 1, j1:j2 + 1], np.broadcast_to(
+            model_x[:, None, :], (len(y), len(rows), len(cols))), atol=1e-3)
+    np.testing.assert_allclose(
+        yr[:, i1:i2 + 1, j1:j2 + 1], np.broadcast_to(
+            model_y[:, :, None], (len(y), len(rows), len(cols))), atol=1e-3)
+    return x0, y0, cw, ch
+
+
+def _ks_uniform(u):
+    """p-value of a one-sample KS test of u against U(0, 1)."""
+    return scipy.stats.kstest(u, 'uniform').pvalue
+
+
+def _near_rate(hits, p):
+    """The fraction of True in hits is within 5 binomial sd of p."""
+    n = np.size(hits)
+    return abs(np.mean(hits) - p) <= 5 * np.sqrt(p * (1 - p) / n)
+
+
+@pytest.mark.parametrize('h,w,scale,ratio', [
+    # The default config (training's crop) on a 32 x 32 image: the width or the
+    # height is clipped to the image only when area * aspect > 1 or area / aspect
+    # > 1, i.e. area > 3/4, and the clipped crop's area is then > 3/4 too; the
+    # draws with area <= 1/2 are unclipped.
+    (32, 32, None, None),
+    # Tall crops (width / height < 1) of a portrait image, never clipped: would
+    # catch height / width used as the aspect ratio.
+    (32, 24, (0.25, 0.5), (0.5, 1.0)),
+])
+def test_random_views_crop_area_and_aspect_ratio(h, w, scale, ratio):
+    scale = tuple(DEFAULT.views.crop_scale) if scale is None else scale
+    ratio = tuple(DEFAULT.views.crop_ratio) if ratio is None else ratio
+    n = 3000
+    y = _views(31, _ramp_image(h, w), n, flip=False, crop_scale=scale,
+               crop_ratio=ratio, jitter_p=0.0, gray_p=0.0)
+    x0, y0, cw, ch = _crop_boxes(y, h, w)
+    area, aspect = cw * ch / (h * w), cw / ch
+    tol = 1e-3
+    # Every box lies inside the image, within the configured ranges...
+    assert x0.min() >= -tol and (x0 + cw).max() <= w + tol
+    assert y0.min() >= -tol and (y0 + ch).max() <= h + tol
+    assert scale[0] - tol <= area.min() and area.max() <= scale[1] + tol
+    assert ratio[0] - tol <= aspect.min() and aspect.max() <= ratio[1] + tol
+    # ... and covers them.
+    assert area.min() < scale[0] + 0.02 * (scale[1] - scale[0])
+    assert area.max() > scale[1] - 0.05 * (scale[1] - scale[0])
+    assert aspect.min() < ratio[0] * 1.02 and aspect.max() > ratio[1] / 1.02
+    # Unclipped draws: area ~ U(scale), log aspect ~ U(log ratio), independently.
+    cut = min(scale[1], 0.5)
+    free = area <= cut + tol
+    assert _near_rate(free, (cut - scale[0]) / (scale[1] - scale[0]))
+    u_area = (area[free] - scale[0]) / (cut - scale[0])
+    u_aspect = np.log(aspect[free] / ratio[0]) / np.log(ratio[1] / ratio[0])
+    assert _ks_uniform(u_area) > 1e-3
+    assert _ks_uniform(u_aspect) > 1e-3
+    # The position is uniform over the placements that fit.
+    for start, size, side in ((x0, cw, w), (y0, ch, h)):
+        room = side - size > 1
+        assert _ks_uniform(start[room] / (side - size[room])) > 1e-3
+
+
+@pytest.mark.parametrize('flip', [True, False])
+def test_random_views_flip_rate(flip):
+    n = 2000
+    x = _ramp_image(S, S)
+    y = _views(32, x, n, flip=flip, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0),
+               jitter_p=0.0, gray_p=0.0)
+    same = np.abs(y - x).max(axis=(1, 2, 3)) < 1e-5
+    mirrored = np.abs(y - x[:, ::-1]).max(axis=(1, 2, 3)) < 1e-5
+    assert np.all(same != mirrored)  # each view is exactly one of the two
+    if flip:
+        assert _near_rate(mirrored, 0.5)
+    else:
+        assert not mirrored.any()
+
+
+def test_random_views_grayscale_rate():
+    n, p = 4000, DEFAULT.views.gray_p
+    x = _image(33)
+    # The training views; gray_p=0 gives each key's view before the grayscale
+    # step, as the grayscale coin has its own key. gray_p traced: one compilation.
+    fn = jax.jit(lambda k, im, gray_p: views.random_views(
+        k, im, **_view_kw(gray_p=gray_p)))
+    keys, images = _keys(34, n), jnp.broadcast_to(x, (n,) + x.shape)
+    y = np.asarray(fn(keys, images, p))
+    y0 = np.asarray(fn(keys, images, 0.0))
+    gray0 = np.broadcast_to(
+        np.asarray(jax.vmap(views.grayscale)(jnp.asarray(y0))), y0.shape)
+    is_gray = np.abs(y - gray0).max(axis=(1, 2, 3)) < 1e-5
+    is_colour = np.abs(y - y0).max(axis=(1, 2, 3)) < 1e-5
+    assert np.all(is_gray != is_colour)
+    # R == G == B exactly for the gray views only (the input is coloured).
+    rgb_equal = np.all((y[..., 0] == y[..., 1]) & (y[..., 1] == y[..., 2]),
+                       axis=(1, 2))
+    np.testing.assert_array_equal(rgb_equal, is_gray)
+    assert _near_rate(is_gray, p)
+    y0_equal = np.all((y0[..., 0] == y0[..., 1]) & (y0[..., 1] == y0[..., 2]),
+                      axis=(1, 2))
+    assert not y0_equal.any()
+
+
+def test_random_views_jitter_rate():
+    n, p = 4000, DEFAULT.views.jitter_p
+    x = np.asarray(_image(35))
+    y = _views(36, x, n, flip=False, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0),
+               gray_p=0.0)
+    diff = np.abs(y - x).max(axis=(1, 2, 3))
+    # Untouched views equal the input (to the crop's rounding); jittered ones move.
+    assert np.all((diff < 1e-5) | (diff > 1e-3))
+    jittered = diff > 1e-3
+    assert _near_rate(jittered, p)
+
+
+# Negatives through negative_batch, as training draws them, with weight on four
+# transforms whose outputs differ (and none on sobel), so that each negative can be
+# matched against every composition of them applied with the same key. Five names
+# rather than config.negatives.transforms keep the compilations short.
+NEG_NAMES = ('rotation', 'sobel', 'cutperm', 'gaussian_noise', 'cutout')
+NEG_USED = ('rotation', 'cutperm', 'gaussian_noise', 'cutout')
+NEG_WEIGHTS = (4.0, 3.0, 2.0, 1.0)
+NEG_MAX_COMPOSE = 2  # the longest compositions matched
+
+
+def _neg_weights():
+    w = np.zeros(len(NEG_NAMES), np.float32)
+    for name, wi in zip(NEG_USED, NEG_WEIGHTS):
+        w[NEG_NAMES.index(name)] = wi
+    return w
+
+
+@functools.cache
+def _transform_fn(name):
+    return jax.jit(jax.vmap(negatives.TRANSFORM_FNS[name]))
+
+
+def _match_compositions(y, keys, images, partners):
+    """Which compositions of NEG_USED each negative y[n] equals (to 1e-5).
+
+    Candidates: every (sigma_1, ..., sigma_r), r <= NEG_MAX_COMPOSE, applied as
+    compose does, sigma_1 o ... o sigma_r with the last drawn running first and
+    stage i keyed fold_in(key, i). Returns (compositions, (N, C) bool).
+    """
+    stage_keys = [jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(keys)
+                  for i in range(NEG_MAX_COMPOSE)]
+    out, last = {(): images}, [()]  # keyed by the order applied
+    for i in range(NEG_MAX_COMPOSE):
+        last = [a + (t,) for a in last for t in NEG_USED if t not in a]
+        for a in last:
+            out[a] = _transform_fn(a[-1])(stage_keys[i], out[a[:-1]], partners)
+    del out[()]
+    seqs = [a[::-1] for a in out]
+    err = np.stack([np.abs(np.asarray(c) - y).max(axis=(1, 2, 3))
+                    for c in out.values()], axis=1)
+    return seqs, err < 1e-5
+
+
+@functools.cache
+def _negatives_fn(per, max_compose):
+    # As training calls it: one batch key and the batch's sample keys per call.
+    return jax.jit(functools.partial(
+        negatives.negative_batch, mode='compose', per=per,
+        max_compose=max_compose, names=NEG_NAMES))
+
+
+def _draw_negatives(seed, per, max_compose, m, b):
+    """m batches of b negatives, flat: (y, apply keys, images, partners, drawn).
+
+    drawn[n]: the composition (sigma_1, ..., sigma_r) that sample_composition
+    draws for sample n, from the batch key (per='batch') or split(key)[0] of the
+    sample's key (per='sample', which applies it with split(key)[1]).
+    """
+    images = jax.random.uniform(jax.random.key(seed), (m, b, S, S, 3))
+    partners = jnp.roll(images, 1, axis=1)
+    sample_keys = _keys(seed + 1, m * b).reshape(m, b)
+    batch_keys = _keys(seed + 2, m)
+    fn, w = _negatives_fn(per, max_compose), _neg_weights()
+    y = np.concatenate([
+        np.asarray(fn(batch_keys[i], sample_keys[i], images[i], partners[i], w))
+        for i in range(m)])
+    keys = sample_keys.reshape(-1)
+    if per == 'batch':
+        comp_keys = jnp.repeat(batch_keys, b)
+    else:
+        comp_keys, keys = jax.vmap(lambda k: tuple(jax.random.split(k)))(keys)
+    order, r = jax.jit(jax.vmap(lambda k: negatives.sample_composition(
+        k, w, max_compose)))(comp_keys)
+    drawn = [tuple(NEG_NAMES[j] for j in o[:ri])
+             for o, ri in zip(np.asarray(order), np.asarray(r))]
+    return (y, keys, images.reshape((m * b,) + images.shape[2:]),
+            partners.reshape((m * b,) + partners.shape[2:]), drawn)
+
+
+NEG_N = 2000  # negatives per test, one shape for one compilation of the matcher
+
+
+def test_negative_batch_per_batch_applies_one_composition():
+    m, b = NEG_N // 8, 8
+    y, keys, images, partners, drawn = _draw_negatives(
+        40, 'batch', NEG_MAX_COMPOSE, m, b)
+    seqs, match = _match_compositions(y, keys, images, partners)
+    # Each negative is the composition drawn from the batch key.
+    assert all(match[n, seqs.index(d)] for n, d in enumerate(drawn))
+    common = match.reshape(m, b, -1).all(axis=1)  # (m, C)
+    assert common.any(axis=1).all()  # one composition explains each whole batch
+    chosen = {seqs[int(np.argmax(c))] for c in common}
+    # 250 batches draw ~15.9 of the 16 compositions on average; < 12 is ~never.
+    assert {len(c) for c in chosen} == {1, 2} and len(chosen) >= 12
+
+
+def test_negative_batch_per_sample_draws_a_composition_per_sample():
+    m, b = NEG_N // 8, 8
+    y, keys, images, partners, drawn = _draw_negatives(
+        41, 'sample', NEG_MAX_COMPOSE, m, b)
+    seqs, match = _match_compositions(y, keys, images, partners)
+    # Each negative is the composition drawn from its own key.
+    assert all(match[n, seqs.index(d)] for n, d in enumerate(drawn))
+    common = match.reshape(m, b, -1).all(axis=1)
+    # Eight independent draws are all equal with probability < 3e-6 per batch.
+    assert not common.any()
+    chosen = {seqs[int(np.argmax(c))] for c in match}
+    assert chosen == set(seqs)
+
+
+@pytest.mark.parametrize('per', ['batch', 'sample'])
+def test_negative_batch_single_transform_frequencies_follow_weights(per):
+    """max_compose=1 (the default): one transform, drawn in proportion to the weights."""
+    # per='batch': one draw per batch (of two samples); per='sample': per sample.
+    m, b = (NEG_N // 2, 2) if per == 'batch' else (1, NEG_N)
+    y, keys, images, partners, drawn = _draw_negatives(42, per, 1, m, b)
+    seqs, match = _match_compositions(y, keys, images, partners)
+    assert all(match[n, seqs.index(d)] for n, d in enumerate(drawn))
+    single = [i for i, s in enumerate(seqs) if len(s) == 1]
+    assert np.all(match.sum(axis=1) == 1)  # exactly one composition matches...
+    assert np.all(match[:, single].sum(axis=1) == 1)  # ... a single transform
+    chosen = np.argmax(match, axis=1).reshape(m, b)
+    if per == 'batch':
+        assert np.all(chosen == chosen[:, :1])
+        draws = chosen[:, 0]
+    else:
+        draws = chosen.ravel()
+    w = dict(zip(NEG_USED, NEG_WEIGHTS))
+    for i in single:
+        assert _near_rate(draws == i, w[seqs[i][0]] / sum(NEG_WEIGHTS)), seqs[i]

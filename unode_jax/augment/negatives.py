@@ -317,10 +317,12 @@ def sample_composition(key, weights, max_compose):
 
 def compose(key, x, partner, order, r, names=TRANSFORMS, *, params=None,
             num_stages=None):
-    """Applies the first r transforms of `order` in sequence to one image.
+    """Applies s_order[0] o s_order[1] o ... o s_order[r-1] to one image.
 
-    order[0] is applied first; stage i uses key fold_in(key, i); stages >= r
-    are the identity. A lax.switch over the transforms (identity as the last
+    As the paper's notation s_sigma1 o ... o s_sigmar (sec. 3.1), the rightmost runs
+    first: stage i applies order[r-1-i], so order[r-1] is applied first and order[0],
+    the first (most likely the heaviest-weighted) draw, last. Stage i uses key
+    fold_in(key, i); stages >= r are the identity. A lax.switch over the transforms (identity as the last
     branch) inside a fori_loop. When `order` and `r` are not batched under
     vmap (one composition per batch), the switch stays a real branch and only
     the chosen transform runs; per-sample compositions turn it into a select
@@ -340,7 +342,7 @@ def compose(key, x, partner, order, r, names=TRANSFORMS, *, params=None,
     num_stages = len(names) if num_stages is None else int(num_stages)
 
     def stage(i, y):
-        idx = jnp.where(i < r, order[i], identity)
+        idx = jnp.where(i < r, order[jnp.maximum(r - 1 - i, 0)], identity)
         return jax.lax.switch(idx, branches, jax.random.fold_in(key, i), y,
                               partner)
 
