@@ -63,8 +63,10 @@ def test_mvtec_layout_sweep_caches_logs_skipped_and_strict_fails(tmp_path, capsy
     # Each category is tested on its own 4 good + 4 broken test images.
     per_class = [summary['classes'][k] for k in ('0', '1')]
     assert [r['class_name'] for r in per_class] == ['bottle', 'screw']
-    assert all(r['n_test_inliers'] == 4 and r['n_test_outliers'] == 4 and 0 <= r['auroc'] <= 1
-               for r in per_class)
+    assert all(r['n_test_inliers'] == 4 and r['n_test_outliers'] == 4 for r in per_class)
+    # The bright square of a broken image sets it apart from every good one (1.0 measured;
+    # chance 0.5, a flipped score 0).
+    assert all(r['auroc'] > 0.9 for r in per_class), [r['auroc'] for r in per_class]
     with open(tmp_path / 'run' / SKIPPED_FILE) as f:
         rows = list(csv.DictReader(f))
     assert [r['path'] for r in rows] == [str(bad.resolve())]

@@ -292,12 +292,22 @@ def num_train_steps(config, n_train):
     return int(round(config.optim.num_epochs * (n_train // config.batch_size)))
 
 
+def _metrics_step(line):
+    """The step of one metrics.jsonl line; None for a line a kill cut short."""
+    try:
+        return int(json.loads(line)['step'])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def _truncate_metrics(path, last_step):
-    """Drop metrics.jsonl lines past the restored checkpoint (written before a kill)."""
+    """Drop metrics.jsonl lines past the restored checkpoint (written before a kill), and a
+    last line the kill cut in half."""
     if not os.path.exists(path):
         return
     with open(path) as f:
-        lines = [l for l in f if l.strip() and json.loads(l)['step'] <= last_step]
+        kept = [(l, _metrics_step(l)) for l in f]
+    lines = [l for l, step in kept if step is not None and step <= last_step]
     with open(path, 'w') as f:
         f.writelines(lines)
 
