@@ -1,6 +1,7 @@
 """Tests for unode_jax.data: digits, .npz arrays, mocked tfds, one-class."""
 import importlib.util
 import pathlib
+import pickle
 import time
 
 import numpy as np
@@ -116,6 +117,22 @@ def test_arrays_missing_file_and_path(tmp_path):
         D.load_dataset('arrays', path=tmp_path / 'nope.npz')
     with pytest.raises(ValueError, match='needs path='):
         D.load_dataset('arrays')
+
+
+def test_arrays_and_outliers_name_a_file_that_is_not_an_npz(tmp_path):
+    """A text file (or a bare pickle) named .npz is 'not a .npz file', not 'pickled data'."""
+    text = tmp_path / 'x.npz'
+    text.write_text('x_train,y_train\n1,2\n')
+    with pytest.raises(ValueError, match=r"x.npz: not a \.npz file .* starts with b'x_tr'"):
+        D.load_dataset('arrays', path=text)
+    with pytest.raises(ValueError, match=r'x.npz: not a \.npz file'):
+        D.load_outliers(text, 16)
+    marker = tmp_path / 'pwned'
+    bare = tmp_path / 'bare.npz'
+    bare.write_bytes(pickle.dumps(_Payload(marker)))
+    with pytest.raises(ValueError, match=r'bare.npz: not a \.npz file'):
+        D.load_dataset('arrays', path=bare)
+    assert not marker.exists()
 
 
 class _Payload:

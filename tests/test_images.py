@@ -85,6 +85,27 @@ def test_list_images_skips_hidden_files(folder):
     assert _rel(I.list_images(folder), folder) == EXPECTED_NAMES
 
 
+def test_list_images_lists_each_file_once_through_symlinks(folder, tmp_path):
+    """A link loop (`loop -> .`) and a second link to one file: each file listed once, with a
+    warning that says how many paths were the same file; without links, no warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert _rel(I.list_images(folder), folder) == EXPECTED_NAMES
+    (folder / 'loop').symlink_to('.', target_is_directory=True)
+    (folder / 'again.png').symlink_to(folder / 'a_gray_8x8.png')
+    outside = tmp_path / 'outside'
+    outside.mkdir()
+    Image.fromarray(_noise(8, 8)).save(outside / 'z.png', format='PNG')
+    (folder / 'z_link.png').symlink_to(outside / 'z.png')  # another file: kept
+    for spec in (folder, f'{folder}/**/*.png'):
+        with pytest.warns(UserWarning, match=r'are the same file again \(symlinks\)'):
+            got = _rel(I.list_images(spec), folder)
+        want = [n for n in EXPECTED_NAMES if n.endswith('.png')] if str(spec).endswith(
+            '.png') else EXPECTED_NAMES
+        assert got == sorted(want + ['z_link.png'])
+        assert len({os.path.realpath(folder / p) for p in got}) == len(got)
+
+
 def test_list_images_nothing_found(tmp_path, folder):
     empty = tmp_path / 'empty'
     empty.mkdir()

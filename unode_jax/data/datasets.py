@@ -172,6 +172,17 @@ def _load_faces() -> Dataset:
 # --------------------------------------------------------------------- arrays
 
 _NPZ_KEYS = ('x_train', 'y_train', 'x_test', 'y_test')
+_ZIP_MAGIC = (b'PK\x03\x04', b'PK\x05\x06')  # numpy.savez writes a zip archive
+
+
+def _require_npz(path):
+    """A file that is not a zip archive is refused as not a .npz, before numpy reads it (it
+    would call a text file 'pickled data')."""
+    with open(path, 'rb') as f:
+        head = f.read(4)
+    if head not in _ZIP_MAGIC:
+        raise ValueError(f'{path}: not a .npz file (numpy.savez writes a zip archive; this '
+                         f'file starts with {head!r})')
 
 
 def _load_arrays(path) -> Dataset:
@@ -181,6 +192,7 @@ def _load_arrays(path) -> Dataset:
     path = pathlib.Path(path).expanduser()
     if not path.is_file():
         raise DatasetNotFoundError(f'arrays dataset file not found: {path}')
+    _require_npz(path)
     # allow_pickle=False: the file is untrusted, and unpickling object arrays
     # can run arbitrary code. numpy then refuses object arrays with ValueError.
     try:
@@ -466,6 +478,7 @@ def load_outliers(path, image_size: int) -> np.ndarray:
     if not path.is_file():
         raise DatasetNotFoundError(
             f'outlier file not found: {path} (a .npz with key "x", uint8 images)')
+    _require_npz(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             if 'x' not in npz.files:

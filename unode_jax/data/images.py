@@ -66,27 +66,45 @@ def _has_image_extension(path: str) -> bool:
     return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
 
 
+def _walk(folder: str):
+    """Every non-hidden file under folder, following symlinked folders but entering each
+    real folder once, so a link loop (`loop -> .`) cannot list a file again and again."""
+    entered = set()
+    for path, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(path)
+        if real in entered:
+            dirs[:] = []
+            continue
+        entered.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith('.')]
+        yield from (os.path.join(path, f) for f in files if not f.startswith('.'))
+
+
 def list_images(folder_or_glob) -> list[str]:
     """Image files of a folder (recursively) or of a glob pattern (`**` allowed), sorted.
 
-    A folder lists what the pattern FOLDER/**/* would: hidden files and folders
-    (e.g. macOS `._name.jpg` resource forks) are skipped in both cases.
+    Hidden files and folders (e.g. macOS `._name.jpg` resource forks) are skipped in
+    both cases. Each file is listed once: of the paths that resolve to the same file
+    (symlinks, link loops) the shortest is kept, and a warning says how many were dropped.
     """
     spec = os.path.expanduser(os.fspath(folder_or_glob))
     if os.path.isdir(spec):
-        # Escaped: a folder name may contain glob characters such as '['.
-        pattern = os.path.join(glob.escape(spec), '**', '*')
-        where = f'folder {spec}'
+        candidates, where = _walk(spec), f'folder {spec}'
     else:
-        pattern = spec
-        where = f'pattern {spec!r}'
-    found = [p for p in glob.glob(pattern, recursive=True)
-             if _has_image_extension(p) and os.path.isfile(p)]
+        candidates, where = glob.glob(spec, recursive=True), f'pattern {spec!r}'
+    found = sorted(p for p in candidates if _has_image_extension(p) and os.path.isfile(p))
     if not found:
         raise FileNotFoundError(
             f'no image files in {where} (looked for {", ".join(IMAGE_EXTENSIONS)}, '
             'any case)')
-    return sorted(found)
+    unique = {}
+    for p in sorted(found, key=lambda p: (p.count(os.sep), p)):  # the shortest path wins
+        unique.setdefault(os.path.realpath(p), p)
+    if len(unique) < len(found):
+        warnings.warn(f'{len(found) - len(unique)} of the {len(found)} image paths in {where} '
+                      f'are the same file again (symlinks): {len(unique)} files, each read once',
+                      stacklevel=2)
+    return sorted(unique.values())
 
 
 @contextlib.contextmanager
