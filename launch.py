@@ -10,6 +10,7 @@ r"""UNODE: train and evaluate a novelty detector.
   python launch.py --mode=report --workdir=DIR   # rebuild the reports from saved scores
   python launch.py --mode=report --workdir=OUT --runs=runs/cifar10,runs/mnist  # Table 1
 """
+import importlib.util
 import sys
 
 from absl import app, flags, logging
@@ -18,7 +19,7 @@ from ml_collections import config_flags
 from unode_jax import report
 from unode_jax.run import MODES, run
 from unode_jax.torch_weights import CheckpointFormatError, UnsafeCheckpointError
-from unode_jax.validate import ConfigError, validate_config
+from unode_jax.validate import ConfigError, unknown_override, validate_config
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.py file.', lock_config=True)
@@ -31,6 +32,24 @@ flags.DEFINE_string('images', None, '--mode=predict: a folder (searched recursiv
 flags.DEFINE_float('threshold', None, '--mode=predict: score below which an image is novel '
                    '(default: fitted on held-out normal training images, see predict.holdout).')
 flags.mark_flags_as_required(['workdir'])
+
+
+def parse_flags(argv):
+    """absl's flag parsing; a bad flag, or a --config.<field> that names no field, is one line."""
+    try:
+        return FLAGS(argv)
+    except (AttributeError, KeyError, flags.Error) as e:
+        path = next((a.split('=', 1)[1] for a in argv[1:] if a.startswith('--config=')), None)
+        bad = path and unknown_override(argv, _load_config(path))
+        sys.exit(f'error: {bad or e} (--helpfull lists the flags)')
+
+
+def _load_config(path):
+    """get_config() of a config file, as config_flags loads it (for the error message)."""
+    spec = importlib.util.spec_from_file_location('unode_config', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
 
 
 def main(argv):
@@ -55,4 +74,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -120,3 +120,15 @@ def test_stems_by_config():
     assert stem == {'cifar10': 'cifar', 'svhn': 'cifar', 'mnist': 'cifar',
                     'cifar10_pretrained': 'imagenet', 'mvtec': 'imagenet',
                     'digits': None}  # resnet18_cifar_w16: its own CIFAR stem
+
+
+def test_unknown_override_names_the_field_and_the_nearest():
+    from unode_jax.validate import unknown_override
+    config = default.get_config()
+    assert unknown_override(['launch.py', '--config.optim.peak_lr=2', '--mode=all'], config) is None
+    assert unknown_override(['x', '--config.score.balanse=spread'], config).startswith(
+        '--config.score.balanse: no such field in the config; nearest: score.balance, ')
+    assert unknown_override(['x', '--config.zzz.qqq'], config) == (
+        '--config.zzz.qqq: no such field in the config')
+    # A field under a leaf is no field either.
+    assert 'no such field' in unknown_override(['x', '--config.seed.x=1'], config)

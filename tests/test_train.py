@@ -240,6 +240,16 @@ def test_bad_override_fails_with_one_line(tmp_path):
         assert r.returncode != 0
         last = r.stderr.strip().splitlines()[-1]
         assert last.startswith('error:') and word in last, r.stderr[-2000:]
+    # Flags absl or the config cannot parse: the whole of stderr is one line.
+    for flag, want in [('--config.foo=1', '--config.foo: no such field in the config'),
+                       ('--config.optim.peak_lrr=1', 'no such field in the config; nearest: '
+                                                     'optim.peak_lr'),
+                       ('--config.optim.peak_lr=x', 'could not convert'),
+                       ('--nope=1', "Unknown command line flag 'nope'")]:
+        r = _launch(tmp_path / 'bad', flag, timeout=300)
+        assert r.returncode == 1 and r.stderr.count('\n') == 1, r.stderr[-2000:]
+        assert r.stderr.startswith('error: ') and want in r.stderr, r.stderr
+    assert not (tmp_path / 'bad').exists()  # nothing written
 
 
 def test_quick_start_detects_novel_digits_and_sweep_resumes(tmp_path, monkeypatch):

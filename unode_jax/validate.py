@@ -1,6 +1,9 @@
 """Config checks that fail at once, with one line, before any data or compile work."""
+import difflib
 import os
 import warnings
+
+from ml_collections import config_dict
 
 from unode_jax.augment.autoaug import DIVERGENCES, TSNE_BACKENDS
 from unode_jax.augment.embedders import EMBEDDERS
@@ -178,3 +181,28 @@ def _check_pretrained(config):
         # Not an error: other normalisations are a legitimate ablation.
         warnings.warn(f'model.pretrained with model.input_norm={config.model.input_norm!r}: '
                       "torchvision's weights expect input_norm='imagenet'", stacklevel=3)
+
+
+def _field_names(config, prefix=''):
+    for key, value in config.items():
+        name = f'{prefix}{key}'
+        yield name
+        if isinstance(value, config_dict.ConfigDict):
+            yield from _field_names(value, f'{name}.')
+
+
+def unknown_override(argv, config):
+    """The first `--config.<field>=...` of argv naming no field of config, as one line with
+    the nearest field names; None when every override names a field."""
+    for arg in argv[1:]:
+        if not arg.startswith('--config.'):
+            continue
+        field = arg[len('--config.'):].split('=', 1)[0]
+        node = config
+        for part in field.split('.'):
+            if not isinstance(node, config_dict.ConfigDict) or part not in node:
+                near = difflib.get_close_matches(field, list(_field_names(config)), n=3)
+                hint = f'; nearest: {", ".join(near)}' if near else ''
+                return f'--config.{field}: no such field in the config{hint}'
+            node = node[part]
+    return None
