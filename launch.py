@@ -11,6 +11,7 @@ r"""UNODE: train and evaluate a novelty detector.
   python launch.py --mode=report --workdir=OUT --runs=runs/cifar10,runs/mnist  # Table 1
 """
 import importlib.util
+import os
 import sys
 
 from absl import app, flags, logging
@@ -35,13 +36,20 @@ flags.mark_flags_as_required(['workdir'])
 
 
 def parse_flags(argv):
-    """absl's flag parsing; a bad flag, or a --config.<field> that names no field, is one line."""
+    """absl's flag parsing; a bad flag, a missing config file or a --config.<field> that
+    names no field is one line."""
+    path = next((a.split('=', 1)[1] for a in argv[1:] if a.startswith('--config=')), None)
+    if path is not None and not os.path.isfile(path):
+        sys.exit(f'error: --config={path}: no such file (the configs are in configs/)')
     try:
         return FLAGS(argv)
-    except (AttributeError, KeyError, flags.Error) as e:
-        path = next((a.split('=', 1)[1] for a in argv[1:] if a.startswith('--config=')), None)
-        bad = path and unknown_override(argv, _load_config(path))
-        sys.exit(f'error: {bad or e} (--helpfull lists the flags)')
+    except (AttributeError, KeyError, OSError, flags.Error) as e:
+        try:
+            bad = path and unknown_override(argv, _load_config(path))
+        except Exception:  # noqa: BLE001 -- the config file itself is broken: absl's message
+            bad = None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        sys.exit(f'error: {bad or first} (--helpfull lists the flags)')
 
 
 def _load_config(path):

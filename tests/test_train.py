@@ -249,6 +249,11 @@ def test_bad_override_fails_with_one_line(tmp_path):
         r = _launch(tmp_path / 'bad', flag, timeout=300)
         assert r.returncode == 1 and r.stderr.count('\n') == 1, r.stderr[-2000:]
         assert r.stderr.startswith('error: ') and want in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'launch.py'), '--config=configs/nope.py',
+                        f'--workdir={tmp_path / "bad"}'], capture_output=True, text=True,
+                       timeout=300, cwd=ROOT)
+    assert r.returncode == 1 and r.stderr == (
+        'error: --config=configs/nope.py: no such file (the configs are in configs/)\n')
     assert not (tmp_path / 'bad').exists()  # nothing written
 
 

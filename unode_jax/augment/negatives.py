@@ -322,9 +322,9 @@ def compose(key, x, partner, order, r, names=TRANSFORMS, *, params=None,
     As the paper's notation s_sigma1 o ... o s_sigmar (sec. 3.1), the rightmost runs
     first: stage i applies order[r-1-i], so order[r-1] is applied first and order[0],
     the first (most likely the heaviest-weighted) draw, last. Stage i uses key
-    fold_in(key, i); stages >= r are the identity. A lax.switch over the transforms (identity as the last
-    branch) inside a fori_loop. When `order` and `r` are not batched under
-    vmap (one composition per batch), the switch stays a real branch and only
+    fold_in(key, i); stages >= r are the identity. A lax.switch over the transforms
+    (identity as the last branch) inside a fori_loop. When `order` and `r` are not
+    batched under vmap (one composition per batch), the switch stays a real branch and only
     the chosen transform runs; per-sample compositions turn it into a select
     that evaluates every transform at every stage.
 

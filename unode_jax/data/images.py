@@ -92,7 +92,7 @@ def list_images(folder_or_glob) -> list[str]:
         candidates, where = _walk(spec), f'folder {spec}'
     else:
         candidates, where = glob.glob(spec, recursive=True), f'pattern {spec!r}'
-    found = sorted(p for p in candidates if _has_image_extension(p) and os.path.isfile(p))
+    found = [p for p in candidates if _has_image_extension(p) and os.path.isfile(p)]
     if not found:
         raise FileNotFoundError(
             f'no image files in {where} (looked for {", ".join(IMAGE_EXTENSIONS)}, '

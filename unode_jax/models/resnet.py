@@ -44,7 +44,8 @@ PAD3 = ((3, 3), (3, 3))
 # The stems of `ResNet` (config.model.stem): cifar = 3x3/1 conv, no pool (32 px stays 32 x 32
 # into layer1); imagenet = torchvision's 7x7/2 conv + 3x3/2 max-pool (a 32 px image is 8 x 8
 # after it); imagenet_224 = the image bilinearly upsampled to 224 px, then imagenet's stem
-# (the parameters of imagenet, so ImageNet weights load; ~49x the compute of 32 px).
+# (the parameters of imagenet, so ImageNet weights load; WRN-50-2: 63x the FLOPs of imagenet
+# at 32 px, 3.2x cifar's; benchmarks/flops.py).
 STEMS = ('cifar', 'imagenet', 'imagenet_224')
 UPSAMPLE_SIZE = 224
 
