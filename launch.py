@@ -18,9 +18,10 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from unode_jax import report
+from unode_jax.errors import error_line
+from unode_jax.lock import workdir_lock
 from unode_jax.run import MODES, run
-from unode_jax.torch_weights import CheckpointFormatError, UnsafeCheckpointError
-from unode_jax.validate import ConfigError, unknown_override, validate_config
+from unode_jax.validate import unknown_override, validate_config
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.py file.', lock_config=True)
@@ -32,6 +33,8 @@ flags.DEFINE_string('images', None, '--mode=predict: a folder (searched recursiv
                     'of PNG/JPEG images to score.')
 flags.DEFINE_float('threshold', None, '--mode=predict: score below which an image is novel '
                    '(default: fitted on held-out normal training images, see predict.holdout).')
+flags.DEFINE_bool('debug', os.environ.get('UNODE_DEBUG', '') not in ('', '0'),
+                  'Show the traceback of an error (default: one line; also UNODE_DEBUG=1).')
 flags.mark_flags_as_required(['workdir'])
 
 
@@ -62,23 +65,31 @@ def _load_config(path):
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+        sys.exit(f'error: unexpected arguments {argv[1:]} (flags are --name=value)')
     logging.set_verbosity(logging.WARNING)
+    sys.stdout.reconfigure(errors='backslashreplace')  # File names that are not UTF-8.
     if FLAGS.config is None and FLAGS.mode != 'report':
-        raise app.UsageError(f'--config is required for --mode={FLAGS.mode}')
+        sys.exit(f'error: --config is required for --mode={FLAGS.mode}')
+    if FLAGS.runs and FLAGS.mode != 'report':
+        sys.exit('error: --runs goes with --mode=report')
     try:
         if FLAGS.mode != 'report':
             validate_config(FLAGS.config)  # Before any data, device or compile work.
-        if FLAGS.runs:
-            if FLAGS.mode != 'report':
-                raise app.UsageError('--runs goes with --mode=report')
-            print(report.write_universality(FLAGS.workdir, FLAGS.runs), end='')
-        else:
-            run(FLAGS.config, FLAGS.workdir, FLAGS.mode, images=FLAGS.images,
-                threshold=FLAGS.threshold)
-    except (ConfigError, FileNotFoundError, CheckpointFormatError, UnsafeCheckpointError) as e:
-        # The user's input is at fault (a field, a missing or unfit file): one line.
-        sys.exit(f'error: {e}')
+        with workdir_lock(FLAGS.workdir, FLAGS.mode):
+            if FLAGS.runs:
+                print(report.write_universality(FLAGS.workdir, FLAGS.runs), end='')
+            else:
+                run(FLAGS.config, FLAGS.workdir, FLAGS.mode, images=FLAGS.images,
+                    threshold=FLAGS.threshold)
+    except KeyboardInterrupt:
+        if FLAGS.debug:
+            raise
+        sys.exit(f'stopped (Ctrl-C) during --mode={FLAGS.mode}: rerun the same command to '
+                 f'resume from the last checkpoint in {FLAGS.workdir}')
+    except Exception as e:  # noqa: BLE001 -- one line for everything; --debug for the rest
+        if FLAGS.debug:
+            raise
+        sys.exit(error_line(e))
 
 
 if __name__ == '__main__':

@@ -9,7 +9,8 @@ import pytest
 from configs import default
 from unode_jax.augment.weights import negative_weights
 from unode_jax.data.folders import FOLDER_DATASETS
-from unode_jax.validate import ConfigError, validate_config
+from unode_jax.errors import ConfigError
+from unode_jax.validate import validate_config
 
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(
     os.path.join(os.path.dirname(__file__), '..', 'configs', '*.py')) if '__init__' not in p)

@@ -14,7 +14,8 @@ from unode_jax.data import folders as F
 from unode_jax.data.datasets import DatasetNotFoundError
 from unode_jax.data.images import ImageReadError
 from unode_jax.run import SKIPPED_FILE, load_data, run
-from unode_jax.validate import ConfigError, validate_config
+from unode_jax.errors import ConfigError
+from unode_jax.validate import validate_config
 
 FAST = {'negatives.transforms': ('rotation', 'cutout', 'mixup'), 'negatives.weights': 'uniform',
         'data.image_size': 16, 'data.resize': 20}
@@ -106,11 +107,18 @@ def test_training_only_folder_then_predict(tmp_path, capsys):
     for i in range(20):
         _save(root / 'train' / ('a' if i % 2 else 'b') / f'{i}.png', rng,
               size=(20 + i, 40 - i))
+    # A file name that is not UTF-8 (any bytes but / and NUL are valid on Linux), unreadable.
+    bad_name = root / 'train' / 'a' / os.fsdecode(b'bad_\xff.png')
+    bad_name.write_bytes(b'not an image')
     config = tiny_config(**FAST, **{'data.name': 'folder', 'data.path': str(root),
                                     'predict.holdout': 0.2})
     workdir = tmp_path / 'run'
     assert run(config, str(workdir)) is None
-    assert 'has no test images' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert 'has no test images' in out and 'skipped 1 unreadable' in out
+    # Logged with its own bytes: the CSV's path opens the file.
+    with open(workdir / SKIPPED_FILE, encoding='utf-8', errors='surrogateescape') as f:
+        assert [r['path'] for r in csv.DictReader(f)] == [str(bad_name)]
     bank = predict_lib.load_bank(str(workdir))
     assert bank['logits'].shape[0] == 16 and len(bank['holdout_scores']) == 4
     assert not (workdir / 'results.json').exists()
@@ -121,11 +129,15 @@ def test_training_only_folder_then_predict(tmp_path, capsys):
     _save(new / 'normal.png', rng, size=(50, 30))
     _save(new / 'defect.jpg', rng, defect=True, mode='L', size=(16, 16))
     (new / 'empty.png').write_bytes(b'')
+    odd = os.fsdecode(b'\xff\xfe.png')
+    _save(new / odd, rng, size=(20, 20))
     _, counts = run(config, str(workdir), mode='predict', images=str(new))
-    assert counts['novel'] + counts['normal'] == 2 and counts['error'] == 1
-    with open(workdir / 'predictions.csv') as f:
+    assert counts['novel'] + counts['normal'] == 3 and counts['error'] == 1
+    with open(workdir / 'predictions.csv', encoding='utf-8', errors='surrogateescape') as f:
         rows = {os.path.basename(r['path']): r for r in csv.DictReader(f)}
     assert rows['empty.png']['error'] and not rows['normal.png']['error']
+    assert rows[odd]['score'] and not rows[odd]['error']
+    assert 'predictions.csv.tmp' not in os.listdir(workdir)
 
 
 def test_folder_with_test_split_and_custom_anomaly_dirs(tmp_path):

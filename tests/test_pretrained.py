@@ -19,7 +19,8 @@ from unode_jax import torch_weights
 from unode_jax import train as train_lib
 from unode_jax.models import FROZEN_PREFIXES, MODELS, BasicBlock, Bottleneck, ResNet, create_model
 from unode_jax.models import torchvision as tv
-from unode_jax.validate import ConfigError, validate_config
+from unode_jax.errors import ConfigError
+from unode_jax.validate import validate_config
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'torchvision')
 # The fixtures' architectures as our ResNet (torchvision layout at small widths).

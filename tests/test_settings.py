@@ -16,7 +16,7 @@ from unode_jax import run as run_lib
 from unode_jax.data.datasets import load_dataset
 from unode_jax.evaluate import embed
 from unode_jax.run import run
-from unode_jax.validate import ConfigError
+from unode_jax.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = {'negatives.transforms': ('rotation', 'cutout', 'mixup'), 'negatives.weights': 'uniform'}

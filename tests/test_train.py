@@ -1,6 +1,7 @@
 """End-to-end training: device-count invariance, batch sampling, resume, launch.py."""
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -149,15 +150,17 @@ def _kill_when(workdir, env, seen):
     return proc.returncode, found
 
 
-def _assert_resumed_as_straight(workdir, straight, env, restored):
+def _assert_resumed_as_straight(workdir, straight, env, restored, said=''):
     """Relaunched, the killed run resumes from step `restored` (the killed run's log lines up
     to it are kept as they were, where a fresh start would rewrite them) and finishes with
-    the uninterrupted run's step and parameters, each step logged once."""
+    the uninterrupted run's step and parameters, each step logged once; its stdout holds
+    `said`."""
     metrics = workdir / 'metrics.jsonl'
     kept = metrics.read_text().splitlines()[:restored]  # log_every=1: line i is step i + 1
     assert [json.loads(l)['step'] for l in kept] == list(range(1, restored + 1))
     r = _launch(workdir, *RESUME_FLAGS, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert said in r.stdout, r.stdout[-3000:]
     _, step_a, a = straight
     step_b, b = _final_params(workdir)
     assert step_a == step_b
@@ -183,7 +186,8 @@ def test_kill_and_resume_ends_with_the_same_parameters(tmp_path, straight, launc
     assert rc == -signal.SIGKILL, f'the run ended (exit code {rc}) before it was killed'
     restored = _latest_step(killed)
     assert restored is not None and 2 <= restored < final, (restored, final)
-    _assert_resumed_as_straight(killed, straight, launch_env, restored)
+    _assert_resumed_as_straight(killed, straight, launch_env, restored,
+                                'taking over the lock of process')  # the killed run's
 
     # --mode=eval scores the finished run from its checkpoint, without training.
     r = _launch(killed, *RESUME_FLAGS, '--mode=eval', env=launch_env)
@@ -230,6 +234,46 @@ def test_kill_during_a_checkpoint_write_resumes_from_the_last_complete_one(
         restored, partial)
     _assert_resumed_as_straight(killed, straight, launch_env, restored)
     assert not [n for n in _checkpoint_names(killed) if TMP_SUFFIX in n]  # rewritten, renamed
+
+
+def test_ctrl_c_stops_with_one_line_and_the_rerun_resumes(tmp_path, straight, launch_env):
+    stopped = tmp_path / 'stopped'
+    metrics = stopped / 'metrics.jsonl'
+    proc = subprocess.Popen(_command(stopped, *RESUME_FLAGS), cwd=ROOT, env=launch_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline and not (
+            metrics.exists() and len(metrics.read_text().splitlines()) >= 5
+            and any(n.isdigit() for n in _checkpoint_names(stopped))):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and err.count('\n') == 1, err[-3000:]
+    assert re.fullmatch(r'error: stopped \(Ctrl-C\) at step \d+ of \d+ in \S+: rerun the same '
+                        r'command to resume from step \d+\n', err), err
+    assert not (stopped / '.unode.lock').exists()  # released on the way out
+    restored = _latest_step(stopped)
+    assert f'resume from step {restored}' in err
+    _assert_resumed_as_straight(stopped, straight, launch_env, restored)
+
+
+@pytest.mark.parametrize('damage', ['truncate an array file', 'delete _METADATA'])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(
+        tmp_path, straight, launch_env, damage):
+    workdir = tmp_path / 'damaged'
+    shutil.copytree(straight[0], workdir)
+    steps = sorted(int(n) for n in _checkpoint_names(workdir) if n.isdigit())
+    newest = workdir / 'checkpoints' / str(steps[-1]) / 'state'
+    if damage == 'delete _METADATA':
+        (newest / '_METADATA').unlink()
+    else:
+        data = max((p for p in newest.rglob('*') if p.is_file() and p.parent.name == 'd'),
+                   key=lambda p: p.stat().st_size)
+        data.write_bytes(data.read_bytes()[:data.stat().st_size // 2])
+    # The rerun restores the step before, says so in one line, and ends as the unbroken run.
+    _assert_resumed_as_straight(workdir, straight, launch_env, steps[-2],
+                                f'checkpoint {steps[-1]} in ')
+    assert os.listdir(workdir / 'checkpoints_unreadable') == [str(steps[-1])]
 
 
 def test_bad_override_fails_with_one_line(tmp_path):

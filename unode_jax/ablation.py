@@ -24,7 +24,6 @@ is scored by eq. (15). The table goes to <workdir>/ablation.{json,md}.
 """
 import copy
 import dataclasses
-import json
 import os
 import shutil
 import time
@@ -33,6 +32,8 @@ import numpy as np
 
 from unode_jax import report
 from unode_jax.augment.weights import PAPER_TRANSFORMS
+from unode_jax.errors import DamagedFileError
+from unode_jax.files import read_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,12 +140,15 @@ def run_ablation(config, workdir, run_fn, classes=None):
         vdir = os.path.join(workdir, v.name)
         timing = os.path.join(vdir, 'ablation_seconds.json')
         summary_path = os.path.join(vdir, 'results.json')
-        if os.path.exists(summary_path) and os.path.exists(timing):
-            with open(summary_path) as f:
-                summary = json.load(f)
-            with open(timing) as f:
-                seconds = json.load(f)['seconds']
-        else:
+        try:  # Finished before a stop: read back (a damaged record: run again).
+            summary = read_json(summary_path, 'running the variant again')
+            seconds = read_json(timing, 'running the variant again')['seconds']
+        except FileNotFoundError:
+            summary = None
+        except DamagedFileError as e:
+            print(e, flush=True)
+            summary = None
+        if summary is None:
             print(f'--- ablation variant {v.name}: {v.label}', flush=True)
             if v.name != BASE:
                 _reuse_autoaug(os.path.join(workdir, BASE), vdir)

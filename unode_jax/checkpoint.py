@@ -1,9 +1,13 @@
 """Orbax checkpoints of the (unreplicated) train state under <workdir>/checkpoints.
 
 Orbax writes each checkpoint to a temporary folder and renames it when complete,
-so a run killed mid-save leaves the previous checkpoint as the latest one.
+so a run killed mid-save leaves the previous checkpoint as the latest one. A complete
+checkpoint damaged later (a truncated array file, a deleted _METADATA) is moved to
+<workdir>/checkpoints_unreadable/ and the one before it restored, with one line saying so.
 """
 import os
+import shutil
+import sys
 
 import jax
 import orbax.checkpoint as ocp
@@ -14,14 +18,32 @@ def _tree(state):
             'opt_state': state.opt_state}
 
 
+def _quiet_closed_loop_errors():
+    """After a failed restore, tensorstore still completes its other reads and calls back
+    into the event loop orbax has closed: dozens of 'Event loop is closed' tracebacks as
+    unraisable errors, later and from other threads. Those, and only those, are dropped."""
+    previous = sys.unraisablehook
+    if getattr(previous, 'drops_closed_loop', False):
+        return
+
+    def hook(unraisable):
+        if not (unraisable.exc_type is RuntimeError
+                and str(unraisable.exc_value) == 'Event loop is closed'):
+            previous(unraisable)
+
+    hook.drops_closed_loop = True
+    sys.unraisablehook = hook
+
+
 class Checkpointer:
     """Saves every `every` steps (and on request), keeps the last `keep`."""
 
-    def __init__(self, workdir, keep):
+    def __init__(self, workdir, keep, create=True):
+        self.workdir = workdir
         self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
         self.manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create),
             item_names=('state', 'meta'))
 
     def latest_step(self):
@@ -32,14 +54,34 @@ class Checkpointer:
             state=ocp.args.StandardSave(_tree(state)), meta=ocp.args.JsonSave(meta)))
 
     def restore(self, state):
-        """The latest checkpoint restored into `state`'s structure, or None if there is none."""
-        step = self.manager.latest_step()
-        if step is None:
-            return None
+        """The newest checkpoint that restores into `state`'s structure, or None if none
+        does; unreadable newer ones are set aside."""
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, _tree(state))
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target)))['state']
-        return state.replace(**restored)
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                restored = self.manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(target)))['state']
+            except Exception as e:  # noqa: BLE001 -- orbax and tensorstore raise many kinds
+                _quiet_closed_loop_errors()
+                self._set_aside(step, e)
+                continue
+            return state.replace(**restored)
+        return None
+
+    def _set_aside(self, step, error):
+        """Moves an unreadable checkpoint out of orbax's sight, so that a resumed run can
+        write that step again."""
+        aside = os.path.join(os.path.abspath(self.workdir), 'checkpoints_unreadable')
+        os.makedirs(aside, exist_ok=True)
+        dest = os.path.join(aside, str(step))
+        n = 1
+        while os.path.exists(dest):
+            dest, n = os.path.join(aside, f'{step}.{n}'), n + 1
+        shutil.move(os.path.join(self.directory, str(step)), dest)
+        self.manager.reload()
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+        print(f'checkpoint {step} in {self.directory} is unreadable ({reason}); moved to '
+              f'{dest}, falling back to the one before it', flush=True)
 
     def close(self):
         self.manager.wait_until_finished()

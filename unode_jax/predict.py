@@ -13,6 +13,8 @@ import os
 
 import numpy as np
 
+from unode_jax.files import read_npz, write_npz
+
 BANK_FILE = 'bank.npz'
 
 
@@ -33,19 +35,17 @@ def save_bank(directory, *, step, bank, weight, head, balance, holdout_scores, q
     batch_stats: the BatchNorm statistics scored with, when they are not the checkpoint's
     (score.bn_stats='inliers'), flattened under 'batch_stats/<layer>/<name>'."""
     path = os.path.join(directory, BANK_FILE)
-    tmp = path + '.tmp.npz'
     bn = {}
     if batch_stats is not None:
         from flax import traverse_util
         bn = {BN_PREFIX + k: np.asarray(v) for k, v in
               traverse_util.flatten_dict(batch_stats, sep='/').items()}
-    np.savez(tmp, **bn, z=np.asarray(bank['z'], np.float32),
-             logits=np.asarray(bank['logits'], np.float32), weight=np.float64(weight),
-             step=np.int64(step), head=np.str_(head), balance=np.str_(balance),
-             holdout_scores=np.asarray(holdout_scores, np.float64),
-             quantile=np.float64(quantile),
-             threshold=np.float64(fit_threshold(holdout_scores, quantile)))
-    os.replace(tmp, path)  # Atomic: a killed evaluation leaves the previous bank.
+    write_npz(path, **bn, z=np.asarray(bank['z'], np.float32),
+              logits=np.asarray(bank['logits'], np.float32), weight=np.float64(weight),
+              step=np.int64(step), head=np.str_(head), balance=np.str_(balance),
+              holdout_scores=np.asarray(holdout_scores, np.float64),
+              quantile=np.float64(quantile),
+              threshold=np.float64(fit_threshold(holdout_scores, quantile)))
 
 
 def load_bank(directory):
@@ -53,8 +53,7 @@ def load_bank(directory):
     if not os.path.exists(path):
         raise FileNotFoundError(f'no {BANK_FILE} in {directory}: evaluate the run first '
                                 '(--mode=eval or train_eval writes it)')
-    with np.load(path, allow_pickle=False) as f:
-        b = {k: f[k] for k in f.files}
+    b = read_npz(path, 'rerun --mode=eval to rewrite it')
     return dict(z=b['z'], logits=b['logits'], weight=float(b['weight']), step=int(b['step']),
                 head=str(b['head']), balance=str(b['balance']),
                 holdout_scores=b['holdout_scores'], quantile=float(b['quantile']),
@@ -83,18 +82,22 @@ def write_predictions(path, paths, scores, threshold, errors):
     has an empty score and its error. scores: {path: dict(score, sim, binary)}."""
     counts = dict(novel=0, normal=0, error=0)
     tmp = path + '.tmp'
-    with open(tmp, 'w', newline='') as f:
-        w = csv.writer(f, lineterminator='\n')
-        w.writerow(['path', 'score', 'is_novel', 'sim', 'binary', 'error'])
-        for p in paths:
-            if p in scores:
-                s = scores[p]
-                novel = bool(s['score'] < threshold)
-                counts['novel' if novel else 'normal'] += 1
-                w.writerow([p, f'{s["score"]:.6f}', int(novel), f'{s["sim"]:.6f}',
-                            f'{s["binary"]:.6f}', ''])
-            else:
-                counts['error'] += 1
-                w.writerow([p, '', '', '', '', errors.get(p, 'not scored')])
+    try:  # File names that are not UTF-8 are written as their bytes.
+        with open(tmp, 'w', newline='', encoding='utf-8', errors='surrogateescape') as f:
+            w = csv.writer(f, lineterminator='\n')
+            w.writerow(['path', 'score', 'is_novel', 'sim', 'binary', 'error'])
+            for p in paths:
+                if p in scores:
+                    s = scores[p]
+                    novel = bool(s['score'] < threshold)
+                    counts['novel' if novel else 'normal'] += 1
+                    w.writerow([p, f'{s["score"]:.6f}', int(novel), f'{s["sim"]:.6f}',
+                                f'{s["binary"]:.6f}', ''])
+                else:
+                    counts['error'] += 1
+                    w.writerow([p, '', '', '', '', errors.get(p, 'not scored')])
+    except BaseException:
+        os.remove(tmp)  # No half-written file beside the last complete one.
+        raise
     os.replace(tmp, path)
     return counts

@@ -10,7 +10,6 @@ every metric (OpenOOD counts the other way: its AUPR-In is our AUPR-Out).
 """
 import csv
 import io
-import json
 import os
 import re
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from unode_jax import metrics
 from unode_jax.baselines import BASELINES, baseline_columns
+from unode_jax.files import read_json, read_npz, write_json  # noqa: F401 -- write_json: API
 
 POSITIVE = 'normal (inlier) images are the positive class; higher score = more normal'
 # Per class: the metrics of the score (eq. 15), and the AUROC of each of its terms.
@@ -32,13 +32,6 @@ SHORT = {'auroc': 'AUROC', 'aupr_in': 'AUPR-In', 'aupr_out': 'AUPR-Out', 'fpr95'
 def columns(rows):
     """COLUMNS, then the AUROC of each baseline (baselines.py) that every row has."""
     return COLUMNS + baseline_columns(list(rows))
-
-
-def write_json(path, obj):
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)  # Atomic: a killed run never leaves half a results file.
 
 
 def class_metrics(scores):
@@ -213,9 +206,8 @@ def class_dir(workdir, normal_class):
 
 
 def load_scores(directory):
-    path = os.path.join(directory, 'scores.npz')
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return read_npz(os.path.join(directory, 'scores.npz'),
+                    'rerun --mode=eval to score the test set again')
 
 
 def write_report(workdir, summary, plots=True):
@@ -240,8 +232,7 @@ def rebuild(workdir):
     if not os.path.exists(path):
         raise FileNotFoundError(f'no results.json in {workdir}: evaluate the run first '
                                 '(--mode=eval or train_eval)')
-    with open(path) as f:
-        old = json.load(f)
+    old = read_json(path, 'rerun --mode=eval to rewrite it')
     results = []
     for r in _rows(old):
         d = _dir(workdir, old, r)
@@ -267,8 +258,7 @@ def universality(run_dirs):
         path = os.path.join(d, 'results.json')
         if not os.path.exists(path):
             raise FileNotFoundError(f'no results.json in {d}: not a finished run')
-        with open(path) as f:
-            s = json.load(f)
+        s = read_json(path, f'rerun --mode=eval on {d} to rewrite it')
         if 'metrics' not in s:  # Written before these metrics existed: recompute them.
             s = rebuild(d)
         runs.append(dict(run=d, dataset=s['dataset'], classes=len(_rows(s)),

@@ -15,7 +15,6 @@ autoaug.png; a multi-class run keeps each outlier set's scores and plots in ood_
 The summary <workdir>/results.{json,csv,md} is printed as a table (report.py).
 """
 import csv
-import json
 import os
 
 import jax
@@ -39,9 +38,12 @@ from unode_jax.data.folders import FOLDER_DATASETS, load_folder_dataset
 from unode_jax.data.splits import (holdout_split, multiclass_split, one_class_split,
                                    one_class_test)
 from unode_jax.evaluate import embed, evaluate_corrupted, evaluate_multiclass, evaluate_one_class
-from unode_jax.validate import ConfigError, validate_config
+from unode_jax.errors import ConfigError, DamagedFileError
+from unode_jax.files import read_json, write_npz
+from unode_jax.validate import check_training_sizes, validate_config
 
 MODES = ('train', 'eval', 'train_eval', 'all', 'corrupted', 'report', 'predict', 'ablate')
+TRAIN_MODES = ('train', 'train_eval', 'all')  # The modes that train (or resume) models.
 
 
 SKIPPED_FILE = 'skipped_images.csv'
@@ -66,24 +68,28 @@ def load_data(config, workdir=None):
     if errors and workdir is not None:
         os.makedirs(workdir, exist_ok=True)
         where = os.path.join(workdir, SKIPPED_FILE)
-        with open(where, 'w', newline='') as f:
+        # A file name that is not UTF-8 is written as its bytes.
+        with open(where, 'w', newline='', encoding='utf-8', errors='surrogateescape') as f:
             writer = csv.writer(f)
             writer.writerow(['path', 'reason'])
             writer.writerows(errors.items())
     if errors:
         print(f'{d.name}: skipped {len(errors)} unreadable image(s)'
               + (f', listed in {where}' if workdir is not None else '')
-              + f' (first: {next(iter(errors))}: {next(iter(errors.values()))}); '
+              + f' (first: {next(iter(errors))!r}: {next(iter(errors.values()))}); '
               '--config.data.strict=True stops instead', flush=True)
     return ds
 
 
 def restore_for_eval(config, workdir, image_size, num_classes=2):
-    state = train_lib.create_train_state(jax.random.key(config.seed), config, image_size,
-                                         num_classes=num_classes)
-    ckpt = Checkpointer(workdir, config.keep_checkpoints)
-    restored = ckpt.restore(state)
-    ckpt.close()
+    """The trained state of workdir's newest readable checkpoint (creates no folder)."""
+    restored = None
+    if os.path.isdir(os.path.join(workdir, 'checkpoints')):
+        state = train_lib.create_train_state(jax.random.key(config.seed), config, image_size,
+                                             num_classes=num_classes)
+        ckpt = Checkpointer(workdir, config.keep_checkpoints, create=False)
+        restored = ckpt.restore(state)
+        ckpt.close()
     if restored is None:
         raise FileNotFoundError(f'no checkpoint in {os.path.join(workdir, "checkpoints")}: '
                                 'train first (--mode=train or train_eval)')
@@ -105,7 +111,7 @@ def fit_model(config, workdir, mode, x_train, *, labels=None, weights, embedder=
     x_fit, x_hold = x_train[fit], x_train[hold]
     labels = None if labels is None else labels[fit]
     embedder_used = None
-    if mode in ('train', 'train_eval', 'all'):
+    if mode in TRAIN_MODES:
         if weights is None:
             print(f'{title}:', flush=True)
             weights, found = autoaug.class_weights(config, workdir, x_fit, embedder, outliers)
@@ -153,7 +159,7 @@ def _weights_record(config, weights, embedder_used):
 
 def _save_scores(directory, is_normal, scores):
     os.makedirs(directory, exist_ok=True)
-    np.savez(os.path.join(directory, 'scores.npz'), is_normal=is_normal, **{
+    write_npz(os.path.join(directory, 'scores.npz'), is_normal=is_normal, **{
         k: v for k, v in scores.items() if k not in ('weight', 'is_normal')})
 
 
@@ -220,13 +226,14 @@ def run_multiclass(config, workdir, ds, mode, *, weights, embedder=None, outlier
     """Table 3: one model on every inlier class, its test set against each outlier set."""
     x_train, labels, x_test, rest = multiclass_split(ds, config.data.inlier_classes)
     labeled = config.data.setting == 'labeled'
+    # Read before training, so a missing outlier set stops the run before any work.
+    sets = None if mode == 'train' else outlier_test_sets(config, ds, rest)
     state, x_fit, x_hold, weights, embedder_used = fit_model(
         config, workdir, mode, x_train, labels=labels if labeled else None, weights=weights,
         embedder=embedder, outliers=outliers, title=f'{ds.name} ({config.data.setting})')
     bank, weight = make_bank(state, config, workdir, x_fit, x_hold)
     if mode == 'train':
         return None
-    sets = outlier_test_sets(config, ds, rest)
     results, scores = evaluate_multiclass(state, config, bank, x_test, sets, weight=weight,
                                           head=head_of(config))
     base = Baselines(config, x_fit, embed, num_classes=bank['logits'].shape[1])
@@ -287,8 +294,10 @@ def run_corrupted(config, workdir, ds, classes=None):
         class_dir = workdir if c >= 0 else os.path.join(workdir, f'class_{k}')
         x_train = one_class_split(ds, k)[0]
         state = restore_for_eval(config, class_dir, x_train.shape[1])
-        bank = predict_lib.load_bank(class_dir) if os.path.exists(
-            os.path.join(class_dir, predict_lib.BANK_FILE)) else None
+        try:  # A missing or damaged bank is computed again below.
+            bank = predict_lib.load_bank(class_dir)
+        except (FileNotFoundError, DamagedFileError):
+            bank = None
         fit, hold = holdout_split(len(x_train), config.predict.holdout, config.seed)
         state = precise_bn.inlier_batch_stats(state, x_train[fit], config)
         if bank is None or (bank['step'], bank['balance'], bank['batch_stats'] is None) != (
@@ -385,6 +394,8 @@ def run(config, workdir, mode='train_eval', classes=None, images=None, threshold
         summary = report.rebuild(workdir)
         print(report.format_table(summary), flush=True)
         return summary
+    if config.model.pretrained:  # Read (and checked) before any work: a bad file stops here.
+        train_lib.check_pretrained(config, config.data.image_size)
     if mode == 'predict':
         return run_predict(config, workdir, images, threshold)
     if mode == 'ablate':  # Tables 4-6: a one-class run per variant (ablation.py).
@@ -394,6 +405,8 @@ def run(config, workdir, mode='train_eval', classes=None, images=None, threshold
         return ablation.run_ablation(config, workdir, run, classes)
     ds = load_data(config, workdir)
     validate_config(config, num_classes=ds.num_classes, num_devices=jax.local_device_count())
+    check_training_sizes(config, ds.y_train, ds.class_names, classes,
+                         training=mode in TRAIN_MODES)
     no_test = not len(ds.x_test)
     if no_test and mode in ('eval', 'corrupted', 'all'):
         raise ConfigError(f'{ds.name} at {config.data.path} has no test images, which '
@@ -404,9 +417,10 @@ def run(config, workdir, mode='train_eval', classes=None, images=None, threshold
     if mode == 'all' and config.data.setting != 'one_class':
         raise ConfigError("--mode=all adds the corrupted evaluation (Table 2), defined for "
                           "data.setting='one_class': use --mode=train_eval")
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-        f.write(config.to_json_best_effort(indent=2))
+    if mode in TRAIN_MODES:  # The config the models are trained with (eval leaves it).
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, 'config.json'), 'w') as f:
+            f.write(config.to_json_best_effort(indent=2))
     weights = negative_weights(config)  # None: AutoAugOOD, per model.
     embedder = None
     if weights is None and mode not in ('eval',):
@@ -436,9 +450,11 @@ def run(config, workdir, mode='train_eval', classes=None, images=None, threshold
             class_dir = os.path.join(workdir, f'class_{k}')
             done = os.path.join(class_dir, 'results.json')
             if mode in ('train_eval', 'all') and os.path.exists(done):
-                with open(done) as f:
-                    results.append(json.load(f))  # Finished before a stop: not redone.
-                continue
+                try:  # Finished before a stop: not redone.
+                    results.append(read_json(done, 'evaluating the class again'))
+                    continue
+                except DamagedFileError as e:
+                    print(f'{e}', flush=True)
             result = run_class(config, class_dir, ds, k, mode, weights=weights,
                                embedder=embedder, outliers=outliers, n_pad=n_pad,
                                p_train_step=p_train_step)

@@ -28,6 +28,7 @@ from unode_jax import losses, optim, torch_weights
 from unode_jax.augment import negatives, views
 from unode_jax.augment.weights import has_negatives
 from unode_jax.checkpoint import Checkpointer
+from unode_jax.errors import Interrupted
 from unode_jax.models import create_model, frozen_mask
 from unode_jax.models.torchvision import load_torchvision_encoder
 
@@ -88,6 +89,15 @@ def pretrained_state_dict(path):
     if path not in _PRETRAINED:
         _PRETRAINED[path] = torch_weights.load_state_dict(path)
     return _PRETRAINED[path]
+
+
+def check_pretrained(config, image_size):
+    """Reads config.model.pretrained and matches it to the model's encoder (shapes only, no
+    compile): a bad file stops a run before any work."""
+    shapes = jax.eval_shape(functools.partial(build_model(config).init, train=False),
+                            jax.random.key(0), jnp.zeros((2, image_size, image_size, 3)))
+    load_torchvision_encoder(shapes, pretrained_state_dict(config.model.pretrained),
+                             config.model.name, source=config.model.pretrained)
 
 
 def create_train_state(rng, config, image_size, bn_axis_name=None, num_classes=2) -> TrainState:
@@ -312,6 +322,22 @@ def _truncate_metrics(path, last_step):
         f.writelines(lines)
 
 
+def _fetched_metrics(pending, ckpt):
+    """The rows of metrics.jsonl for the (step, device metrics) pending; FloatingPointError
+    at the first non-finite one (after closing ckpt: nothing is saved after it)."""
+    rows = [dict(step=s, **{k: float(v[0]) for k, v in jax.device_get(m).items()})
+            for s, m in pending]
+    for row in rows:
+        if not all(np.isfinite(v) for v in row.values()):
+            ckpt.close()
+            kept = ckpt.latest_step()
+            kept = f'step {kept}' if kept is not None else 'none'
+            raise FloatingPointError(
+                f"non-finite loss at step {row['step']} ({row}); nothing was saved after it "
+                f"(last checkpoint: {kept}): lower optim.peak_lr or check the data")
+    return rows
+
+
 def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train_step=None,
           outliers=None, stream=None):
     """Train on the normal images x_train (n, H, W, 3) uint8; returns the final TrainState.
@@ -383,42 +409,39 @@ def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train
     pending = []  # (step, device metrics) since the last host sync
     bar = tqdm(total=total, initial=start, disable=not config.progress_bar, unit='step',
                dynamic_ncols=True, desc=os.path.basename(os.path.normpath(workdir)))
-    t0, images_seen = time.time(), 0
-    with open(metrics_path, 'a') as log:
-        for step in range(start, total):
-            if stream:
-                images_r, targets_r = next(batches)
-            state_r, m = p_train_step(state_r, images_r, targets_r, n_r, weights_r, spe_r,
-                                        outliers_r)
-            pending.append((step + 1, m))
-            images_seen += config.batch_size
-            last = step + 1 == total
-            save = last or (step + 1) % config.checkpoint_every == 0
-            if save or (step + 1) % config.log_every == 0:
-                rows = [dict(step=s, **{k: float(v[0]) for k, v in jax.device_get(mm).items()})
-                        for s, mm in pending]
-                pending = []
-                for row in rows:
-                    if not all(np.isfinite(v) for v in row.values()):
-                        ckpt.close()
-                        kept = ckpt.latest_step()
-                        kept = f'step {kept}' if kept is not None else 'none'
-                        raise FloatingPointError(
-                            f"non-finite loss at step {row['step']} ({row}); nothing was saved "
-                            f"after it (last checkpoint: {kept}): lower optim.peak_lr or check "
-                            "the data")
-                dt = time.time() - t0
-                for row in rows:
-                    row['images_per_s'] = images_seen / max(dt, 1e-9)
-                    log.write(json.dumps(row) + '\n')
-                log.flush()
-                t0, images_seen = time.time(), 0
-                last_row = rows[-1]
-                bar.set_postfix(loss=f"{last_row['loss']:.4f}",
-                                img_s=f"{last_row['images_per_s']:.0f}")
-                bar.update(rows[-1]['step'] - bar.n)
-            if save:
-                ckpt.save(step + 1, unreplicate(state_r), meta)
+    t0, images_seen, step = time.time(), 0, start
+    try:
+        with open(metrics_path, 'a') as log:
+            for step in range(start, total):
+                if stream:
+                    images_r, targets_r = next(batches)
+                state_r, m = p_train_step(state_r, images_r, targets_r, n_r, weights_r, spe_r,
+                                            outliers_r)
+                pending.append((step + 1, m))
+                images_seen += config.batch_size
+                last = step + 1 == total
+                save = last or (step + 1) % config.checkpoint_every == 0
+                if save or (step + 1) % config.log_every == 0:
+                    rows, pending = _fetched_metrics(pending, ckpt), []
+                    dt = time.time() - t0
+                    for row in rows:
+                        row['images_per_s'] = images_seen / max(dt, 1e-9)
+                        log.write(json.dumps(row) + '\n')
+                    log.flush()
+                    t0, images_seen = time.time(), 0
+                    last_row = rows[-1]
+                    bar.set_postfix(loss=f"{last_row['loss']:.4f}",
+                                    img_s=f"{last_row['images_per_s']:.0f}")
+                    bar.update(rows[-1]['step'] - bar.n)
+                if save:
+                    ckpt.save(step + 1, unreplicate(state_r), meta)
+    except KeyboardInterrupt:
+        bar.close()
+        ckpt.close()  # Lets a checkpoint being written finish.
+        kept = ckpt.latest_step()
+        raise Interrupted(f'stopped (Ctrl-C) at step {step} of {total} in {workdir}: rerun the '
+                          'same command to resume from '
+                          + (f'step {kept}' if kept is not None else 'the start')) from None
     bar.close()
     ckpt.close()
     return unreplicate(state_r)

@@ -1,8 +1,10 @@
 """Config checks that fail at once, with one line, before any data or compile work."""
 import difflib
+import math
 import os
 import warnings
 
+import numpy as np
 from ml_collections import config_dict
 
 from unode_jax.augment.autoaug import DIVERGENCES, TSNE_BACKENDS
@@ -14,6 +16,8 @@ from unode_jax.data.corrupted import TFDS_CORRUPTIONS, corruption_source
 from unode_jax.data.corruptions import CORRUPTIONS
 from unode_jax.data.datasets import DATASETS
 from unode_jax.data.folders import FOLDER_DATASETS, MVTEC_CATEGORIES
+from unode_jax.data.splits import holdout_split
+from unode_jax.errors import ConfigError
 from unode_jax.losses import LOSS_KINDS
 from unode_jax.models import MODELS, STEM_MODELS, STEMS
 from unode_jax.models.torchvision import torchvision_models
@@ -25,10 +29,6 @@ from unode_jax.score import BALANCES, HEAD_TERMS
 SETTINGS = ('one_class', 'unlabeled', 'labeled')
 
 
-class ConfigError(ValueError):
-    pass
-
-
 def _one_of(name, value, allowed):
     if value not in allowed:
         raise ConfigError(f'{name}={value!r} is not one of {tuple(allowed)}')
@@ -36,6 +36,7 @@ def _one_of(name, value, allowed):
 
 def validate_config(config, *, num_classes=None, num_devices=None):
     """Raises ConfigError naming the bad field. Dataset-dependent checks need num_classes."""
+    _check_finite(config)
     _one_of('data.name', config.data.name, DATASETS + tuple(FOLDER_DATASETS))
     _one_of('model.name', config.model.name, MODELS)
     _one_of('model.dtype', config.model.dtype, ('float32', 'bfloat16'))
@@ -100,6 +101,40 @@ def validate_config(config, *, num_classes=None, num_devices=None):
     if num_classes is not None and not -1 <= config.data.normal_class < num_classes:
         raise ConfigError(f'data.normal_class={config.data.normal_class} is out of range: '
                           f'{config.data.name} has classes 0..{num_classes - 1} (-1: all)')
+
+
+def check_training_sizes(config, y_train, class_names, classes=None, training=True):
+    """Each model the run makes has training images, and (when it trains) at least
+    batch_size of them once predict.holdout's are set aside; checked before any work."""
+    d = config.data
+    counts = np.bincount(y_train, minlength=len(class_names))
+    if d.setting == 'one_class':
+        todo = [d.normal_class] if d.normal_class >= 0 else (classes or range(len(counts)))
+        groups = [(f'class {k} ({class_names[k]})', int(counts[k])) for k in todo]
+    else:
+        inliers = list(d.inlier_classes or range(len(counts)))
+        groups = [('the inlier classes', int(counts[inliers].sum()))]
+    for what, n in groups:
+        if n == 0:
+            raise ConfigError(f'{d.name}: {what} has no training images')
+        n_fit = len(holdout_split(n, config.predict.holdout, config.seed)[0])
+        if training and n_fit < config.batch_size:
+            held = f' ({n - n_fit} held out by predict.holdout)' if n_fit < n else ''
+            raise ConfigError(f'{d.name}: {what} has {n_fit} training images{held}, fewer than '
+                              f'batch_size={config.batch_size}: lower --config.batch_size to '
+                              f'at most {n_fit}')
+
+
+def _check_finite(config, prefix=''):
+    """No field holds nan or inf (a learning rate of nan would train to a non-finite loss)."""
+    for key, value in config.items():
+        name = f'{prefix}{key}'
+        if isinstance(value, config_dict.ConfigDict):
+            _check_finite(value, f'{name}.')
+            continue
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise ConfigError(f'{name}={value!r}: not a finite number')
 
 
 def _check_data(d):

@@ -44,6 +44,8 @@ from scipy import stats
 from sklearn.decomposition import PCA
 
 from unode_jax.augment import negatives
+from unode_jax.errors import DamagedFileError
+from unode_jax.files import read_json
 
 VERSION = 2  # Bump when the computation changes, to invalidate old caches.
 TSNE_BACKENDS = ('opentsne', 'sklearn')
@@ -365,7 +367,7 @@ def class_weights(config, workdir, x_train, embedder, outliers=None, log=print):
 def cached_weights(workdir) -> Optional[dict]:
     """The autoaug.json of a trained workdir, if any (for eval-only runs)."""
     path = os.path.join(workdir, 'autoaug.json')
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    try:
+        return read_json(path, 'not used')
+    except (FileNotFoundError, DamagedFileError):
+        return None  # Only recorded beside the results: nothing depends on it.

@@ -1,0 +1,288 @@
+"""Bad input (issue 12): each builds its bad input in a temporary directory and checks the
+exit code, that the user sees one line naming the problem, and what is left on disk.
+
+The one line is launch.py's `error_line` of what `run()` raises; a few cases go through
+launch.py itself to check that plumbing (rc 1, stderr exactly one line, --debug).
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+from tests.tiny_config import tiny_config
+from unode_jax import errors, validate
+from unode_jax.errors import (USER_ERRORS, ConfigError, DamagedFileError, WorkdirBusyError,
+                              error_line)
+from unode_jax.lock import LOCK_FILE, workdir_lock
+from unode_jax.run import run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = {'negatives.transforms': ('rotation', 'cutout', 'mixup'), 'negatives.weights': 'uniform',
+        'data.normal_class': 3}
+
+
+def launch(*args, env=None, timeout=300):
+    return subprocess.run([sys.executable, os.path.join(ROOT, 'launch.py'), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env=dict(os.environ, **(env or {})))
+
+
+def assert_one_line(r, *words):
+    """rc 1 and stderr exactly one 'error: ...' line holding each of words."""
+    assert r.returncode == 1 and r.stderr.count('\n') == 1, r.stderr[-3000:]
+    assert r.stderr.startswith('error: ') and all(w in r.stderr for w in words), r.stderr
+
+
+def user_line(excinfo, *words):
+    """The raised error is the user's (not shown as internal), as one line with words."""
+    e = excinfo.value
+    line = error_line(e)
+    assert isinstance(e, USER_ERRORS) and '\n' not in line and 'internal' not in line, line
+    assert all(w in line for w in words), line
+    return line
+
+
+def tree(path):
+    """{relative path: bytes} of every file under path."""
+    out = {}
+    for root, _, files in os.walk(path):
+        for f in files:
+            p = os.path.join(root, f)
+            with open(p, 'rb') as fh:
+                out[os.path.relpath(p, path)] = fh.read()
+    return out
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """A finished tiny one-class run (class 3 of digits at 16 px)."""
+    workdir = tmp_path_factory.mktemp('trained')
+    run(tiny_config(**FAST), str(workdir))
+    return workdir
+
+
+def test_report_on_damaged_results_or_scores_is_one_line(trained, tmp_path):
+    work = tmp_path / 'w'
+    shutil.copytree(trained, work)
+    results = work / 'results.json'
+    good = results.read_bytes()
+    results.write_bytes(good[:len(good) // 2])
+    with pytest.raises(DamagedFileError) as e:
+        run(None, str(work), 'report')
+    user_line(e, str(results), 'is damaged', '--mode=eval')
+    results.write_bytes(good)
+    scores = work / 'scores.npz'
+    scores.write_bytes(scores.read_bytes()[:300])
+    before = tree(work)
+    r = launch('--mode=report', f'--workdir={work}')
+    assert_one_line(r, str(scores), 'is damaged', '--mode=eval')
+    assert tree(work) == before  # nothing rewritten from a half-read run
+
+
+def test_eval_on_an_empty_or_missing_workdir_leaves_nothing(tmp_path):
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    for workdir in (empty, tmp_path / 'missing'):
+        r = launch('--config=configs/digits.py', f'--workdir={workdir}', '--mode=eval',
+                   '--config.data.normal_class=3')
+        assert_one_line(r, 'no checkpoint', 'train first')
+    assert os.listdir(empty) == [] and not (tmp_path / 'missing').exists()
+
+
+def _npz(path, **arrays):
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def test_arrays_npz_content_errors_are_one_line(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8)
+    y = np.arange(40) % 4
+    good = dict(x_train=x, y_train=y, x_test=x[:8], y_test=y[:8])
+    cases = {
+        'keys': (dict(good, x_train=None), ['missing key(s)', 'x_train']),
+        'float': (dict(good, x_train=x / 255.0), ['x_train must be uint8', 'float64']),
+        'lengths': (dict(good, y_train=y[:-1]), ['40 images', '39 labels']),
+        'empty class': (dict(good, y_train=np.where(y == 2, 3, y)),
+                        ['class 2 (2) has no training images']),
+    }
+    for name, (arrays, words) in cases.items():
+        path = _npz(tmp_path / f'{name}.npz', **{k: v for k, v in arrays.items()
+                                                 if v is not None})
+        config = tiny_config(**{**FAST, 'data.name': 'arrays', 'data.path': path,
+                                'data.normal_class': -1})
+        workdir = tmp_path / name
+        with pytest.raises(ValueError) as e:
+            run(config, str(workdir))
+        user_line(e, *words)
+        assert not workdir.exists()  # stopped before any work
+
+
+def test_batch_larger_than_a_class_stops_before_any_work(tmp_path):
+    config = tiny_config(**{**FAST, 'batch_size': 200, 'negatives.weights': 'auto',
+                            'predict.holdout': 0.2})
+    with pytest.raises(ConfigError) as e:
+        run(config, str(tmp_path / 'w'))
+    # digits' class 3 has 122 training images, 98 once predict.holdout's 20% are set aside.
+    user_line(e, 'class 3 (3) has 98 training images (24 held out', 'batch_size=200',
+              'at most 98')
+    assert not (tmp_path / 'w').exists()  # no AutoAugOOD, no config.json
+
+
+def test_non_finite_learning_rates(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        validate.validate_config(tiny_config(**{'optim.peak_lr': float('nan')}))
+    user_line(e, 'optim.peak_lr=nan', 'not a finite number')
+    with pytest.raises(ConfigError) as e:
+        validate.validate_config(tiny_config(**{'views.jitter': (0.4, float('inf'), 0, 0)}))
+    user_line(e, 'views.jitter')
+    # A finite but huge one trains to a non-finite loss: one line, nothing saved after it.
+    config = tiny_config(**{**FAST, 'optim.peak_lr': 1e30, 'log_every': 1})
+    with pytest.raises(FloatingPointError) as e:
+        run(config, str(tmp_path / 'w'))
+    user_line(e, 'non-finite loss at step', 'lower optim.peak_lr')
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    args = ('--config=configs/digits.py', f'--workdir={tmp_path / "w"}',
+            '--config.optim.peak_lr=nan')
+    assert_one_line(launch(*args), 'optim.peak_lr=nan')
+    for r in (launch(*args, '--debug'), launch(*args, env={'UNODE_DEBUG': '1'})):
+        assert r.returncode == 1 and 'Traceback (most recent call last)' in r.stderr
+        assert 'ConfigError: optim.peak_lr=nan' in r.stderr
+
+
+def test_an_internal_error_is_one_line_that_points_to_debug():
+    line = error_line(KeyError('params'))
+    assert line == ("error: KeyError: 'params' (an internal error: rerun with --debug for the "
+                    'traceback)')
+    assert error_line(OSError(28, 'No space left on device')) == \
+        'error: [Errno 28] No space left on device'
+
+
+def test_workdir_lock(tmp_path, capsys):
+    workdir = tmp_path / 'w'
+    with workdir_lock(str(workdir), 'train'):
+        held = (workdir / LOCK_FILE).read_text()
+        assert held.startswith(f'process {os.getpid()} on ')
+        with pytest.raises(WorkdirBusyError) as e:  # a second holder, even in this process
+            with workdir_lock(str(workdir), 'eval'):
+                pass
+        user_line(e, str(workdir), f'process {os.getpid()}', '--mode=train')
+        (workdir / 'kept.txt').write_text('x')
+        # Another process: refused at once with one line, the workdir untouched.
+        r = launch('--config=configs/digits.py', f'--workdir={workdir}')
+        assert_one_line(r, f'{workdir} is in use by process {os.getpid()}')
+        assert sorted(os.listdir(workdir)) == sorted([LOCK_FILE, 'kept.txt'])
+    # Released: the lock file is gone; the workdir (not empty) stays.
+    assert os.listdir(workdir) == ['kept.txt']
+    # A lock file left by a killed run (no flock held) is taken over, and said so.
+    (workdir / LOCK_FILE).write_text('process 99999999 on elsewhere (--mode=train, since x)')
+    with workdir_lock(str(workdir), 'train'):
+        pass
+    assert 'taking over the lock of process 99999999' in capsys.readouterr().out
+    # A workdir the lock created is removed again if the run left nothing in it.
+    with workdir_lock(str(tmp_path / 'new'), 'eval'):
+        assert (tmp_path / 'new').is_dir()
+    assert not (tmp_path / 'new').exists()
+
+
+def test_malicious_or_mismatched_pretrained_is_refused_before_any_work(tmp_path):
+    from unode_jax.torch_weights import CheckpointFormatError, UnsafeCheckpointError
+    marker = '/tmp/unode_jax_torch_weights_pwned'  # what the fixture's pickle would create
+    bad = tmp_path / 'weights.pth'
+    shutil.copy(os.path.join(ROOT, 'tests/fixtures/reader/malicious_zip.pt'), bad)
+    pretrained = {**FAST, 'negatives.weights': 'auto', 'model.name': 'resnet18',
+                  'model.input_norm': 'imagenet', 'model.stem': 'imagenet',
+                  'model.pretrained': str(bad)}
+    config = tiny_config(**pretrained)
+    with pytest.raises(UnsafeCheckpointError) as e:
+        run(config, str(tmp_path / 'w'))
+    user_line(e, str(bad), 'posix.system')
+    assert not os.path.exists(marker) and not (tmp_path / 'w').exists()
+    # Weights of another architecture: refused from the shapes, before AutoAugOOD.
+    other = tmp_path / 'basic8.pth'
+    shutil.copy(os.path.join(ROOT, 'tests/fixtures/torchvision/basic8.pth'), other)
+    config.model.pretrained = str(other)
+    with pytest.raises(CheckpointFormatError) as e:
+        run(config, str(tmp_path / 'w'))
+    user_line(e, 'model.name=resnet18')
+    assert not (tmp_path / 'w').exists()
+
+
+# ----------------------------------------------------------- every ConfigError of validate.py
+
+# One override per `raise ConfigError` in validate.py that a config can reach; the test
+# checks that together they execute every such line, so a new check needs a case here.
+BAD_CONFIGS = [
+    {'data.name': 'nope'}, {'autoaug.tau': 0.0}, {'autoaug.num_images': 5},
+    {'corruptions.severity': 7}, {'batch_size': 0}, {'data.device_budget_mb': -1},
+    {'optim.warmup_epochs': -1}, {'negatives.max_compose': -1},
+    {'negatives.mixup_lam': (0.8, 0.2)}, {'score.crop_area': 0.0},
+    {'data.name': 'arrays'}, {'data.name': 'mvtec'}, {'data.resize': 8},
+    {'data.isic_holdout': 1.5}, {'data.categories': ('bottel',)}, {'data.anomaly_dirs': ()},
+    {'data.setting': 'unlabeled'},
+    {'data.setting': 'labeled', 'data.outlier_sets': ('rest',), 'score.balance': 'authors'},
+    {'data.setting': 'labeled', 'data.outlier_sets': ('rest',), 'data.inlier_classes': (1,)},
+    {'predict.holdout': 0.9}, {'predict.quantile': 1.0},
+    {'corruptions.source': 'tfds', 'data.name': 'digits'},
+    {'model.pretrained': '/nowhere.pth'},
+    {'model.pretrained': 'PTH', 'model.name': 'resnet18', 'model.stem': 'cifar'},
+    {'optim.peak_lr': float('nan')},
+]
+
+
+def _config_error_lines():
+    source = open(validate.__file__).read().splitlines()
+    return {i + 1 for i, line in enumerate(source) if 'raise ConfigError' in line}
+
+
+def test_every_config_error_of_validate_reaches_the_user_as_one_line(tmp_path):
+    pth = tmp_path / 'w.pth'
+    shutil.copy(os.path.join(ROOT, 'tests/fixtures/torchvision/basic8.pth'), pth)
+    hit = set()
+
+    def tracer(frame, event, arg):
+        if frame.f_code.co_filename == validate.__file__:
+            if event == 'exception' and arg[0] is ConfigError:
+                hit.add(frame.f_lineno)
+            return tracer
+        return None
+
+    for overrides in BAD_CONFIGS:
+        overrides = {k: str(pth) if v == 'PTH' else v for k, v in overrides.items()}
+        sys.settrace(tracer)
+        try:
+            with pytest.raises(ConfigError) as e:
+                validate.validate_config(tiny_config(**overrides))
+        finally:
+            sys.settrace(None)
+        user_line(e)
+    # The data-dependent checks.
+    for kw in (dict(num_devices=3), dict(num_classes=2)):
+        sys.settrace(tracer)
+        try:
+            with pytest.raises(ConfigError) as e:
+                validate.validate_config(tiny_config(**{'data.normal_class': 5}), **kw)
+        finally:
+            sys.settrace(None)
+        user_line(e)
+    for config, y in ((tiny_config(**{'data.normal_class': 1}), np.array([0, 0, 2])),
+                      (tiny_config(**{'batch_size': 64, 'data.normal_class': 0}),
+                       np.zeros(40, int))):
+        sys.settrace(tracer)
+        try:
+            with pytest.raises(ConfigError) as e:
+                validate.check_training_sizes(config, y, ('a', 'b', 'c'))
+        finally:
+            sys.settrace(None)
+        user_line(e)
+    # `_one_of` raises for every enumerated field: one line there covers all of them.
+    missed = _config_error_lines() - hit
+    assert not missed, f'no case in BAD_CONFIGS reaches validate.py line(s) {sorted(missed)}'
+    assert issubclass(ConfigError, errors.UserError)
