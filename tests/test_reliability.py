@@ -5,11 +5,9 @@ The one line is launch.py's `error_line` of what `run()` raises; a few cases go 
 launch.py itself to check that plumbing (rc 1, stderr exactly one line, --debug).
 """
 import os
-import re
 import shutil
 import subprocess
 import sys
-import zipfile
 
 import numpy as np
 import pytest
