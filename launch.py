@@ -3,8 +3,8 @@ r"""UNODE: train and evaluate a novelty detector.
   python launch.py --config=configs/digits.py --workdir=/tmp/unode_digits
   python launch.py --config=configs/cifar10.py --workdir=DIR --config.data.normal_class=3
   python launch.py --config=configs/digits.py --workdir=DIR --mode=all  # + corrupted (Table 2)
-  python launch.py --config=configs/digits.py --workdir=DIR --mode=predict \
-      --config.data.normal_class=3 --images='new/*.png'   # -> predictions.csv
+  python launch.py --workdir=DIR/class_3 --mode=predict --images='new/*.png'  # predictions.csv
+  python launch.py --workdir=DIR/class_3 --mode=eval --config.score.ensemble=10  # its config
   python launch.py --config=configs/mvtec.py --workdir=DIR --config.data.path=/data/mvtec \
       --config.data.normal_class=-1   # an image-folder dataset: data.path is its root
   python launch.py --mode=report --workdir=DIR   # rebuild the reports from saved scores
@@ -17,6 +17,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from configs import saved
+
 from unode_jax import report
 from unode_jax.errors import error_line
 from unode_jax.lock import workdir_lock
@@ -24,6 +26,7 @@ from unode_jax.run import MODES, run
 from unode_jax.validate import unknown_override, validate_config
 
 FLAGS = flags.FLAGS
+SAVED_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'saved.py')
 config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.py file.', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and results go.')
 flags.DEFINE_enum('mode', 'train_eval', MODES, 'What to do.')
@@ -40,27 +43,57 @@ flags.mark_flags_as_required(['workdir'])
 
 def parse_flags(argv):
     """absl's flag parsing; a bad flag, a missing config file or a --config.<field> that
-    names no field is one line."""
-    path = next((a.split('=', 1)[1] for a in argv[1:] if a.startswith('--config=')), None)
-    if path is not None and not os.path.isfile(path):
+    names no field is one line. Without --config, a trained workdir's own config."""
+    argv = with_saved_config(argv)
+    path = _flag_value(argv, 'config')
+    file, _, arg = path.partition(':') if path is not None else (None, '', '')
+    if path is not None and not os.path.isfile(file):
         sys.exit(f'error: --config={path}: no such file (the configs are in configs/)')
     try:
         return FLAGS(argv)
     except (AttributeError, KeyError, OSError, flags.Error) as e:
         try:
-            bad = path and unknown_override(argv, _load_config(path))
+            bad = path and unknown_override(argv, _load_config(file, arg))
         except Exception:  # noqa: BLE001 -- the config file itself is broken: absl's message
             bad = None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         sys.exit(f'error: {bad or first} (--helpfull lists the flags)')
 
 
-def _load_config(path):
+def _flag_value(argv, name):
+    """The value of --name=V or --name V in argv, or None."""
+    for i, a in enumerate(argv[1:], 1):
+        if a.startswith(f'--{name}='):
+            return a.split('=', 1)[1]
+        if a == f'--{name}' and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def with_saved_config(argv):
+    """argv with --config=configs/saved.py:WORKDIR when --config is not given and WORKDIR
+    holds a trained model's config.json; an override of a field that training read (not
+    one of saved.EVAL_FIELDS) is then a one-line error."""
+    workdir = _flag_value(argv, 'workdir')
+    if (_flag_value(argv, 'config') is not None or workdir is None
+            or _flag_value(argv, 'mode') == 'report'
+            or saved.saved_config_path(workdir)[0] is None):
+        return argv
+    for a in argv[1:]:
+        field = a[len('--config.'):].split('=', 1)[0] if a.startswith('--config.') else None
+        if field and not field.startswith(saved.EVAL_FIELDS):
+            sys.exit(f'error: --config.{field}: {workdir} was trained with its own value of '
+                     'this field; only evaluation fields can change without retraining '
+                     f'({", ".join(f.rstrip(".") for f in saved.EVAL_FIELDS)})')
+    return [argv[0], f'--config={SAVED_CONFIG}:{workdir}'] + argv[1:]
+
+
+def _load_config(path, arg=''):
     """get_config() of a config file, as config_flags loads it (for the error message)."""
     spec = importlib.util.spec_from_file_location('unode_config', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    return module.get_config(arg) if arg else module.get_config()
 
 
 def main(argv):
@@ -69,7 +102,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     sys.stdout.reconfigure(errors='backslashreplace')  # File names that are not UTF-8.
     if FLAGS.config is None and FLAGS.mode != 'report':
-        sys.exit(f'error: --config is required for --mode={FLAGS.mode}')
+        sys.exit(f'error: --config is required for --mode={FLAGS.mode} ({FLAGS.workdir} has no '
+                 'config.json of a trained model)')
     if FLAGS.runs and FLAGS.mode != 'report':
         sys.exit('error: --runs goes with --mode=report')
     try:

@@ -34,7 +34,10 @@ def get_config():
     config.data.name = 'cifar10'
     # tfds data_dir (None: ~/tensorflow_datasets)
     config.data.data_dir = config_dict.placeholder(str)
-    config.data.download = False  # Let tfds download and prepare (needs network + tensorflow).
+    # A tfds dataset not yet in data_dir is downloaded and prepared (needs the internet and
+    # TensorFlow: pip install tensorflow-cpu==2.21.0), as the CLIP weights are; offline, or
+    # with False, a missing one stops within seconds naming the folder to fill.
+    config.data.download = True
     # The .npz file for data.name='arrays'; the root folder of an image-folder dataset.
     config.data.path = config_dict.placeholder(str)
     config.data.image_size = 32  # Images are prepared as image_size x image_size x 3.

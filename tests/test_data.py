@@ -1,5 +1,4 @@
 """Tests for unode_jax.data: digits, .npz arrays, mocked tfds, one-class."""
-import importlib.util
 import pathlib
 import pickle
 import time
@@ -272,11 +271,21 @@ def test_tfds_missing_fails_fast(tmp_path, name, tfds_name):
     assert 'found other versions: 0.0.1' in msg
 
 
-def test_tfds_download_without_tensorflow_says_so(tmp_path):
-    if importlib.util.find_spec('tensorflow') is not None:
-        pytest.skip('tensorflow installed: download would really be attempted')
-    with pytest.raises(ImportError, match='pip install tensorflow-cpu'):
+def test_tfds_download_without_tensorflow_or_internet_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(D, '_have_tensorflow', lambda: False)
+    with pytest.raises(D.DatasetNotFoundError) as err:
         D.load_dataset('mnist', data_dir=tmp_path, download=True)
+    assert str(err.value) == (
+        f'mnist: preparing mnist/3.0.1 needs TensorFlow: pip install tensorflow-cpu==2.21.0 '
+        f'(or copy a prepared mnist/3.0.1/ folder into {tmp_path})')
+    # TensorFlow there but no network: stops within seconds instead of tfds' retries.
+    monkeypatch.setattr(D, '_have_tensorflow', lambda: True)
+    monkeypatch.setattr(D, 'ONLINE_PROBE', ('192.0.2.1', 443))  # TEST-NET-1: never answers
+    start = time.monotonic()
+    with pytest.raises(D.DatasetNotFoundError, match='no internet to download it') as err:
+        D.load_dataset('mnist', data_dir=tmp_path, download=True)
+    assert time.monotonic() - start < 10 and '\n' not in str(err.value)
+    assert 'copy a prepared mnist/3.0.1/ folder there' in str(err.value)
 
 
 def test_load_outliers(tmp_path):

@@ -56,17 +56,9 @@ def tree(path):
     return out
 
 
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-    """A finished tiny one-class run (class 3 of digits at 16 px)."""
-    workdir = tmp_path_factory.mktemp('trained')
-    run(tiny_config(**FAST), str(workdir))
-    return workdir
-
-
-def test_report_on_damaged_results_or_scores_is_one_line(trained, tmp_path):
+def test_report_on_damaged_results_or_scores_is_one_line(trained_digits3, tmp_path):
     work = tmp_path / 'w'
-    shutil.copytree(trained, work)
+    shutil.copytree(trained_digits3, work)
     results = work / 'results.json'
     good = results.read_bytes()
     results.write_bytes(good[:len(good) // 2])

@@ -14,6 +14,7 @@ image, results.json, roc.png, hist.png, and with negatives.weights='auto' autoau
 autoaug.png; a multi-class run keeps each outlier set's scores and plots in ood_<name>/.
 The summary <workdir>/results.{json,csv,md} is printed as a table (report.py).
 """
+import copy
 import csv
 import os
 
@@ -79,6 +80,17 @@ def load_data(config, workdir=None):
               + f' (first: {next(iter(errors))!r}: {next(iter(errors.values()))}); '
               '--config.data.strict=True stops instead', flush=True)
     return ds
+
+
+def save_config(config, directory, normal_class=None):
+    """<directory>/config.json: the config a model is trained with, which configs/saved.py
+    reads back (launch.py without --config); a sweep's class folder gets its class."""
+    if normal_class is not None:
+        config = copy.deepcopy(config)
+        config.data.normal_class = normal_class
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, 'config.json'), 'w', encoding='utf-8') as f:
+        f.write(config.to_json_best_effort(indent=2))
 
 
 def restore_for_eval(config, workdir, image_size, num_classes=2):
@@ -418,9 +430,7 @@ def run(config, workdir, mode='train_eval', classes=None, images=None, threshold
         raise ConfigError("--mode=all adds the corrupted evaluation (Table 2), defined for "
                           "data.setting='one_class': use --mode=train_eval")
     if mode in TRAIN_MODES:  # The config the models are trained with (eval leaves it).
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, 'config.json'), 'w') as f:
-            f.write(config.to_json_best_effort(indent=2))
+        save_config(config, workdir)
     weights = negative_weights(config)  # None: AutoAugOOD, per model.
     embedder = None
     if weights is None and mode not in ('eval',):
@@ -455,6 +465,8 @@ def run(config, workdir, mode='train_eval', classes=None, images=None, threshold
                     continue
                 except DamagedFileError as e:
                     print(f'{e}', flush=True)
+            if mode in TRAIN_MODES:
+                save_config(config, class_dir, normal_class=k)
             result = run_class(config, class_dir, ds, k, mode, weights=weights,
                                embedder=embedder, outliers=outliers, n_pad=n_pad,
                                p_train_step=p_train_step)

@@ -19,6 +19,7 @@ import dataclasses
 import importlib.util
 import os
 import pathlib
+import socket
 import string
 
 import numpy as np
@@ -27,6 +28,10 @@ DATASETS = ('digits', 'faces', 'cifar10', 'cifar100', 'mnist', 'fashion_mnist',
             'emnist_letters', 'svhn', 'arrays')
 
 # Fraction of the 1,797 digits images kept for training (stratified, seeded).
+# Preparing a tfds dataset needs TensorFlow: this version resolves against requirements.txt
+# (pip-compile of tensorflow-cpu with requirements.txt as constraints).
+TENSORFLOW_PIN = 'tensorflow-cpu==2.21.0'
+ONLINE_PROBE = ('storage.googleapis.com', 443)  # Where tfds' own files come from.
 DIGITS_TRAIN_FRACTION = 2 / 3
 DIGITS_SPLIT_SEED = 0
 FACES_TRAIN_FRACTION = 0.7  # 70 + 70 training images, 30 + 30 test images.
@@ -271,17 +276,34 @@ def _prepared_builder(name: str, tfds_name: str, *, data_dir, download: bool):
                 f'{found}; copy a prepared {full_name}/ folder there, or '
                 'rerun with --config.data.download=True on a machine with '
                 'internet and tensorflow installed')
-        if importlib.util.find_spec('tensorflow') is None:
-            raise ImportError(
+        if not _have_tensorflow():
+            raise DatasetNotFoundError(
                 f'{name}: preparing {full_name} needs TensorFlow: pip install '
-                f'tensorflow-cpu (or copy a prepared {full_name}/ folder into '
-                f'{data_dir})')
+                f'{TENSORFLOW_PIN} (or copy a prepared {full_name}/ folder into {data_dir})')
+        if not _online():
+            raise DatasetNotFoundError(
+                f'{name}: no prepared {full_name} in {data_dir} and no internet to download '
+                f'it ({ONLINE_PROBE[0]} unreachable): copy a prepared {full_name}/ folder '
+                'there (--config.data.download=False then never tries the network)')
         # array_record: the random-access format `as_data_source` reads without
         # TensorFlow; the tfds default (tfrecord) would need tf.data to read.
         builder = tfds.builder(tfds_name, data_dir=os.fspath(data_dir),
                                file_format='array_record')
         builder.download_and_prepare(file_format='array_record')
     return builder
+
+
+def _have_tensorflow():
+    return importlib.util.find_spec('tensorflow') is not None
+
+
+def _online(timeout=5.0):
+    """Whether the internet answers, in seconds (tfds itself retries for minutes)."""
+    try:
+        socket.create_connection(ONLINE_PROBE, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def _data_sources(name: str, builder, splits: list) -> list:
