@@ -22,14 +22,15 @@ from configs import saved
 from unode_jax import report
 from unode_jax.errors import error_line
 from unode_jax.lock import workdir_lock
-from unode_jax.run import MODES, run
+from unode_jax.modes import MODES
+from unode_jax.run import run
 from unode_jax.validate import unknown_override, validate_config
 
 FLAGS = flags.FLAGS
 SAVED_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs', 'saved.py')
 config_flags.DEFINE_config_file('config', None, 'Path to a configs/*.py file.', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and results go.')
-flags.DEFINE_enum('mode', 'train_eval', MODES, 'What to do.')
+flags.DEFINE_enum('mode', 'train_eval', list(MODES), 'What to do (unode_jax/modes.py).')
 flags.DEFINE_list('runs', None, '--mode=report: finished workdirs (e.g. one per dataset) to '
                   'summarise across, as Table 1, into --workdir/universality.{json,md}.')
 flags.DEFINE_string('images', None, '--mode=predict: a folder (searched recursively) or a glob '
@@ -101,13 +102,13 @@ def main(argv):
         sys.exit(f'error: unexpected arguments {argv[1:]} (flags are --name=value)')
     logging.set_verbosity(logging.WARNING)
     sys.stdout.reconfigure(errors='backslashreplace')  # File names that are not UTF-8.
-    if FLAGS.config is None and FLAGS.mode != 'report':
+    if FLAGS.config is None and MODES[FLAGS.mode].needs_config:
         sys.exit(f'error: --config is required for --mode={FLAGS.mode} ({FLAGS.workdir} has no '
                  'config.json of a trained model)')
     if FLAGS.runs and FLAGS.mode != 'report':
         sys.exit('error: --runs goes with --mode=report')
     try:
-        if FLAGS.mode != 'report':
+        if MODES[FLAGS.mode].needs_config:
             validate_config(FLAGS.config)  # Before any data, device or compile work.
         with workdir_lock(FLAGS.workdir, FLAGS.mode):
             if FLAGS.runs:

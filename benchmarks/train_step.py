@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 from configs import default  # noqa: E402
 from unode_jax import losses, optim  # noqa: E402
 from unode_jax import train as train_lib  # noqa: E402
+from unode_jax.models import normalize_input  # noqa: E402
 from unode_jax.augment import weights as weights_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -157,7 +158,7 @@ def setup_jax(config, images_np, warmup):
     # 2. Model only: forward + loss + backward + LARS on a fixed float input, plain jit.
     state1 = train_lib.create_train_state(jax.random.key(0), config, s)
     x = jax.random.uniform(jax.random.key(1), (4 * b, s, s, 3), jnp.float32)
-    x = train_lib.normalize_input(x, config.model.input_norm)
+    x = normalize_input(x, config.model.input_norm)
     labels = jnp.tile(jnp.repeat(jnp.array([1, 0], jnp.int32), b), 2)
 
     def model_step(state, x):

@@ -11,7 +11,8 @@ from unode_jax import train as train_lib
 from unode_jax.data.datasets import load_dataset
 from unode_jax.data.splits import holdout_split, one_class_split
 from unode_jax.evaluate import embed
-from unode_jax.run import restore_for_eval, run
+from unode_jax.run import run
+from unode_jax.trained import restore_for_eval
 
 
 def _config():

@@ -17,7 +17,8 @@ import pytest
 from tests.tiny_config import tiny_config
 from unode_jax import torch_weights
 from unode_jax import train as train_lib
-from unode_jax.models import FROZEN_PREFIXES, MODELS, BasicBlock, Bottleneck, ResNet, create_model
+from unode_jax.models import (FROZEN_PREFIXES, MODELS, BasicBlock, Bottleneck, ResNet, create_model,
+                              normalize_input)
 from unode_jax.models import torchvision as tv
 from unode_jax.errors import ConfigError
 from unode_jax.validate import validate_config
@@ -76,7 +77,7 @@ def assert_encoder_is(variables, state_dict):
                                         ('wide4', 'wide4.pth')])
 def test_features_match_torch(name, file, pth):
     expected = np.load(fixture('expected.npz'))
-    x = train_lib.normalize_input(expected['images'].astype(np.float32) / 255.0, 'imagenet')
+    x = normalize_input(expected['images'].astype(np.float32) / 255.0, 'imagenet')
     # The encoder alone needs no init: the file fills all of it.
     variables = tv.load_pretrained(abstract_variables(name), pth(file), name)
     encoder = {c: variables[c]['encoder'] for c in ('params', 'batch_stats')}

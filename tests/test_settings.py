@@ -12,10 +12,11 @@ from PIL import Image
 from tests.tiny_config import tiny_config
 from unode_jax import predict as predict_lib
 from unode_jax import report, score
-from unode_jax import run as run_lib
 from unode_jax.data.datasets import load_dataset
 from unode_jax.evaluate import embed
+from unode_jax import run as run_lib
 from unode_jax.run import run
+from unode_jax.trained import restore_for_eval
 from unode_jax.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,7 +88,7 @@ def test_unlabeled_and_labeled_multiclass(tmp_path, digits16, monkeypatch):
     x_test = digits16.x_test[np.isin(digits16.y_test, (0, 1, 2))]
     y_test = digits16.y_test[np.isin(digits16.y_test, (0, 1, 2))]
     state = predict_lib.with_batch_stats(
-        run_lib.restore_for_eval(config, str(tmp_path / 'labeled'), 16, num_classes=4), bank)
+        restore_for_eval(config, str(tmp_path / 'labeled'), 16, num_classes=4), bank)
     logits = embed(state, x_test, config)['logits']
     assert np.mean(logits[:, :3].argmax(1) == y_test) > 0.45
     scores = report.load_scores(str(tmp_path / 'labeled' / 'ood_rest'))

@@ -11,7 +11,7 @@ from PIL import Image
 
 from configs import saved
 from tests.tiny_config import tiny_config
-from unode_jax.run import save_config
+from unode_jax.trained import save_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from unode_jax import metrics, score
 from unode_jax.augment import views
-from unode_jax.train import normalize_input
+from unode_jax.models import normalize_input
 
 
 # score.features: what eq. (13)'s similarity compares. projection: z = g(f(x)), the

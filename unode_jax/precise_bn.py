@@ -15,13 +15,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from unode_jax.models import build_model, normalize_input
+
 BN_STATS = ('inliers', 'train')
 
 
 @functools.partial(jax.jit, static_argnames=('apply_fn', 'input_norm', 'momentum'))
 def _batch_moments(params, batch_stats, images, *, apply_fn, input_norm, momentum):
     """Each BatchNorm layer's batch mean and variance on these images (training mode)."""
-    from unode_jax.train import normalize_input  # The model's input, as in training.
     x = normalize_input(images.astype(jnp.float32) / 255.0, input_norm)
     _, new = apply_fn({'params': params, 'batch_stats': batch_stats}, x, train=True,
                       mutable=['batch_stats'])
@@ -35,7 +36,6 @@ def inlier_batch_stats(state, images, config, momentum=0.9):
     inliers), in batches of config.batch_size, averaged over the batches."""
     if config.score.bn_stats == 'train':
         return state
-    from unode_jax.train import build_model  # the network, without pmap's BatchNorm axis
     model = build_model(config, num_classes=state.params['head']['kernel'].shape[-1])
     b = min(config.batch_size, len(images))
     sums, count = None, 0

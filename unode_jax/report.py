@@ -15,7 +15,7 @@ import re
 
 import numpy as np
 
-from unode_jax import metrics
+from unode_jax import metrics, plan
 from unode_jax.baselines import BASELINES, baseline_columns
 from unode_jax.files import read_json, read_npz, write_json  # noqa: F401 -- write_json: API
 
@@ -201,7 +201,7 @@ def plot_class(class_dir, scores, title):
 
 def class_dir(workdir, normal_class):
     """A sweep keeps each class in class_<c>/; a one-class run in the workdir itself."""
-    d = os.path.join(workdir, f'class_{normal_class}')
+    d = plan.class_dir(workdir, normal_class)
     return d if os.path.isdir(d) else workdir
 
 

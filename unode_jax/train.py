@@ -29,33 +29,14 @@ from unode_jax.augment import negatives, views
 from unode_jax.augment.weights import has_negatives
 from unode_jax.checkpoint import Checkpointer
 from unode_jax.errors import Interrupted
-from unode_jax.models import create_model, frozen_mask
+from unode_jax.models import build_model, frozen_mask, normalize_input
 from unode_jax.models.torchvision import load_torchvision_encoder
 
 AXIS = 'batch'
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
 class TrainState(train_state.TrainState):
     batch_stats: Any
-
-
-def normalize_input(x, kind):
-    """x: float images in [0, 1] -> the model's input."""
-    if kind == 'half':
-        return (x - 0.5) / 0.5
-    if kind == 'imagenet':
-        return (x - IMAGENET_MEAN) / IMAGENET_STD
-    raise ValueError(f"model.input_norm must be 'half' or 'imagenet', got {kind!r}")
-
-
-def build_model(config, num_classes=2, bn_axis_name=None):
-    return create_model(
-        config.model.name, num_classes=num_classes, proj_dim=config.model.proj_dim,
-        normalize_feature=config.model.normalize_feature,
-        dtype=jnp.dtype(config.model.dtype), bn_axis_name=bn_axis_name,
-        stem=config.model.stem)
 
 
 _MODELS_AND_OPTIMIZERS = {}

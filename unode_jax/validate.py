@@ -19,7 +19,7 @@ from unode_jax.data.folders import FOLDER_DATASETS, MVTEC_CATEGORIES
 from unode_jax.data.splits import holdout_split
 from unode_jax.errors import ConfigError
 from unode_jax.losses import LOSS_KINDS
-from unode_jax.models import MODELS, STEM_MODELS, STEMS
+from unode_jax.models import INPUT_NORMS, MODELS, STEM_MODELS, STEMS
 from unode_jax.models.torchvision import torchvision_models
 from unode_jax.evaluate import FEATURES
 from unode_jax.optim import OPTIMIZERS
@@ -40,7 +40,7 @@ def validate_config(config, *, num_classes=None, num_devices=None):
     _one_of('data.name', config.data.name, DATASETS + tuple(FOLDER_DATASETS))
     _one_of('model.name', config.model.name, MODELS)
     _one_of('model.dtype', config.model.dtype, ('float32', 'bfloat16'))
-    _one_of('model.input_norm', config.model.input_norm, ('half', 'imagenet'))
+    _one_of('model.input_norm', config.model.input_norm, INPUT_NORMS)
     if config.model.stem is not None:
         _one_of('model.stem', config.model.stem, STEMS)
         _one_of('model.name (with model.stem)', config.model.name, STEM_MODELS)

@@ -4,6 +4,7 @@ from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from unode_jax.models.resnet import (STEMS, BasicBlock, Bottleneck, ResNet,
                                      ResNet18, ResNet18Cifar, ResNet18CifarW16, ResNet50,
@@ -64,6 +65,31 @@ def create_model(name: str, *, num_classes: int = 2, proj_dim: int = 128,
                       normalize_feature=normalize_feature, dtype=dtype)
 
 
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+# model.input_norm: how images in [0, 1] become the model's input.
+INPUT_NORMS = {
+    'half': lambda x: (x - 0.5) / 0.5,  # [-1, 1], the authors' CIFAR models
+    'imagenet': lambda x: (x - IMAGENET_MEAN) / IMAGENET_STD,  # torchvision's weights
+}
+
+
+def normalize_input(x, kind):
+    """x: float images in [0, 1] -> the model's input (model.input_norm)."""
+    if kind not in INPUT_NORMS:
+        raise ValueError(f'model.input_norm must be one of {tuple(INPUT_NORMS)}, got {kind!r}')
+    return INPUT_NORMS[kind](x)
+
+
+def build_model(config, num_classes=2, bn_axis_name=None):
+    """The UNODEModel config.model describes (training, scoring and precise BN share it)."""
+    return create_model(
+        config.model.name, num_classes=num_classes, proj_dim=config.model.proj_dim,
+        normalize_feature=config.model.normalize_feature,
+        dtype=jnp.dtype(config.model.dtype), bn_axis_name=bn_axis_name,
+        stem=config.model.stem)
+
+
 def _key_name(k) -> str:
     return str(getattr(k, 'key', getattr(k, 'name', k)))
 
@@ -90,5 +116,5 @@ __all__ = [
     'BasicBlock', 'Bottleneck', 'ResNet', 'WideResNet', 'UNODEModel',
     'ResNet18Cifar', 'ResNet18CifarW16', 'ResNet18', 'ResNet50', 'WideResNet50_2', 'WRN28_10',
     'TinyResNet', 'MODELS', 'FROZEN_PREFIXES', 'STEMS', 'STEM_MODELS', 'create_model',
-    'frozen_mask',
+    'frozen_mask', 'INPUT_NORMS', 'normalize_input', 'build_model',
 ]

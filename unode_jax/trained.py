@@ -1,0 +1,154 @@
+"""A trained model, made once per model run: trained (or resumed) or restored from its
+newest readable checkpoint, BatchNorm statistics as score.bn_stats says, its bank of
+training embeddings and eq. (15)'s lambda computed and saved in bank.npz. Every
+evaluator (evaluators.py) reads this one object."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from typing import Any, Optional
+
+import jax
+import numpy as np
+
+from unode_jax import precise_bn
+from unode_jax import predict as predict_lib
+from unode_jax import score
+from unode_jax import train as train_lib
+from unode_jax.augment import autoaug
+from unode_jax.checkpoint import Checkpointer
+from unode_jax.data.splits import holdout_split
+from unode_jax.evaluate import embed
+from unode_jax.plan import ModelRun
+
+CONFIG_FILE = 'config.json'
+
+
+@dataclasses.dataclass
+class TrainedModel:
+    run: Optional[ModelRun]  # None when restored for predict, without the dataset
+    directory: str
+    state: Any  # TrainState, BatchNorm statistics as scored
+    bank: dict  # eq. (13)'s bank: z and logits of x_fit, 'reference': x_hold's (or None)
+    weight: float  # eq. (15)'s lambda
+    head: str  # the head term of eq. (14) (score.HEAD_TERMS)
+    balance: str  # how lambda was chosen (score.BALANCES)
+    holdout_scores: np.ndarray  # eq. (15) of the held-out normal training images
+    quantile: float  # predict's threshold is this quantile of holdout_scores (nan: none)
+    x_fit: Optional[np.ndarray] = None  # the images trained on
+    negative_weights: Optional[np.ndarray] = None  # the hard negatives' weights used
+    embedder: Optional[str] = None  # AutoAugOOD's embedder, when it made the weights
+
+    @property
+    def threshold(self):
+        return predict_lib.fit_threshold(self.holdout_scores, self.quantile)
+
+    @property
+    def step(self):
+        return int(self.state.step)
+
+    def weights_record(self, config):
+        """What results.json records of how this model was trained and scored."""
+        w = self.negative_weights
+        return dict(negative_weights=None if w is None else dict(
+                        zip(config.negatives.transforms, map(float, w))),
+                    negative_weights_source=config.negatives.weights,
+                    autoaug_embedder=self.embedder, outlier_exposure=config.negatives.outliers,
+                    score_balance=config.score.balance, ensemble=config.score.ensemble,
+                    holdout=config.predict.holdout)
+
+
+def head_of(config):
+    return score.HEAD_TERMS[0] if config.data.setting != 'labeled' else config.score.labeled_term
+
+
+def save_config(config, directory, normal_class=None):
+    """<directory>/config.json: the config a model is trained with, which configs/saved.py
+    reads back (launch.py without --config); a sweep's class folder gets its class."""
+    if normal_class is not None:
+        config = copy.deepcopy(config)
+        config.data.normal_class = normal_class
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, CONFIG_FILE), 'w', encoding='utf-8') as f:
+        f.write(config.to_json_best_effort(indent=2))
+
+
+def restore_for_eval(config, workdir, image_size, num_classes=2):
+    """The trained state of workdir's newest readable checkpoint (creates no folder)."""
+    restored = None
+    if os.path.isdir(os.path.join(workdir, 'checkpoints')):
+        state = train_lib.create_train_state(jax.random.key(config.seed), config, image_size,
+                                             num_classes=num_classes)
+        ckpt = Checkpointer(workdir, config.keep_checkpoints, create=False)
+        restored = ckpt.restore(state)
+        ckpt.close()
+    if restored is None:
+        raise FileNotFoundError(f'no checkpoint in {os.path.join(workdir, "checkpoints")}: '
+                                'train first (--mode=train or train_eval)')
+    return restored
+
+
+def train_or_restore(config, run: ModelRun, train, *, weights, embedder=None, outliers=None,
+                     n_pad=None, p_train_step=None) -> TrainedModel:
+    """run's model, trained (or resumed) on its training images less predict.holdout's
+    held-out ones when `train`, else restored; weights=None: AutoAugOOD's, per model."""
+    x_train, labels = run.x_train, run.labels
+    fit, hold = holdout_split(len(x_train), config.predict.holdout, config.seed)
+    x_fit, x_hold = x_train[fit], x_train[hold]
+    labels = None if labels is None else labels[fit]
+    embedder_used = None
+    if train:
+        if weights is None:
+            print(f'{run.title}:', flush=True)
+            weights, found = autoaug.class_weights(config, run.directory, x_fit, embedder,
+                                                   outliers)
+            embedder_used = found['embedder']
+        state = train_lib.train(config, run.directory, x_fit, weights, labels=labels,
+                                n_pad=n_pad, p_train_step=p_train_step, outliers=outliers)
+    else:
+        num_classes = 2 if labels is None else int(labels.max()) + 2
+        state = restore_for_eval(config, run.directory, x_train.shape[1], num_classes)
+        if weights is None:  # Eval only: the weights this model was trained with, if recorded.
+            found = autoaug.cached_weights(run.directory)
+            if found is not None:
+                weights, embedder_used = found['weights'], found['embedder']
+    state = precise_bn.inlier_batch_stats(state, x_fit, config)
+    bank, weight, held = make_bank(state, config, run.directory, x_fit, x_hold)
+    return TrainedModel(run, run.directory, state, bank, weight, head_of(config),
+                        config.score.balance, held, config.predict.quantile, x_fit, weights,
+                        embedder_used)
+
+
+def make_bank(state, config, directory, x_fit, x_hold):
+    """Embeds the training images (the bank of eq. 13), computes lambda, and saves both with
+    the held-out images' scores and threshold in bank.npz; -> (bank, lambda, those scores)."""
+    bank = embed(state, x_fit, config)
+    head = head_of(config)
+    reference = embed(state, x_hold, config) if len(x_hold) else None
+    weight = score.score_weight(bank, config.score.balance, head, reference)
+    held = np.zeros((0,))
+    if reference is not None:
+        held = score.unode_scores(bank, reference, config.score.balance, head, weight)['score']
+    bank['reference'] = reference
+    predict_lib.save_bank(directory, step=int(state.step), bank=bank, weight=weight, head=head,
+                          batch_stats=None if config.score.bn_stats == 'train'
+                          else state.batch_stats,
+                          balance=config.score.balance, holdout_scores=held,
+                          quantile=config.predict.quantile)
+    return bank, weight, held
+
+
+def load_trained(config, directory, image_size) -> TrainedModel:
+    """The model of a trained folder from its checkpoint and bank.npz alone (no dataset):
+    what predict scores new images with, exactly as evaluation scored the test set."""
+    bank = predict_lib.load_bank(directory)
+    state = predict_lib.with_batch_stats(
+        restore_for_eval(config, directory, image_size, bank['logits'].shape[1]), bank)
+    if int(state.step) != bank['step']:
+        raise FileNotFoundError(f'{directory}: {predict_lib.BANK_FILE} is from step '
+                                f'{bank["step"]} but the checkpoint is at step '
+                                f'{int(state.step)}: rerun --mode=eval to refresh it')
+    return TrainedModel(None, directory, state, dict(z=bank['z'], logits=bank['logits']),
+                        bank['weight'], bank['head'], bank['balance'], bank['holdout_scores'],
+                        bank['quantile'])
