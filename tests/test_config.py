@@ -12,8 +12,10 @@ from unode_jax.data.folders import FOLDER_DATASETS
 from unode_jax.errors import ConfigError
 from unode_jax.validate import validate_config
 
+# saved.py reads a trained workdir's config.json (tests/test_workdir_config.py).
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(
-    os.path.join(os.path.dirname(__file__), '..', 'configs', '*.py')) if '__init__' not in p)
+    os.path.join(os.path.dirname(__file__), '..', 'configs', '*.py'))
+    if os.path.basename(p) not in ('__init__.py', 'saved.py'))
 
 
 @pytest.mark.parametrize('name', CONFIGS)
