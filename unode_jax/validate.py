@@ -9,24 +9,24 @@ from ml_collections import config_dict
 
 from unode_jax.augment.autoaug import DIVERGENCES, TSNE_BACKENDS
 from unode_jax.augment.embedders import EMBEDDERS
-from unode_jax.augment.negatives import TRANSFORMS
+from unode_jax.augment.negatives import COMPOSE_MODES, PER, TRANSFORMS
 from unode_jax.ablation import VARIANT_NAMES
 from unode_jax.baselines import BASELINES
-from unode_jax.data.corrupted import TFDS_CORRUPTIONS, corruption_source
+from unode_jax.data.corrupted import CORRUPTION_SOURCES, TFDS_CORRUPTIONS, corruption_source
 from unode_jax.data.corruptions import CORRUPTIONS
 from unode_jax.data.datasets import DATASETS
 from unode_jax.data.folders import FOLDER_DATASETS, MVTEC_CATEGORIES
 from unode_jax.data.splits import holdout_split
+from unode_jax.plan import SETTINGS
 from unode_jax.errors import ConfigError
 from unode_jax.losses import LOSS_KINDS
-from unode_jax.models import INPUT_NORMS, MODELS, STEM_MODELS, STEMS
+from unode_jax.models import DTYPES, INPUT_NORMS, MODELS, STEM_MODELS, STEMS
 from unode_jax.models.torchvision import torchvision_models
 from unode_jax.evaluate import FEATURES
 from unode_jax.optim import OPTIMIZERS
 from unode_jax.precise_bn import BN_STATS
 from unode_jax.score import BALANCES, HEAD_TERMS
 
-SETTINGS = ('one_class', 'unlabeled', 'labeled')
 
 
 def _one_of(name, value, allowed):
@@ -39,7 +39,7 @@ def validate_config(config, *, num_classes=None, num_devices=None):
     _check_finite(config)
     _one_of('data.name', config.data.name, DATASETS + tuple(FOLDER_DATASETS))
     _one_of('model.name', config.model.name, MODELS)
-    _one_of('model.dtype', config.model.dtype, ('float32', 'bfloat16'))
+    _one_of('model.dtype', config.model.dtype, DTYPES)
     _one_of('model.input_norm', config.model.input_norm, INPUT_NORMS)
     if config.model.stem is not None:
         _one_of('model.stem', config.model.stem, STEMS)
@@ -53,8 +53,8 @@ def validate_config(config, *, num_classes=None, num_devices=None):
         _one_of('ablation.variants entry', v, VARIANT_NAMES)
     for b in config.score.baselines:
         _one_of('score.baselines entry', b, BASELINES)
-    _one_of('negatives.mode', config.negatives.mode, ('compose', 'single'))
-    _one_of('negatives.per', config.negatives.per, ('batch', 'sample'))
+    _one_of('negatives.mode', config.negatives.mode, COMPOSE_MODES)
+    _one_of('negatives.per', config.negatives.per, PER)
     for t in config.negatives.transforms:
         _one_of('negatives.transforms entry', t, TRANSFORMS)
     _one_of('autoaug.embedder', config.autoaug.embedder, EMBEDDERS)
@@ -183,7 +183,7 @@ def _check_settings(config):
 
 def _check_corruptions(config):
     c = config.corruptions
-    _one_of('corruptions.source', c.source, ('auto', 'tfds', 'ours'))
+    _one_of('corruptions.source', c.source, CORRUPTION_SOURCES)
     source = corruption_source(config.data.name, c.source)
     if source == 'tfds':
         if config.data.name not in TFDS_CORRUPTIONS:

@@ -26,6 +26,10 @@ from unode_jax.augment.views import grayscale
 
 TRANSFORMS = ('rotation', 'cutperm', 'gaussian_noise', 'cutout', 'cutpaste',
               'sobel', 'blur', 'mixup', 'elastic')
+# negatives.mode: 'compose' (the paper's r ~ U{1..k} composition) or 'single' (the
+# authors' one transform per sample); negatives.per: one composition per batch or sample.
+COMPOSE_MODES = ('compose', 'single')
+PER = ('batch', 'sample')
 
 
 def _clip(x):
@@ -415,7 +419,7 @@ def negative_batch(batch_key, sample_keys, images, partners, weights, *,
         return jax.vmap(one)(sample_keys, images, partners)
 
     if mode != 'compose':
-        raise ValueError(f"mode must be 'compose' or 'single', got {mode!r}.")
+        raise ValueError(f"mode must be one of {COMPOSE_MODES}, got {mode!r}.")
     comp = functools.partial(compose, names=names, params=params,
                              num_stages=max_compose)
     if per == 'batch':
@@ -430,4 +434,4 @@ def negative_batch(batch_key, sample_keys, images, partners, weights, *,
             return comp(k_apply, x, p, order, r)
 
         return jax.vmap(one)(sample_keys, images, partners)
-    raise ValueError(f"per must be 'batch' or 'sample', got {per!r}.")
+    raise ValueError(f"per must be one of {PER}, got {per!r}.")

@@ -43,6 +43,10 @@ TFDS_SEVERITIES = {'cifar10': (1, 2, 3, 4, 5), 'mnist': (None,)}
 _TITLES = {'cifar10': 'CIFAR-10-C', 'mnist': 'MNIST-C'}
 
 
+# corruptions.source: tfds' published sets where they exist, ours (corruptions.py) else.
+CORRUPTION_SOURCES = ('auto', 'tfds', 'ours')
+
+
 def corruption_source(dataset: str, source: str = 'auto') -> str:
     """'tfds' or 'ours' for config.corruptions.source: 'auto' reads the published sets
     where tfds has them (cifar10, mnist) and makes ours elsewhere."""

@@ -65,6 +65,7 @@ def create_model(name: str, *, num_classes: int = 2, proj_dim: int = 128,
                       normalize_feature=normalize_feature, dtype=dtype)
 
 
+DTYPES = ('float32', 'bfloat16')  # model.dtype: the computation's (parameters are float32)
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 # model.input_norm: how images in [0, 1] become the model's input.
@@ -116,5 +117,5 @@ __all__ = [
     'BasicBlock', 'Bottleneck', 'ResNet', 'WideResNet', 'UNODEModel',
     'ResNet18Cifar', 'ResNet18CifarW16', 'ResNet18', 'ResNet50', 'WideResNet50_2', 'WRN28_10',
     'TinyResNet', 'MODELS', 'FROZEN_PREFIXES', 'STEMS', 'STEM_MODELS', 'create_model',
-    'frozen_mask', 'INPUT_NORMS', 'normalize_input', 'build_model',
+    'frozen_mask', 'DTYPES', 'INPUT_NORMS', 'normalize_input', 'build_model',
 ]
