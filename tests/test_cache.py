@@ -11,6 +11,8 @@ import tensorflow_datasets as tfds
 from tests.tfds_mock import fake_prepared
 from unode_jax.data import cache as C
 from unode_jax.data import datasets as D
+from unode_jax.data import tfds_loaders as T
+from unode_jax.data.types import dataset_from_arrays, dataset_to_arrays
 
 
 class _Builder:
@@ -255,9 +257,9 @@ def test_dataset_round_trip(tmp_path, logs, anomalous):
                    rng.integers(0, 256, (3, 5, 5, 3), dtype=np.uint8),
                    np.array([2, 0, 1], np.int32), 3, ('cat', 'dog', 'süß'),
                    anomalous)
-    arrays = C.dataset_to_arrays(ds)
+    arrays = dataset_to_arrays(ds)
     for _ in range(2):  # a build, then a read from the .npz
-        back = C.dataset_from_arrays(_cached(tmp_path, {}, lambda: arrays, logs))
+        back = dataset_from_arrays(_cached(tmp_path, {}, lambda: arrays, logs))
         assert back.name == 'toy' and type(back.name) is str
         assert back.num_classes == 3 and type(back.num_classes) is int
         assert back.class_names == ('cat', 'dog', 'süß')
@@ -281,14 +283,14 @@ def test_dataset_round_trip(tmp_path, logs, anomalous):
     'mnist_corrupted/rotate'])
 def test_tfds_full_name_matches_builder(tmp_path, tfds_name):
     want = tfds.builder(tfds_name, data_dir=tmp_path).info.full_name
-    assert D._tfds_full_name(tfds_name) == want
+    assert T.tfds_full_name(tfds_name) == want
 
 
 def _no_tfds(monkeypatch):
     """Any tfds data access from here on fails the test."""
     def refuse(*args, **kwargs):
         raise AssertionError('tfds was asked for data')
-    monkeypatch.setattr(D, '_prepared_builder', refuse)
+    monkeypatch.setattr(T, 'prepared_builder', refuse)
     monkeypatch.setattr(tfds, 'builder', refuse)
     monkeypatch.setattr(tfds.core.DatasetBuilder, 'as_data_source', refuse)
 
@@ -318,7 +320,7 @@ def test_tfds_second_read_needs_no_tfds(tmp_path, mock_tfds, monkeypatch,
     with pytest.raises(AssertionError, match='tfds was asked'):
         D.load_dataset('mnist', data_dir=data_dir, cache_dir=cache_dir,
                        cache=False)
-    info = data_dir / D._tfds_full_name('mnist') / 'dataset_info.json'
+    info = data_dir / T.tfds_full_name('mnist') / 'dataset_info.json'
     st = info.stat()
     info.write_text('{"re": "prepared"}')
     os.utime(info, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))

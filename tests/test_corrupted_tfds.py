@@ -8,6 +8,7 @@ import tensorflow_datasets as tfds
 from tests.tfds_mock import fake_prepared
 from unode_jax.data import corrupted as C
 from unode_jax.data import datasets as D
+from unode_jax.data.prepare import to_rgb
 
 
 def test_names_match_installed_tfds():
@@ -84,7 +85,7 @@ def test_uint8_values_preserved_exactly(tmp_path, dataset, corruption,
     assert np.array_equal(x, np.broadcast_to(images, x.shape))  # bit for bit
     assert np.array_equal(y, labels) and y.dtype == np.int32
     # Other sizes: the same bilinear resize as the clean data.
-    assert np.array_equal(x32, D._to_rgb(images, 32))
+    assert np.array_equal(x32, to_rgb(images, 32))
 
 
 def test_corrupted_test_set_is_cached(tmp_path, capsys):

@@ -10,6 +10,8 @@ from PIL import Image
 
 from tests.tfds_mock import fake_prepared
 from unode_jax.data import datasets as D
+from unode_jax.data import tfds_loaders as T
+from unode_jax.data.prepare import resize_bilinear
 from unode_jax.data.splits import one_class_split
 
 
@@ -38,7 +40,7 @@ def test_digits_split_is_reproducible(digits):
     assert np.array_equal(again.y_train, digits.y_train)
     assert np.array_equal(again.y_test, digits.y_test)
     assert again.x_train.shape == (1198, 8, 8, 3)
-    assert np.array_equal(D.resize_bilinear(again.x_train, 32, 32),
+    assert np.array_equal(resize_bilinear(again.x_train, 32, 32),
                           digits.x_train)
 
 
@@ -47,7 +49,7 @@ def test_digits_split_is_reproducible(digits):
     ((32, 32), (9, 13))])
 def test_resize_matches_pil_bilinear(src, dst):
     x = np.random.default_rng(0).integers(0, 256, (4, *src, 3), dtype=np.uint8)
-    ours = D.resize_bilinear(x, *dst)
+    ours = resize_bilinear(x, *dst)
     pil = np.stack([np.asarray(Image.fromarray(a).resize(dst[::-1],
                                                          Image.BILINEAR))
                     for a in x])
@@ -272,15 +274,15 @@ def test_tfds_missing_fails_fast(tmp_path, name, tfds_name):
 
 
 def test_tfds_download_without_tensorflow_or_internet_says_so(tmp_path, monkeypatch):
-    monkeypatch.setattr(D, '_have_tensorflow', lambda: False)
+    monkeypatch.setattr(T, 'have_tensorflow', lambda: False)
     with pytest.raises(D.DatasetNotFoundError) as err:
         D.load_dataset('mnist', data_dir=tmp_path, download=True)
     assert str(err.value) == (
         f'mnist: preparing mnist/3.0.1 needs TensorFlow: pip install tensorflow-cpu==2.21.0 '
         f'(or copy a prepared mnist/3.0.1/ folder into {tmp_path})')
     # TensorFlow there but no network: stops within seconds instead of tfds' retries.
-    monkeypatch.setattr(D, '_have_tensorflow', lambda: True)
-    monkeypatch.setattr(D, 'ONLINE_PROBE', ('192.0.2.1', 443))  # TEST-NET-1: never answers
+    monkeypatch.setattr(T, 'have_tensorflow', lambda: True)
+    monkeypatch.setattr(T, 'ONLINE_PROBE', ('192.0.2.1', 443))  # TEST-NET-1: never answers
     start = time.monotonic()
     with pytest.raises(D.DatasetNotFoundError, match='no internet to download it') as err:
         D.load_dataset('mnist', data_dir=tmp_path, download=True)

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from unode_jax.data import images as I
-from unode_jax.data.datasets import _to_rgb, resize_bilinear
+from unode_jax.data.prepare import resize_bilinear, to_rgb
 
 S = 16
 _RNG = np.random.default_rng(0)
@@ -139,7 +139,7 @@ def test_read_images_every_mode(folder):
 def test_read_image_matches_training_preparation(folder, name, size):
     """Bit-exact with the datasets.py path: gray resized, then replicated."""
     with Image.open(folder / name) as im:
-        want = _to_rgb(np.array(im)[None], size)[0]
+        want = to_rgb(np.array(im)[None], size)[0]
     got = I.read_image(folder / name, size)
     assert got.shape == (size, size, 3) and got.dtype == np.uint8
     np.testing.assert_array_equal(got, want)
@@ -170,13 +170,13 @@ def test_alpha_is_dropped_not_composited(tmp_path):
 
 def test_palette_and_cmyk_colours(folder):
     with Image.open(folder / 'd_palette.png') as im:
-        want = _to_rgb(np.array(im.convert('RGB'))[None], S)[0]
+        want = to_rgb(np.array(im.convert('RGB'))[None], S)[0]
     np.testing.assert_array_equal(I.read_image(folder / 'd_palette.png', S), want)
     with Image.open(folder / 'g_cmyk.JPEG') as im:
         assert im.mode == 'CMYK'
         rgb = np.array(im.convert('RGB'))
     got = I.read_image(folder / 'g_cmyk.JPEG', S)
-    np.testing.assert_array_equal(got, _to_rgb(rgb[None], S)[0])
+    np.testing.assert_array_equal(got, to_rgb(rgb[None], S)[0])
     assert not (got == got[..., :1]).all()
 
 
@@ -188,7 +188,7 @@ def test_exif_orientation_is_applied(tmp_path):
         upright = np.array(im.transpose(Image.Transpose.ROTATE_270))
     assert upright.shape == (40, 20, 3)
     got = I.read_image(path, S)
-    np.testing.assert_array_equal(got, _to_rgb(upright[None], S)[0])
+    np.testing.assert_array_equal(got, to_rgb(upright[None], S)[0])
     # The white left half of the stored image is the top once upright.
     assert got[:S // 2 - 1].min() > 200 and got[S // 2 + 1:].max() < 50
 
@@ -328,7 +328,7 @@ def test_prepare_gray_stays_one_channel_until_the_end():
 
 def test_prepare_without_resize_is_the_training_path():
     x = _noise(30, 50, 3)
-    np.testing.assert_array_equal(I.prepare(x, S), _to_rgb(x[None], S)[0])
+    np.testing.assert_array_equal(I.prepare(x, S), to_rgb(x[None], S)[0])
 
 
 @pytest.mark.parametrize('kwargs, match', [

@@ -173,29 +173,3 @@ def cached_arrays(name: str, key: dict, build: Callable[[], dict], *,
     else:
         log(f'prepared {name} in {took:.1f} s, cached at {path}{note}')
     return arrays
-
-
-# ------------------------------------------------------------------ datasets
-
-
-def dataset_to_arrays(ds) -> dict:
-    """A datasets.Dataset as a dict of plain arrays (no pickling needed)."""
-    out = dict(x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test,
-               y_test=ds.y_test, name=np.str_(ds.name),
-               num_classes=np.int64(ds.num_classes),
-               class_names=np.array(ds.class_names, dtype=np.str_))
-    if ds.test_anomalous is not None:
-        out['test_anomalous'] = np.asarray(ds.test_anomalous, bool)
-    return out
-
-
-def dataset_from_arrays(d: dict):
-    """The datasets.Dataset that dataset_to_arrays stored as `d`."""
-    # Imported here: datasets imports this module.
-    from unode_jax.data.datasets import Dataset
-
-    anomalous = d.get('test_anomalous')
-    return Dataset(
-        str(d['name']), d['x_train'], d['y_train'], d['x_test'], d['y_test'],
-        int(d['num_classes']), tuple(str(c) for c in d['class_names']),
-        None if anomalous is None else np.asarray(anomalous, bool))

@@ -20,8 +20,8 @@ import os
 
 import numpy as np
 
-from unode_jax.data.datasets import (_data_sources, _read_split, _to_rgb, _TfdsSpec,
-                                     cached_tfds_arrays)
+from unode_jax.data.prepare import to_rgb
+from unode_jax.data.tfds_loaders import TfdsSpec, cached_tfds_arrays, data_sources, read_split
 
 # The corruption names of the installed tfds builders' configs, in tfds order
 # (tests/test_corrupted_tfds.py checks them against tfds).
@@ -117,13 +117,13 @@ def load_corrupted_test(dataset: str, corruption: str, severity: int | None,
     tfds_name = _builder_name(dataset, corruption, severity)
     level = '' if severity is None else f' severity {severity}'
     name = f'{_TITLES[dataset]} {corruption}{level}'
-    spec = _TfdsSpec(tfds_name, 'label')
+    spec = TfdsSpec(tfds_name, 'label')
 
     def build(builder):
-        (src,) = _data_sources(name, builder, ['test'])
-        x, y = _read_split(src, spec, builder.info.features['label'].num_classes,
+        (src,) = data_sources(name, builder, ['test'])
+        x, y = read_split(src, spec, builder.info.features['label'].num_classes,
                            name)
-        return dict(x=_to_rgb(x, image_size), y=y)
+        return dict(x=to_rgb(x, image_size), y=y)
 
     arrays = cached_tfds_arrays(name, tfds_name, data_dir=data_dir, download=download,
                                 settings=dict(split='test', image_size=int(image_size)),

@@ -28,7 +28,8 @@ import pathlib
 
 import numpy as np
 
-from unode_jax.data.datasets import Dataset, DatasetNotFoundError
+from unode_jax.data.types import (Dataset, DatasetNotFoundError, dataset_from_arrays,
+                                  dataset_to_arrays)
 from unode_jax.data.images import IMAGE_EXTENSIONS, list_images, read_images
 
 MVTEC_CATEGORIES = ('bottle', 'cable', 'capsule', 'carpet', 'grid', 'hazelnut', 'leather',
@@ -631,7 +632,7 @@ def load_folder_dataset(name: str, root, *, cache: bool = True, cache_dir=None,
 
     def build():
         ds, errors = loader(root_path, **kwargs)
-        arrays = C.dataset_to_arrays(ds)
+        arrays = dataset_to_arrays(ds)
         arrays['skipped_paths'] = np.array(list(errors), dtype=np.str_)
         arrays['skipped_reasons'] = np.array(list(errors.values()), dtype=np.str_)
         return arrays
@@ -639,4 +640,4 @@ def load_folder_dataset(name: str, root, *, cache: bool = True, cache_dir=None,
     arrays = C.cached_arrays(name, key, build, cache_dir=cache_dir, log=log)
     errors = dict(zip(arrays.pop('skipped_paths').tolist(),
                       arrays.pop('skipped_reasons').tolist()))
-    return C.dataset_from_arrays(arrays), errors
+    return dataset_from_arrays(arrays), errors

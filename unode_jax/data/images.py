@@ -9,7 +9,7 @@ path shared by training, test and prediction images:
   * resize=R: the shorter side scaled to R, aspect kept, then the centre
     image_size^2 cut out -- torchvision's Resize(R) + CenterCrop(image_size)
     geometry, for photos that are not square (MVTecAD, ISIC, FGVC, ...).
-Gray (1 channel) is replicated to 3 channels only at the end, as `_to_rgb`
+Gray (1 channel) is replicated to 3 channels only at the end, as `prepare.to_rgb`
 does. `pre_crop` margins, removed from the decoded image before `prepare`,
 let a dataset drop what is not part of the picture (FGVC-Aircraft's
 copyright banner).
@@ -42,7 +42,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-from unode_jax.data.datasets import _to_rgb, resize_bilinear
+from unode_jax.data.prepare import resize_bilinear, to_rgb
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')  # matched case-insensitively
 # Only these Pillow plugins may parse the bytes, whatever the file is called.
@@ -205,7 +205,7 @@ def prepare(x: np.ndarray, image_size: int, resize: int | None = None) -> np.nda
     """One decoded uint8 image (H, W), (H, W, 1) or (H, W, 3) -> uint8 (S, S, 3), S=image_size.
 
     resize=None: straight bilinear resize to S x S (aspect not kept), exactly
-    as `datasets._to_rgb` prepares the tfds datasets. resize=R (>= S): shorter
+    as `prepare.to_rgb` prepares the tfds datasets. resize=R (>= S): shorter
     side scaled to R, aspect kept (`resized_shape`), then the centre S x S
     (`centre_crop_offsets`). Gray stays 1 channel through the resize (3x less
     work) and is replicated to 3 channels at the end.
@@ -217,7 +217,7 @@ def prepare(x: np.ndarray, image_size: int, resize: int | None = None) -> np.nda
         raise ValueError(f'prepare needs a non-empty uint8 (H, W), (H, W, 1) or (H, W, 3) '
                          f'image, got {x.dtype} {x.shape}')
     if resize is None:
-        return _to_rgb(x[None], image_size)[0]
+        return to_rgb(x[None], image_size)[0]
     h, w = resized_shape(x.shape[0], x.shape[1], resize)
     if (h, w) != x.shape[:2]:
         x = resize_bilinear(x[None], h, w)[0]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from unode_jax.data.datasets import Dataset
+from unode_jax.data.types import Dataset
 
 
 def one_class_split(ds: Dataset, normal_class: int
