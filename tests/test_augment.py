@@ -9,7 +9,7 @@ import pytest
 import scipy.stats
 
 from configs import default as default_config
-from unode_jax.augment import negatives
+from unode_jax.augment import negatives, transforms
 from unode_jax.augment import views
 
 S = 16  # image side used by most tests
@@ -39,12 +39,12 @@ def _check_image(y, shape):
 
 @functools.cache
 def _vmapped(name, **params):
-    fn = functools.partial(negatives.TRANSFORM_FNS[name], **params)
+    fn = functools.partial(transforms.TRANSFORM_FNS[name], **params)
     return jax.jit(jax.vmap(fn, in_axes=(0, None, None)))
 
 
 def test_transform_registry():
-    assert tuple(negatives.TRANSFORM_FNS) == negatives.TRANSFORMS
+    assert tuple(transforms.TRANSFORM_FNS) == negatives.TRANSFORMS
 
 
 @pytest.mark.parametrize('name', negatives.TRANSFORMS)
@@ -79,7 +79,7 @@ def test_rotation_exact_and_all_k():
 def test_rotation_requires_square():
     x = jnp.zeros((8, 12, 3))
     with pytest.raises(ValueError):
-        negatives.rotation(jax.random.key(0), x, x)
+        transforms.rotation(jax.random.key(0), x, x)
 
 
 def test_cutperm_is_a_half_permutation():
@@ -99,10 +99,10 @@ def test_cutperm_is_a_half_permutation():
 
 def test_cutout_is_one_rectangle_of_bounded_size():
     size = 24
-    lo, hi = negatives.cutout_bounds(size)
+    lo, hi = transforms.cutout_bounds(size)
     assert (lo, hi) == (4, 6)  # ceil(24/6), floor(24/4)
     ones = jnp.ones((size, size, 3))
-    y = np.asarray(jax.jit(jax.vmap(negatives.cutout, in_axes=(0, None, None)))(
+    y = np.asarray(jax.jit(jax.vmap(transforms.cutout, in_axes=(0, None, None)))(
         _keys(7, 32), ones, ones))
     sizes = set()
     for yi in y:
@@ -145,7 +145,7 @@ def test_cutpaste_without_rotation_copies_a_patch():
 
 def test_sobel_of_constant_is_zero():
     c = jnp.full((S, S, 3), 0.37)
-    fn = jax.jit(negatives.sobel)
+    fn = jax.jit(transforms.sobel)
     np.testing.assert_array_equal(np.asarray(fn(jax.random.key(0), c, c)), 0.0)
     step = jnp.zeros((S, S, 3)).at[:, S // 2:].set(1.0)
     y = np.asarray(fn(jax.random.key(0), step, step))
@@ -165,14 +165,14 @@ def test_mixup_is_a_convex_combination():
 
 def test_gaussian_noise_std():
     x = jnp.full((32, 32, 3), 0.5)
-    y = np.asarray(negatives.gaussian_noise(jax.random.key(0), x, x))
+    y = np.asarray(transforms.gaussian_noise(jax.random.key(0), x, x))
     assert abs((y - 0.5).std() - 0.1) < 0.01
 
 
 def test_blur_and_elastic_keep_constants():
     c = jnp.full((S, S, 3), 0.6)
     for name in ('blur', 'elastic'):
-        y = np.asarray(negatives.TRANSFORM_FNS[name](jax.random.key(0), c, c))
+        y = np.asarray(transforms.TRANSFORM_FNS[name](jax.random.key(0), c, c))
         np.testing.assert_allclose(y, 0.6, atol=1e-5)
 
 
@@ -261,14 +261,14 @@ def test_compose_follows_the_notation_and_is_identity_after_r():
     x, key = _image(22), jax.random.key(23)
     fn = jax.jit(functools.partial(negatives.compose, names=names))
     order = jnp.array([0, 1, 2], jnp.int32)  # sigma1 = cutout, sigma2 = gaussian_noise
-    cut = negatives.cutout(jax.random.fold_in(key, 0), x, x)
+    cut = transforms.cutout(jax.random.fold_in(key, 0), x, x)
     np.testing.assert_array_equal(np.asarray(fn(key, x, x, order, 1)), cut)
-    noisy = negatives.gaussian_noise(jax.random.fold_in(key, 0), x, x)
-    both = negatives.cutout(jax.random.fold_in(key, 1), noisy, x)
+    noisy = transforms.gaussian_noise(jax.random.fold_in(key, 0), x, x)
+    both = transforms.cutout(jax.random.fold_in(key, 1), noisy, x)
     got = np.asarray(fn(key, x, x, order, 2))
     np.testing.assert_allclose(got, both, atol=1e-6)  # jit and eager round the noise apart
     # Not the other order: noise after the cut would fill the cut-out patch.
-    other = negatives.gaussian_noise(jax.random.fold_in(key, 1), cut, x)
+    other = transforms.gaussian_noise(jax.random.fold_in(key, 1), cut, x)
     assert np.abs(got - np.asarray(other)).max() > 0.1
 
 
@@ -317,7 +317,7 @@ def test_negative_batch_one_hot_weights(mode, per, name):
     else:
         stage_keys = jax.vmap(
             lambda k: jax.random.fold_in(jax.random.split(k)[1], 0))(sk)
-    expected = jax.vmap(negatives.TRANSFORM_FNS[name])(
+    expected = jax.vmap(transforms.TRANSFORM_FNS[name])(
         stage_keys, images, partners)
     np.testing.assert_allclose(y, np.asarray(expected), atol=1e-6)
 
@@ -517,7 +517,7 @@ def _neg_weights():
 
 @functools.cache
 def _transform_fn(name):
-    return jax.jit(jax.vmap(negatives.TRANSFORM_FNS[name]))
+    return jax.jit(jax.vmap(transforms.TRANSFORM_FNS[name]))
 
 
 def _match_compositions(y, keys, images, partners):

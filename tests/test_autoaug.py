@@ -10,7 +10,8 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from configs import digits
-from unode_jax.augment import autoaug, embedders, negatives
+from unode_jax.augment import autoaug, embedders
+from unode_jax.augment import transforms as transforms_lib
 from unode_jax.data.datasets import load_dataset
 from unode_jax.data.splits import one_class_split
 
@@ -126,7 +127,7 @@ def digit_threes():
 
 
 def test_identity_gets_the_smallest_divergence(digit_threes):
-    fns = negatives.TRANSFORM_FNS
+    fns = transforms_lib.TRANSFORM_FNS
     transforms = {'identity': lambda key, x, partner: x, 'rotation': fns['rotation'],
                   'sobel': fns['sobel'], 'cutperm': fns['cutperm']}
     r = autoaug.autoaug_weights(digit_threes, transforms, embedders.PixelEmbedder(16), seed=0,
@@ -143,8 +144,8 @@ def test_transform_images_uses_the_training_transform_deterministically(digit_th
     import jax
     x = digit_threes[:8]
     key = jax.random.key(3)
-    a = autoaug.transform_images(negatives.TRANSFORM_FNS['rotation'], key, x, x[::-1])
-    b = autoaug.transform_images(negatives.TRANSFORM_FNS['rotation'], key, x, x[::-1])
+    a = autoaug.transform_images(transforms_lib.TRANSFORM_FNS['rotation'], key, x, x[::-1])
+    b = autoaug.transform_images(transforms_lib.TRANSFORM_FNS['rotation'], key, x, x[::-1])
     np.testing.assert_array_equal(a, b)
     assert a.dtype == np.uint8 and a.shape == x.shape
     for img, out in zip(x, a):  # an exact rotation by 90, 180 or 270 degrees

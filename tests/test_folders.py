@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from unode_jax.data import folders as F
+from unode_jax.data.folders_medical import ISIC_CLASSES
 from unode_jax.data.datasets import DatasetNotFoundError
 from unode_jax.data.images import ImageReadError, prepare, read_image
 from unode_jax.data.splits import one_class_split
@@ -237,9 +238,9 @@ def _isic_split(root, split, rows):
     """rows: (image id, class name, pixel value); one-hot csv as the challenge's."""
     gt = root / f'ISIC2018_Task3_{split}_GroundTruth'
     gt.mkdir(parents=True)
-    lines = ['image,' + ','.join(F.ISIC_CLASSES)]
+    lines = ['image,' + ','.join(ISIC_CLASSES)]
     for image, cls, value in rows:
-        onehot = ['1.0' if c == cls else '0.0' for c in F.ISIC_CLASSES]
+        onehot = ['1.0' if c == cls else '0.0' for c in ISIC_CLASSES]
         lines.append(','.join([image] + onehot))
         _flat(root / f'ISIC2018_Task3_{split}_Input' / f'{image}.jpg', value,
               size=(30, 40))

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from tests.tiny_config import tiny_config
+from unode_jax import sampling
 from unode_jax import train as train_lib
 
 SMALL_SET = ('rotation', 'cutout', 'mixup')  # fewer branches: faster compiles in tests
@@ -65,7 +66,7 @@ def test_batch_indices_visit_every_image_once_per_epoch():
     n, n_pad, g = 10, 16, 4
     rng = jax.random.key(3)
     idx = np.concatenate([
-        np.asarray(train_lib.batch_indices(rng, s, jnp.arange(g), n, n_pad, g)) for s in range(5)])
+        np.asarray(sampling.batch_indices(rng, s, jnp.arange(g), n, n_pad, g)) for s in range(5)])
     # 5 steps x 4 = 20 samples = exactly two epochs of the 10 valid rows.
     assert sorted(idx[:10]) == list(range(10)) and sorted(idx[10:]) == list(range(10))
     assert not np.array_equal(idx[:10], idx[10:])  # each epoch has its own order

@@ -1,6 +1,6 @@
 """UNODE training: on-device views and hard negatives, the UNODE loss, LARS, under pmap.
 
-Read top to bottom: `create_train_state`, `batch_indices`, `make_batch`,
+Read top to bottom: `create_train_state`, `make_batch` (its indices: sampling.py),
 `train_step` (one device's part of a global step), `train` (the host loop with
 progress bar, metrics.jsonl, non-finite checks and orbax checkpoints).
 
@@ -28,6 +28,7 @@ from unode_jax import losses, optim, torch_weights
 from unode_jax.augment import negatives, views
 from unode_jax.augment.weights import has_negatives
 from unode_jax.checkpoint import Checkpointer
+from unode_jax.sampling import image_indices, streamed_batches
 from unode_jax.errors import Interrupted
 from unode_jax.models import build_model, frozen_mask, normalize_input
 from unode_jax.models.torchvision import load_torchvision_encoder
@@ -95,35 +96,6 @@ def create_train_state(rng, config, image_size, bn_axis_name=None, num_classes=2
     # weakly typed): the step's outputs are strongly typed, and a mismatch between
     # the first and later inputs would compile the train step twice.
     return jax.tree.map(lambda x: jnp.array(x, dtype=jnp.asarray(x).dtype), state)
-
-
-def batch_indices(rng, step, positions, n_valid, n_pad, global_batch):
-    """Training-set indices of the given global-batch positions (any shape) at this step.
-
-    Sample s = step * G + position is item s % n of epoch s // n; epoch e visits the
-    n valid images in the order of a permutation keyed by (rng, e). The array is
-    padded to n_pad rows so one compilation serves any n <= n_pad; padded rows get
-    sort keys of +inf and so are never visited. Needs G <= n (checked on the host),
-    so a batch spans at most two epochs.
-    """
-    s = step * global_batch + positions
-    first_epoch = (step * global_batch) // n_valid
-
-    def permutation(epoch):
-        u = jax.random.uniform(jax.random.fold_in(rng, epoch), (n_pad,))
-        return jnp.argsort(jnp.where(jnp.arange(n_pad) < n_valid, u, jnp.inf))
-
-    perms = jnp.stack([permutation(first_epoch), permutation(first_epoch + 1)])
-    return perms[s // n_valid - first_epoch, s % n_valid]
-
-
-def image_indices(rng, step, positions, n_valid, n_pad, global_batch):
-    """(indices of the images at these positions, of their mixup partners): the image at
-    the next global position, another inlier of the batch, from one pair of epoch
-    permutations."""
-    data_rng = jax.random.fold_in(rng, 0)
-    return batch_indices(data_rng, step, jnp.stack([positions, (positions + 1) % global_batch]),
-                         n_valid, n_pad, global_batch)
 
 
 def make_batch(config, rng, step, images, n_valid, weights, positions, global_batch, outliers,
@@ -258,27 +230,6 @@ def make_p_train_step(config, devices=None, streamed=False):
                     axis_name=AXIS, donate_argnums=(0,), devices=devices)
 
 
-def streamed_batches(config, images, targets, n_pad, start, total, n_dev):
-    """Each step's images (n_dev, 2b, H, W, 3) and targets (n_dev, b), gathered on the host.
-
-    For training sets over data.device_budget_mb: the indices are image_indices' (run on
-    the CPU; threefry and the sort are the same on every backend), so a streamed run
-    visits the same samples with the same random draws as a resident one.
-    """
-    g = config.batch_size
-    cpu = jax.devices('cpu')[0]
-    # n_pad as the resident run's, so the permutations match even where the draws depend
-    # on the array's length (jax_threefry_partitionable=False).
-    indices = jax.jit(lambda step: image_indices(jax.random.key(config.seed), step,
-                                                 jnp.arange(g), len(images), n_pad, g))
-    for step in range(start, total):
-        with jax.default_device(cpu):
-            idx, partner = np.asarray(indices(jnp.int32(step)))
-        x = np.concatenate([images[idx].reshape((n_dev, -1) + images.shape[1:]),
-                            images[partner].reshape((n_dev, -1) + images.shape[1:])], axis=1)
-        yield x, targets[idx].reshape(n_dev, -1)
-
-
 def num_train_steps(config, n_train):
     return int(round(config.optim.num_epochs * (n_train // config.batch_size)))
 
@@ -319,6 +270,48 @@ def _fetched_metrics(pending, ckpt):
     return rows
 
 
+def _log_metrics(log, bar, rows, images_per_s):
+    """Appends the rows to metrics.jsonl and shows the last on the progress bar."""
+    for row in rows:
+        row['images_per_s'] = images_per_s
+        log.write(json.dumps(row) + '\n')
+    log.flush()
+    bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}", img_s=f'{images_per_s:.0f}')
+    bar.update(rows[-1]['step'] - bar.n)
+
+
+def resume(ckpt, state, metrics_path):
+    """The newest readable checkpoint (metrics.jsonl cut back to it), or state as it is
+    (and no metrics.jsonl) when there is none."""
+    restored = ckpt.restore(state)
+    if restored is not None:
+        _truncate_metrics(metrics_path, int(restored.step))
+        return restored
+    if os.path.exists(metrics_path):
+        os.remove(metrics_path)
+    return state
+
+
+def training_arrays(config, x_train, labels=None, n_pad=None):
+    """(images padded to n_pad rows, each image's head target, the head's classes): the
+    binary head's inlier class 1, or labels 0..K-1 for a (K+1)-way head."""
+    n = len(x_train)
+    if n < config.batch_size:
+        raise ValueError(f'only {n} training images for batch_size {config.batch_size}: '
+                         f'lower --config.batch_size to at most {n}')
+    n_pad = max(n_pad or n, n)
+    images = np.zeros((n_pad,) + x_train.shape[1:], np.uint8)
+    images[:n] = x_train
+    targets = np.ones((n_pad,), np.int32)  # The binary head's inlier class.
+    if labels is None:
+        return images, targets, 2
+    labels = np.asarray(labels)
+    if labels.shape != (n,) or labels.min() < 0:
+        raise ValueError(f'labels must be (n,) = ({n},) ints >= 0, got {labels.shape}')
+    targets[:n] = labels
+    return images, targets, int(labels.max()) + 2
+
+
 def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train_step=None,
           outliers=None, stream=None):
     """Train on the normal images x_train (n, H, W, 3) uint8; returns the final TrainState.
@@ -335,40 +328,20 @@ def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train
     n = len(x_train)
     if config.batch_size % n_dev:
         raise ValueError(f'batch_size {config.batch_size} is not divisible by the {n_dev} devices')
-    if n < config.batch_size:
-        raise ValueError(f'only {n} training images for batch_size {config.batch_size}: '
-                         f'lower --config.batch_size to at most {n}')
     if bool(config.negatives.outliers) != (outliers is not None):
         raise ValueError('pass outlier images exactly when negatives.outliers is set')
     os.makedirs(workdir, exist_ok=True)
     steps_per_epoch = n // config.batch_size
     total = num_train_steps(config, n)
-    n_pad = max(n_pad or n, n)
-    images = np.zeros((n_pad,) + x_train.shape[1:], np.uint8)
-    images[:n] = x_train
-    targets = np.ones((n_pad,), np.int32)  # The binary head's inlier class.
-    num_classes = 2
-    if labels is not None:
-        labels = np.asarray(labels)
-        if labels.shape != (n,) or labels.min() < 0:
-            raise ValueError(f'labels must be (n,) = ({n},) ints >= 0, got {labels.shape}')
-        num_classes = int(labels.max()) + 2
-        targets[:n] = labels
-
+    images, targets, num_classes = training_arrays(config, x_train, labels, n_pad)
     state = create_train_state(jax.random.key(config.seed), config, x_train.shape[1], AXIS,
                                num_classes)
     ckpt = Checkpointer(workdir, config.keep_checkpoints)
-    restored = ckpt.restore(state)
     metrics_path = os.path.join(workdir, 'metrics.jsonl')
-    if restored is not None:
-        state = restored
-        _truncate_metrics(metrics_path, int(state.step))
-    elif os.path.exists(metrics_path):
-        os.remove(metrics_path)
+    state = resume(ckpt, state, metrics_path)
     start = int(state.step)
     meta = dict(n_train=n, steps_per_epoch=steps_per_epoch, total_steps=total,
                 weights=[float(w) for w in weights], transforms=list(config.negatives.transforms))
-
     if stream is None:
         stream = images.nbytes > config.data.device_budget_mb * 2 ** 20
     state_r = replicate(state)
@@ -379,7 +352,8 @@ def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train
               flush=True)
         p_train_step = make_p_train_step(config, streamed=True)
         batches = flax.jax_utils.prefetch_to_device(
-            streamed_batches(config, images[:n], targets[:n], n_pad, start, total, n_dev), 2)
+            streamed_batches(config, images[:n], targets[:n], len(images), start, total, n_dev),
+            2)
     else:
         p_train_step = p_train_step or make_p_train_step(config)
         images_r, targets_r = replicate(images), replicate(targets)
@@ -403,17 +377,9 @@ def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train
                 last = step + 1 == total
                 save = last or (step + 1) % config.checkpoint_every == 0
                 if save or (step + 1) % config.log_every == 0:
-                    rows, pending = _fetched_metrics(pending, ckpt), []
-                    dt = time.time() - t0
-                    for row in rows:
-                        row['images_per_s'] = images_seen / max(dt, 1e-9)
-                        log.write(json.dumps(row) + '\n')
-                    log.flush()
-                    t0, images_seen = time.time(), 0
-                    last_row = rows[-1]
-                    bar.set_postfix(loss=f"{last_row['loss']:.4f}",
-                                    img_s=f"{last_row['images_per_s']:.0f}")
-                    bar.update(rows[-1]['step'] - bar.n)
+                    _log_metrics(log, bar, _fetched_metrics(pending, ckpt),
+                                 images_seen / max(time.time() - t0, 1e-9))
+                    pending, t0, images_seen = [], time.time(), 0
                 if save:
                     ckpt.save(step + 1, unreplicate(state_r), meta)
     except KeyboardInterrupt:

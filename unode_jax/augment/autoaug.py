@@ -43,7 +43,7 @@ import numpy as np
 from scipy import stats
 from sklearn.decomposition import PCA
 
-from unode_jax.augment import negatives
+from unode_jax.augment import transforms as transforms_lib
 from unode_jax.errors import DamagedFileError
 from unode_jax.files import read_json
 
@@ -301,7 +301,7 @@ def plot_densities(result, path):
 def _transform_fn(name, params=()):
     # One object per (name, params): it is a static argument of the jitted transform, so
     # a sweep over classes compiles each transform once.
-    return functools.partial(negatives.TRANSFORM_FNS[name], **dict(params))
+    return functools.partial(transforms_lib.TRANSFORM_FNS[name], **dict(params))
 
 
 def training_transforms(config):

@@ -1,0 +1,56 @@
+"""Which training images each step sees: every draw keyed by (seed, step, global position),
+so the trajectory does not depend on the device count, nor on whether the images live on
+the devices or stream from host memory."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def batch_indices(rng, step, positions, n_valid, n_pad, global_batch):
+    """Training-set indices of the given global-batch positions (any shape) at this step.
+
+    Sample s = step * G + position is item s % n of epoch s // n; epoch e visits the
+    n valid images in the order of a permutation keyed by (rng, e). The array is
+    padded to n_pad rows so one compilation serves any n <= n_pad; padded rows get
+    sort keys of +inf and so are never visited. Needs G <= n (checked on the host),
+    so a batch spans at most two epochs.
+    """
+    s = step * global_batch + positions
+    first_epoch = (step * global_batch) // n_valid
+
+    def permutation(epoch):
+        u = jax.random.uniform(jax.random.fold_in(rng, epoch), (n_pad,))
+        return jnp.argsort(jnp.where(jnp.arange(n_pad) < n_valid, u, jnp.inf))
+
+    perms = jnp.stack([permutation(first_epoch), permutation(first_epoch + 1)])
+    return perms[s // n_valid - first_epoch, s % n_valid]
+
+
+def image_indices(rng, step, positions, n_valid, n_pad, global_batch):
+    """(indices of the images at these positions, of their mixup partners): the image at
+    the next global position, another inlier of the batch, from one pair of epoch
+    permutations."""
+    data_rng = jax.random.fold_in(rng, 0)
+    return batch_indices(data_rng, step, jnp.stack([positions, (positions + 1) % global_batch]),
+                         n_valid, n_pad, global_batch)
+
+
+def streamed_batches(config, images, targets, n_pad, start, total, n_dev):
+    """Each step's images (n_dev, 2b, H, W, 3) and targets (n_dev, b), gathered on the host.
+
+    For training sets over data.device_budget_mb: the indices are image_indices' (run on
+    the CPU; threefry and the sort are the same on every backend), so a streamed run
+    visits the same samples with the same random draws as a resident one.
+    """
+    g = config.batch_size
+    cpu = jax.devices('cpu')[0]
+    # n_pad as the resident run's, so the permutations match even where the draws depend
+    # on the array's length (jax_threefry_partitionable=False).
+    indices = jax.jit(lambda step: image_indices(jax.random.key(config.seed), step,
+                                                 jnp.arange(g), len(images), n_pad, g))
+    for step in range(start, total):
+        with jax.default_device(cpu):
+            idx, partner = np.asarray(indices(jnp.int32(step)))
+        x = np.concatenate([images[idx].reshape((n_dev, -1) + images.shape[1:]),
+                            images[partner].reshape((n_dev, -1) + images.shape[1:])], axis=1)
+        yield x, targets[idx].reshape(n_dev, -1)
