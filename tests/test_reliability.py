@@ -183,7 +183,7 @@ def test_workdir_lock(tmp_path, capsys):
 
 
 def test_malicious_or_mismatched_pretrained_is_refused_before_any_work(tmp_path):
-    from unode_jax.torch_weights import CheckpointFormatError, UnsafeCheckpointError
+    from unode_jax.errors import CheckpointFormatError, UnsafeCheckpointError
     marker = '/tmp/unode_jax_torch_weights_pwned'  # what the fixture's pickle would create
     bad = tmp_path / 'weights.pth'
     shutil.copy(os.path.join(ROOT, 'tests/fixtures/reader/malicious_zip.pt'), bad)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from unode_jax import torch_weights as tw
+from unode_jax.errors import CheckpointFormatError, UnsafeCheckpointError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, 'tests', 'fixtures', 'reader')
@@ -76,7 +77,7 @@ def test_refuses_foreign_globals(stem):
     if os.path.exists(PWNED_MARKER):
         os.remove(PWNED_MARKER)
     path = os.path.join(FIXTURES, f'{stem}.pt')
-    with pytest.raises(tw.UnsafeCheckpointError, match=r"'posix\.system'") as err:
+    with pytest.raises(UnsafeCheckpointError, match=r"'posix\.system'") as err:
         tw.load_state_dict(path, cache=False)
     assert path in str(err.value)
     assert not os.path.exists(PWNED_MARKER)
@@ -98,7 +99,7 @@ def test_refuses_before_executing(tmp_path, module, name):
                + len(f'{marker}').to_bytes(4, 'little') + f'{marker}'.encode() + b'\x85R.')
     path = tmp_path / 'evil.pt'
     _zip_with_pickle(path, payload)
-    with pytest.raises(tw.UnsafeCheckpointError, match=f"'{module}.{name}'"):
+    with pytest.raises(UnsafeCheckpointError, match=f"'{module}.{name}'"):
         tw.load_state_dict(path, cache=False)
     assert not marker.exists()
 
@@ -109,7 +110,7 @@ def test_torchscript_classes_are_inert(tmp_path):
     payload = b'\x80\x02c__torch__.os\nsystem\nX\x04\x00\x00\x00true\x85R.'
     path = tmp_path / 'evil.pt'
     _zip_with_pickle(path, payload)
-    with pytest.raises(tw.CheckpointFormatError):
+    with pytest.raises(CheckpointFormatError):
         tw.load_state_dict(path, cache=False)
 
 
@@ -129,7 +130,7 @@ def test_out_of_bounds_view_is_refused(tmp_path):
     with zipfile.ZipFile(path, 'w') as zf:
         for name, content in records.items():
             zf.writestr(name, content)
-    with pytest.raises(tw.CheckpointFormatError, match='reaches element'):
+    with pytest.raises(CheckpointFormatError, match='reaches element'):
         tw.load_state_dict(path, cache=False)
 
 
@@ -140,11 +141,11 @@ def test_truncated_storage(tmp_path):
         for name in zin.namelist():
             data = zin.read(name)
             zout.writestr(name, data[:-4] if name == 'zip_fp32/data/0' else data)
-    with pytest.raises(tw.CheckpointFormatError, match='truncated'):
+    with pytest.raises(CheckpointFormatError, match='truncated'):
         tw.load_state_dict(path, cache=False)
     legacy = tmp_path / 'short_legacy.pt'
     legacy.write_bytes(open(os.path.join(FIXTURES, 'legacy_fp32.pt'), 'rb').read()[:-4])
-    with pytest.raises(tw.CheckpointFormatError, match=f'{legacy}: truncated'):
+    with pytest.raises(CheckpointFormatError, match=f'{legacy}: truncated'):
         tw.load_state_dict(legacy, cache=False)
 
 
@@ -153,7 +154,7 @@ def test_truncated_storage(tmp_path):
 def test_garbage_is_a_format_error(tmp_path, content):
     path = tmp_path / 'garbage.pt'
     path.write_bytes(content)
-    with pytest.raises(tw.CheckpointFormatError) as err:
+    with pytest.raises(CheckpointFormatError) as err:
         tw.load_state_dict(path)
     assert '\n' not in str(err.value)
     assert not os.path.exists(f'{path}.safetensors')
@@ -161,7 +162,7 @@ def test_garbage_is_a_format_error(tmp_path, content):
 
 def test_sha256_mismatch_for_official_name(tmp_path):
     path = _copy(tmp_path, 'traced_fp32', 'RN50.pt')
-    with pytest.raises(tw.CheckpointFormatError) as err:
+    with pytest.raises(CheckpointFormatError) as err:
         tw.load_state_dict(path)
     msg = str(err.value)
     assert str(path) in msg and tw.sha256_file(path) in msg and tw.RN50_SHA256 in msg
@@ -174,7 +175,7 @@ def test_expected_sha256(tmp_path):
     sha = tw.sha256_file(path)
     assert len(sha) == 64
     assert 'fc.weight' in tw.load_state_dict(path, expected_sha256=sha.upper(), cache=False)
-    with pytest.raises(tw.CheckpointFormatError, match='does not match the expected'):
+    with pytest.raises(CheckpointFormatError, match='does not match the expected'):
         tw.load_state_dict(path, expected_sha256='0' * 64, cache=False)
 
 
@@ -184,7 +185,7 @@ def test_torch_hub_hash_prefix_in_the_file_name(tmp_path):
     good = _copy(tmp_path, 'zip_fp32', f'resnet18-{sha[:8]}.pth')
     assert 'fc.weight' in tw.load_state_dict(good, cache=False)
     bad = _copy(tmp_path, 'zip_fp32', 'wide_resnet50_2-95faca4d.pth')
-    with pytest.raises(tw.CheckpointFormatError, match='starts with 95faca4d'):
+    with pytest.raises(CheckpointFormatError, match='starts with 95faca4d'):
         tw.load_state_dict(bad)
     assert not os.path.exists(f'{bad}.safetensors')
     assert 'fc.weight' in tw.load_state_dict(_copy(tmp_path, 'zip_fp32', 'mine-final.pth'))
@@ -193,7 +194,7 @@ def test_torch_hub_hash_prefix_in_the_file_name(tmp_path):
 def _forbid_conversion(monkeypatch):
     def fail(path):
         raise AssertionError(f'converted {path} instead of using the cache')
-    monkeypatch.setattr(tw, '_convert', fail)
+    monkeypatch.setattr(tw, 'convert', fail)
 
 
 def test_cache_reused_and_invalidated(tmp_path, monkeypatch, expected):
@@ -239,7 +240,7 @@ def test_cache_reused_and_invalidated(tmp_path, monkeypatch, expected):
 def test_cache_ignored_for_wrong_sha(tmp_path, monkeypatch):
     path = _copy(tmp_path, 'zip_fp32')
     tw.load_state_dict(path)
-    with pytest.raises(tw.CheckpointFormatError, match='does not match'):
+    with pytest.raises(CheckpointFormatError, match='does not match'):
         tw.load_state_dict(path, expected_sha256='f' * 64)
 
 

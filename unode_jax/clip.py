@@ -30,6 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from unode_jax import torch_weights
+from unode_jax.errors import CheckpointFormatError
 from unode_jax.models.clip_resnet import (ModifiedResNet, clip_config_from_state_dict,
                                           convert_state_dict)
 from unode_jax.torch_weights import RN50_SHA256
@@ -131,7 +132,7 @@ def load_image_encoder(path, *, batch_size=64, expected_sha256=None,
         config = clip_config_from_state_dict(sd)
         variables = convert_state_dict(sd, config)
     except ValueError as e:  # The file is readable but is not a CLIP ResNet.
-        raise torch_weights.CheckpointFormatError(f'{path}: {e}') from e
+        raise CheckpointFormatError(f'{path}: {e}') from e
     sha256 = expected_sha256 or torch_weights.KNOWN_SHA256.get(os.path.basename(path))
     return ImageEncoder(variables, config, batch_size=batch_size, source=path, sha256=sha256)
 

@@ -21,6 +21,14 @@ class Interrupted(UserError):
     """The run was stopped (Ctrl-C); the message says where and how to resume."""
 
 
+class UnsafeCheckpointError(UserError, ValueError):
+    """A pickle in a weights file asked for a global outside the whitelist (torch_pickle)."""
+
+
+class CheckpointFormatError(UserError, ValueError):
+    """Not a torch checkpoint, corrupt, or a tensor kind this reader does not support."""
+
+
 class DamagedFileError(UserError, ValueError):
     """A file a run wrote earlier cannot be read back (truncated, overwritten, deleted part)."""
 

@@ -19,6 +19,7 @@ import re
 import numpy as np
 
 from unode_jax import torch_weights
+from unode_jax.errors import CheckpointFormatError
 from unode_jax.models import MODELS, ResNet
 
 IGNORED = re.compile(r'fc\.(weight|bias)|.*\.num_batches_tracked')
@@ -116,7 +117,7 @@ def load_torchvision_encoder(variables, state_dict, model_name, *, source='the s
     source names the file in error messages.
     """
     if not torchvision_layout(model_name):
-        raise torch_weights.CheckpointFormatError(
+        raise CheckpointFormatError(
             f'model.pretrained needs a model with torchvision\'s ResNet layout '
             f'{torchvision_models()}; model.name={model_name!r} has none')
     targets = encoder_torch_keys(variables)
@@ -133,7 +134,7 @@ def load_torchvision_encoder(variables, state_dict, model_name, *, source='the s
         problems = '; '.join(filter(None, [
             listed('missing keys', missing), listed('unexpected keys', unexpected),
             listed('shape mismatches (file vs model)', wrong)]))
-        raise torch_weights.CheckpointFormatError(
+        raise CheckpointFormatError(
             f'model.pretrained={source} looks like {describe_state_dict(state_dict)} '
             f'but model.name={model_name}: {problems}')
 
