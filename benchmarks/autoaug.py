@@ -28,7 +28,7 @@ from scipy import stats
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from unode_jax import clip  # noqa: E402
-from unode_jax.augment import autoaug, embedders, negatives  # noqa: E402
+from unode_jax.augment import autoaug, embedders, transforms  # noqa: E402
 from unode_jax.augment.weights import PAPER_TRANSFORMS  # noqa: E402
 from unode_jax.data.datasets import load_dataset  # noqa: E402
 from unode_jax.models.clip_resnet import ModifiedResNet  # noqa: E402
@@ -67,14 +67,14 @@ class Encoder:
 def time_and_stability(args):
     images = cifar_sized_images(5000)[: args.n]
     embed = Encoder(args.clip_weights, args.batch_size)
-    names = list(negatives.TRANSFORMS)
+    names = list(transforms.TRANSFORMS)
     print(f'{len(images)} originals of 32 px (of a 5,000-image class), {len(names)} transforms: '
           f'{names}', flush=True)
 
     t0 = time.time()
     partners = images[np.roll(np.arange(len(images)), 1)]
     key = jax.random.key(0)
-    sets = [images] + [autoaug.transform_images(negatives.TRANSFORM_FNS[n],
+    sets = [images] + [autoaug.transform_images(transforms.TRANSFORM_FNS[n],
                                                 jax.random.fold_in(key, i), images, partners)
                        for i, n in enumerate(names)]
     t_transform = time.time() - t0
@@ -149,7 +149,7 @@ def tsne_with_kl(x, backend, seed=0, perplexity=30.0):
 def pixels_stability():
     ds = load_dataset('digits', image_size=32)
     images = ds.x_train[ds.y_train == 3]
-    fns = {n: negatives.TRANSFORM_FNS[n] for n in PAPER_TRANSFORMS}
+    fns = {n: transforms.TRANSFORM_FNS[n] for n in PAPER_TRANSFORMS}
     embed = embedders.PixelEmbedder(16)
     print(f'\npixels, real digits (class 3, {len(images)} training images): ranking across '
           f'seeds and n (Spearman with n={len(images)}, seed 0)')
