@@ -276,3 +276,31 @@ def test_every_config_error_of_validate_reaches_the_user_as_one_line(tmp_path):
     missed = _config_error_lines() - hit
     assert not missed, f'no case in BAD_CONFIGS reaches validate.py line(s) {sorted(missed)}'
     assert issubclass(ConfigError, errors.UserError)
+
+
+# orbax leaves the reads of the failed restore un-awaited: noise, not a failure.
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+def test_a_checkpoint_of_another_model_stops_without_moving_anything(tmp_path):
+    import jax
+    from unode_jax import train as train_lib
+    from unode_jax.checkpoint import Checkpointer
+    from unode_jax.errors import CheckpointMismatchError
+    config = tiny_config()
+    ckpt = Checkpointer(str(tmp_path), 2)
+    for step in (2, 4):
+        state = train_lib.create_train_state(jax.random.key(0), config, 16)
+        ckpt.save(step, state.replace(step=state.step + step), {})
+    ckpt.close()
+    before = tree(tmp_path)
+    # The same workdir read with a (K+1)-way head: no checkpoint fits; none is set aside.
+    other = train_lib.create_train_state(jax.random.key(0), config, 16, num_classes=4)
+    ckpt = Checkpointer(str(tmp_path), 2)
+    with pytest.raises(CheckpointMismatchError) as e:
+        ckpt.restore(other)
+    ckpt.close()
+    user_line(e, 'no checkpoint in', "restores into this config's model", 'step 4')
+    assert tree(tmp_path) == before and not (tmp_path / 'checkpoints_unreadable').exists()
+    # The model they were written for restores the newest.
+    ckpt = Checkpointer(str(tmp_path), 2)
+    assert int(ckpt.restore(state).step) == 4
+    ckpt.close()

@@ -3,7 +3,8 @@
 Orbax writes each checkpoint to a temporary folder and renames it when complete,
 so a run killed mid-save leaves the previous checkpoint as the latest one. A complete
 checkpoint damaged later (a truncated array file, a deleted _METADATA) is moved to
-<workdir>/checkpoints_unreadable/ and the one before it restored, with one line saying so.
+<workdir>/checkpoints_unreadable/ and the one before it restored, with one line saying so;
+when no checkpoint restores (another config's model), nothing is moved and the run stops.
 """
 import os
 import shutil
@@ -12,10 +13,16 @@ import sys
 import jax
 import orbax.checkpoint as ocp
 
+from unode_jax.errors import CheckpointMismatchError
+
 
 def _tree(state):
     return {'step': state.step, 'params': state.params, 'batch_stats': state.batch_stats,
             'opt_state': state.opt_state}
+
+
+def _first_line(error):
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
 
 
 def _quiet_closed_loop_errors():
@@ -54,18 +61,29 @@ class Checkpointer:
             state=ocp.args.StandardSave(_tree(state)), meta=ocp.args.JsonSave(meta)))
 
     def restore(self, state):
-        """The newest checkpoint that restores into `state`'s structure, or None if none
-        does; unreadable newer ones are set aside."""
+        """The newest checkpoint that restores into `state`'s structure, or None if there
+        is none. Newer ones that do not restore are set aside; if none restores, nothing
+        is moved and CheckpointMismatchError says so (another config's model, most likely)."""
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, _tree(state))
+        failed = []
         for step in sorted(self.manager.all_steps(), reverse=True):
             try:
                 restored = self.manager.restore(step, args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(target)))['state']
             except Exception as e:  # noqa: BLE001 -- orbax and tensorstore raise many kinds
                 _quiet_closed_loop_errors()
-                self._set_aside(step, e)
+                failed.append((step, e))
                 continue
+            for bad_step, error in failed:
+                self._set_aside(bad_step, error)
             return state.replace(**restored)
+        if failed:
+            step, error = failed[0]
+            raise CheckpointMismatchError(
+                f'no checkpoint in {self.directory} restores into this config\'s model (step '
+                f'{step}: {_first_line(error)}): it was trained with another config (rerun '
+                'without --config to use its config.json), or its checkpoints are damaged '
+                '(delete the folder to train again)')
         return None
 
     def _set_aside(self, step, error):
@@ -79,9 +97,8 @@ class Checkpointer:
             dest, n = os.path.join(aside, f'{step}.{n}'), n + 1
         shutil.move(os.path.join(self.directory, str(step)), dest)
         self.manager.reload()
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-        print(f'checkpoint {step} in {self.directory} is unreadable ({reason}); moved to '
-              f'{dest}, falling back to the one before it', flush=True)
+        print(f'checkpoint {step} in {self.directory} is unreadable ({_first_line(error)}); '
+              f'moved to {dest}, falling back to the one before it', flush=True)
 
     def close(self):
         self.manager.wait_until_finished()

@@ -29,6 +29,10 @@ class CheckpointFormatError(UserError, ValueError):
     """Not a torch checkpoint, corrupt, or a tensor kind this reader does not support."""
 
 
+class CheckpointMismatchError(UserError):
+    """No checkpoint of a workdir restores into the config's model."""
+
+
 class DamagedFileError(UserError, ValueError):
     """A file a run wrote earlier cannot be read back (truncated, overwritten, deleted part)."""
 
