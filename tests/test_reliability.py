@@ -278,8 +278,6 @@ def test_every_config_error_of_validate_reaches_the_user_as_one_line(tmp_path):
     assert issubclass(ConfigError, errors.UserError)
 
 
-# orbax leaves the reads of the failed restore un-awaited: noise, not a failure.
-@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
 def test_a_checkpoint_of_another_model_stops_without_moving_anything(tmp_path):
     import jax
     from unode_jax import train as train_lib
