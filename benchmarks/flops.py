@@ -40,10 +40,9 @@ def step_flops(config):
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(state.params))
     weights = np.full(len(config.negatives.transforms), 1 / len(config.negatives.transforms),
                       np.float32)
-    images = jnp.zeros((b, s, s, 3), jnp.uint8)
-    args = (images, jnp.ones(b, jnp.int32), jnp.int32(b), jnp.asarray(weights),
-            jnp.float32(1), images[:1])
-    stacked = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], (state, *args))
+    images = np.zeros((b, s, s, 3), np.uint8)
+    batch = train_lib.device_batch(images, np.ones(b, np.int32), weights, images[:1], n_valid=b)
+    stacked = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], (state, batch))
     lowered = train_lib.make_p_train_step(config, devices).lower(*stacked)
     cost = lowered.cost_analysis()
     if isinstance(cost, (list, tuple)):

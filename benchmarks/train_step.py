@@ -135,23 +135,22 @@ def setup_jax(config, images_np, warmup):
 
     # 1. The full pmapped step, compiled ahead of time so compilation is timed on its own.
     state = train_lib.create_train_state(jax.random.key(0), config, s, train_lib.AXIS)
-    def rep(x): return train_lib.replicate(x, devices)
-    images_d = jnp.asarray(images_np)
-    no_outliers = images_d[:1]  # Unused: mixup partners are batch images.
-    args = (rep(images_d), rep(jnp.ones(len(images_np), jnp.int32)),
-            rep(jnp.int32(len(images_np))), rep(jnp.asarray(weights)),
-            rep(jnp.float32(steps_per_epoch)), rep(no_outliers))
-    holder = [rep(state)]
+    state = state.replace(opt_state=optim.set_steps_per_epoch(state.opt_state, steps_per_epoch))
+    # Outlier images unused: the mixup partners are batch images.
+    batch = train_lib.replicate(train_lib.device_batch(
+        images_np, np.ones(len(images_np), np.int32), weights, images_np[:1],
+        n_valid=len(images_np)), devices)
+    holder = [train_lib.replicate(state, devices)]
     t0 = time.perf_counter()
-    compiled = train_lib.make_p_train_step(config, devices).lower(holder[0], *args).compile()
+    compiled = train_lib.make_p_train_step(config, devices).lower(holder[0], batch).compile()
     compile_s = time.perf_counter() - t0
 
     def full_step():
-        holder[0], m = compiled(holder[0], *args)
+        holder[0], m = compiled(holder[0], batch)
         jax.block_until_ready((holder[0], m))
 
     res['full'] = dict(compile_s=compile_s, flops=xla_flops(compiled))
-    holder[0], m = compiled(holder[0], *args)
+    holder[0], m = compiled(holder[0], batch)
     res['full']['loss_finite'] = bool(np.isfinite(float(jax.device_get(m['loss'])[0])))
     fns = {'full': warm(full_step, warmup)}
 
@@ -170,8 +169,7 @@ def setup_jax(config, images_np, warmup):
             return con + losses.cross_entropy(out['logits'], labels, 4 * b), new_vars['batch_stats']
 
         grads, batch_stats = jax.grad(loss_fn, has_aux=True)(state.params)
-        state = state.replace(opt_state=optim.set_learning_rate(state.opt_state, 0.1))
-        return state.apply_gradients(grads=grads, batch_stats=batch_stats)
+        return state.apply_gradients(grads=grads, batch_stats=batch_stats)  # lr: scheduled
 
     holder1 = [state1]
     t0 = time.perf_counter()
@@ -186,11 +184,13 @@ def setup_jax(config, images_np, warmup):
 
     # 3. Views only: batch gather + negatives + views, as the full step makes them.
     positions = jnp.arange(b)
-    n_valid, w = jnp.int32(len(images_np)), jnp.asarray(weights)
+    one_device = jax.tree.map(jnp.asarray, train_lib.device_batch(
+        images_np, np.ones(len(images_np), np.int32), weights, images_np[:1],
+        n_valid=len(images_np)))
 
     def views_step(step):
-        return train_lib.make_batch(config, jax.random.key(config.seed), step, images_d, n_valid, w,
-                                    positions, b, no_outliers)
+        return train_lib.make_batch(config, jax.random.key(config.seed), step, one_device,
+                                    positions, b)
 
     t0 = time.perf_counter()
     compiled2 = jax.jit(views_step).lower(jnp.int32(0)).compile()

@@ -52,7 +52,7 @@ def test_torchlars_matches_numpy_restatement():
                  for _ in range(5)]
     grads_seq[2]['bn'][:] = 0  # ||g|| = 0: trust ratio 1, only weight decay moves it
     lrs = [0.1, 0.5, 1.0, 0.7, 0.2]
-    got = _run(optim.create_optimizer(_config()), params, grads_seq, lrs)
+    got = _run(optim.lars_optimizer(_config()), params, grads_seq, lrs)
     want = torchlars_numpy(params, grads_seq, lrs)
     for k in params:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-7)
@@ -104,7 +104,7 @@ def test_optax_lars_option_is_optax_lars_with_the_config_settings():
                  for _ in range(5)]
     lrs = _schedule(c, 5, steps_per_epoch=2)  # warmup then cosine: five different rates
     assert len(set(lrs)) == 5
-    got = _run(optim.create_optimizer(c), params, grads_seq, lrs)
+    got = _run(optim.lars_optimizer(c), params, grads_seq, lrs)
     ref_tx = optax.lars(lambda count: jnp.asarray(lrs, jnp.float32)[count],
                         weight_decay=c.weight_decay, trust_coefficient=c.trust_coefficient,
                         eps=c.eps, momentum=c.momentum)
@@ -125,7 +125,8 @@ def test_optax_lars_option_is_optax_lars_with_the_config_settings():
 
 def test_optax_lars_train_state_steps_as_optax_lars_on_the_model():
     """create_train_state's optimizer with optim.name='optax_lars', stepped as train_step does
-    (set_learning_rate then apply_gradients), equals optax.lars on the tiny model's params."""
+    (apply_gradients; the schedule inside it), equals optax.lars with that schedule on the
+    tiny model's params."""
     from tests.tiny_config import tiny_config
     from unode_jax.train import create_train_state
     config = tiny_config(**{'optim.name': 'optax_lars', 'optim.weight_decay': 0.05,
@@ -138,9 +139,11 @@ def test_optax_lars_train_state_steps_as_optax_lars_on_the_model():
     grads_seq = [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
                  for _ in range(4)]
     lrs = _schedule(c, 4, steps_per_epoch=2)
+    # The schedule is inside the optimiser: the learning rates come from its state.
+    state = state.replace(opt_state=optim.set_steps_per_epoch(state.opt_state, 2))
     for g, lr in zip(grads_seq, lrs):
-        state = state.replace(opt_state=optim.set_learning_rate(state.opt_state, lr))
         state = state.apply_gradients(grads=g)
+        assert float(optim.applied_learning_rate(state.opt_state)) == np.float32(lr)
     ref_tx = optax.lars(lambda count: jnp.asarray(lrs, jnp.float32)[count],
                         weight_decay=c.weight_decay, trust_coefficient=c.trust_coefficient,
                         eps=c.eps, momentum=c.momentum)
@@ -165,7 +168,7 @@ def test_optax_lars_freeze_keeps_a_fresh_optax_lars_for_frozen_leaves():
     grads = [jax.tree.map(lambda p: rng.normal(size=p.shape).astype(np.float32), params)
              for _ in range(4)]
     lrs = [0.5, 1.0, 0.8, 0.3]
-    got = _run(optim.create_optimizer(c, freeze_mask={'frozen': True, 'free': False}), params,
+    got = _run(optim.lars_optimizer(c, freeze_mask={'frozen': True, 'free': False}), params,
                grads, lrs)
 
     def ref(name, start):
@@ -188,15 +191,15 @@ def test_optax_lars_option_differs_from_torchlars():
     rng = np.random.default_rng(1)
     params = {'w': rng.normal(size=(6, 6)).astype(np.float32)}
     grads_seq = [{'w': rng.normal(size=(6, 6)).astype(np.float32)} for _ in range(3)]
-    a = _run(optim.create_optimizer(_config('optax_lars', weight_decay=0.1)), params, grads_seq,
+    a = _run(optim.lars_optimizer(_config('optax_lars', weight_decay=0.1)), params, grads_seq,
              [1.0] * 3)
-    b = _run(optim.create_optimizer(_config(weight_decay=0.1)), params, grads_seq, [1.0] * 3)
+    b = _run(optim.lars_optimizer(_config(weight_decay=0.1)), params, grads_seq, [1.0] * 3)
     assert np.all(np.isfinite(a['w'])) and not np.allclose(a['w'], b['w'])
 
 
 def test_freeze_until_step():
     params = {'frozen': np.ones(3, np.float32), 'free': np.ones(3, np.float32)}
-    tx = optim.create_optimizer(_config(unfreeze_step=2),
+    tx = optim.lars_optimizer(_config(unfreeze_step=2),
                                 freeze_mask={'frozen': True, 'free': False})
     grads = {'frozen': np.ones(3, np.float32), 'free': np.ones(3, np.float32)}
     state = tx.init(params)
@@ -216,7 +219,7 @@ def test_frozen_parameters_keep_a_fresh_momentum_as_torch_requires_grad_false():
               'free': rng.normal(size=(4,)).astype(np.float32)}
     grads = [jax.tree.map(lambda p: rng.normal(size=p.shape).astype(np.float32), params)
              for _ in range(4)]
-    tx = optim.create_optimizer(_config(unfreeze_step=2, weight_decay=0.1),
+    tx = optim.lars_optimizer(_config(unfreeze_step=2, weight_decay=0.1),
                                 freeze_mask={'frozen': True, 'free': False})
     state, p = tx.init(params), params
     for g in grads:
@@ -224,7 +227,7 @@ def test_frozen_parameters_keep_a_fresh_momentum_as_torch_requires_grad_false():
         updates, state = tx.update(g, state, p)
         p = optax.apply_updates(p, updates)
     # Reference: the frozen leaf alone, optimised from step 2 with a fresh optimizer.
-    ref_tx = optim.create_optimizer(_config(weight_decay=0.1))
+    ref_tx = optim.lars_optimizer(_config(weight_decay=0.1))
     ref_p = {'frozen': params['frozen']}
     ref_state = ref_tx.init(ref_p)
     for g in grads[2:]:

@@ -180,17 +180,13 @@ def test_frozen_layers_keep_their_weights_while_batch_stats_update(pretrained_st
     devices = jax.local_devices()[:1]
     p_step = train_lib.make_p_train_step(config, devices)
 
-    def rep(x):
-        return train_lib.replicate(x, devices)
-
     n = len(config.negatives.transforms)
-    args = (rep(jnp.asarray(images)), rep(jnp.ones(len(images), jnp.int32)),
-            rep(jnp.int32(len(images))),
-            rep(jnp.full((n,), 1 / n, jnp.float32)),
-            rep(jnp.float32(len(images) // config.batch_size)), rep(jnp.asarray(images[:1])))
-    new = rep(state)
+    batch = train_lib.replicate(train_lib.device_batch(
+        images, np.ones(len(images), np.int32), np.full(n, 1 / n), images[:1],
+        n_valid=len(images)), devices)
+    new = train_lib.replicate(state, devices)
     for _ in range(2):
-        new, _ = p_step(new, *args)
+        new, _ = p_step(new, batch)
     new = train_lib.unreplicate(new)
 
     def leaves(tree):

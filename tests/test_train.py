@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.tiny_config import tiny_config
-from unode_jax import sampling
+from unode_jax import optim, sampling
 from unode_jax import train as train_lib
 
 SMALL_SET = ('rotation', 'cutout', 'mixup')  # fewer branches: faster compiles in tests
@@ -24,16 +24,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def run_steps(config, images, n_dev, k):
     devices = jax.local_devices()[:n_dev]
     state = train_lib.create_train_state(jax.random.key(0), config, images.shape[1], train_lib.AXIS)
+    state = state.replace(opt_state=optim.set_steps_per_epoch(state.opt_state, len(images) // 8))
     p_step = train_lib.make_p_train_step(config, devices)
-    def rep(x): return train_lib.replicate(x, devices)
-    state_r = rep(state)
-    args = (rep(jnp.asarray(images)), rep(jnp.ones(len(images), jnp.int32)),
-            rep(jnp.int32(len(images))),
-            rep(jnp.full((len(SMALL_SET),), 1 / len(SMALL_SET), jnp.float32)), rep(jnp.float32(len(images) // 8)),
-            rep(jnp.asarray(images[:1])))
+    state_r = train_lib.replicate(state, devices)
+    batch_r = train_lib.replicate(train_lib.device_batch(
+        images, np.ones(len(images), np.int32), np.full(len(SMALL_SET), 1 / len(SMALL_SET)),
+        images[:1], n_valid=len(images)), devices)
     history = []
     for _ in range(k):
-        state_r, m = p_step(state_r, *args)
+        state_r, m = p_step(state_r, batch_r)
         history.append({name: float(v[0]) for name, v in m.items()})
     return train_lib.unreplicate(state_r), history
 

@@ -8,10 +8,13 @@ momentum), restated exactly:
     w <- w - lr * buf
 
 `optax.lars` (denominator ||g + wd*w||, learning rate applied before momentum) is
-the option `optim.name='optax_lars'`. The learning rate is injected per step from
-`learning_rate(...)`, so the schedule can depend on the (traced) epoch length.
+the option `optim.name='optax_lars'`. The schedule lives in the optimiser: each update
+sets the learning rate from `learning_rate(count, steps_per_epoch, ...)`, with the epoch
+length held in the optimiser's state (`set_steps_per_epoch`), so one compiled train step
+serves training sets of any size.
 """
-from typing import Any
+import functools
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -92,8 +95,53 @@ def learning_rate(step, steps_per_epoch, *, base_lr, peak_lr, warmup_epochs, dec
     return jnp.where(t <= warmup_epochs, warm, cos).astype(jnp.float32)
 
 
+class ScheduleState(NamedTuple):
+    count: jnp.ndarray  # int32: updates so far (the train step)
+    steps_per_epoch: jnp.ndarray  # float32: the training set's steps per epoch
+    inner: Any
+
+
+def with_schedule(inner, schedule) -> optax.GradientTransformation:
+    """inner (built with inject_hyperparams) with its learning rate set before each update
+    to schedule(count, steps_per_epoch)."""
+
+    def init_fn(params):
+        return ScheduleState(jnp.zeros([], jnp.int32), jnp.ones([], jnp.float32),
+                             inner.init(params))
+
+    def update_fn(updates, state, params=None):
+        lr = schedule(state.count, state.steps_per_epoch)
+        new_updates, new_inner = inner.update(updates, set_learning_rate(state.inner, lr),
+                                              params)
+        return new_updates, ScheduleState(optax.safe_increment(state.count),
+                                          state.steps_per_epoch, new_inner)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def set_steps_per_epoch(opt_state, steps_per_epoch):
+    return opt_state._replace(steps_per_epoch=jnp.asarray(steps_per_epoch, jnp.float32))
+
+
+def applied_learning_rate(opt_state):
+    """The learning rate of the last update (for the metrics)."""
+    inner = opt_state.inner
+    if isinstance(inner, tuple) and not hasattr(inner, 'hyperparams'):  # under freeze
+        inner = inner[0]
+    return inner.hyperparams['learning_rate']
+
+
 def create_optimizer(optim_config, freeze_mask: Any = None) -> optax.GradientTransformation:
-    """LARS with an injected learning rate (set each step by the train step)."""
+    """LARS, its learning rate scheduled inside (warmup + cosine over the epochs)."""
+    c = optim_config
+    return with_schedule(lars_optimizer(c, freeze_mask), functools.partial(
+        learning_rate, base_lr=c.base_lr, peak_lr=c.peak_lr, warmup_epochs=c.warmup_epochs,
+        decay_epochs=c.decay_epochs))
+
+
+def lars_optimizer(optim_config, freeze_mask: Any = None) -> optax.GradientTransformation:
+    """LARS (optim.name) with an injected learning rate (set_learning_rate), and the freeze
+    of freeze_mask's parameters until optim.unfreeze_step."""
     c = optim_config
     if c.name not in OPTIMIZERS:
         raise ValueError(f'optim.name must be one of {OPTIMIZERS}, got {c.name!r}')

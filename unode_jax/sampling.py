@@ -36,7 +36,8 @@ def image_indices(rng, step, positions, n_valid, n_pad, global_batch):
 
 
 def streamed_batches(config, images, targets, n_pad, start, total, n_dev):
-    """Each step's images (n_dev, 2b, H, W, 3) and targets (n_dev, b), gathered on the host.
+    """Each step's images and mixup partners (n_dev, b, H, W, 3) and targets (n_dev, b),
+    gathered on the host.
 
     For training sets over data.device_budget_mb: the indices are image_indices' (run on
     the CPU; threefry and the sort are the same on every backend), so a streamed run
@@ -51,6 +52,6 @@ def streamed_batches(config, images, targets, n_pad, start, total, n_dev):
     for step in range(start, total):
         with jax.default_device(cpu):
             idx, partner = np.asarray(indices(jnp.int32(step)))
-        x = np.concatenate([images[idx].reshape((n_dev, -1) + images.shape[1:]),
-                            images[partner].reshape((n_dev, -1) + images.shape[1:])], axis=1)
-        yield x, targets[idx].reshape(n_dev, -1)
+        shape = (n_dev, -1) + images.shape[1:]
+        yield dict(images=images[idx].reshape(shape), partners=images[partner].reshape(shape),
+                   targets=targets[idx].reshape(n_dev, -1))

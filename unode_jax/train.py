@@ -98,24 +98,44 @@ def create_train_state(rng, config, image_size, bn_axis_name=None, num_classes=2
     return jax.tree.map(lambda x: jnp.array(x, dtype=jnp.asarray(x).dtype), state)
 
 
-def make_batch(config, rng, step, images, n_valid, weights, positions, global_batch, outliers,
-               streamed=False):
+def device_batch(images, targets, neg_weights, outliers, n_valid=None, partners=None):
+    """The pytree train_step reads for one device, as numpy (replicate or stack it).
+
+    Resident: images (n_pad, H, W, 3) uint8, the training set padded, of which the first
+    n_valid count, and each image's head target (n_pad,). Streamed (partners given): this
+    step's b images, their b mixup partners and b targets, gathered on the host (sampling.
+    streamed_batches). neg_weights: the hard transforms' weights; outliers: uint8 images
+    for outlier exposure (any one image without it). targets: 1 (inlier) with the binary
+    head, the label 0..K-1 with the (K+1)-way head.
+    """
+    batch = dict(images=images, targets=targets, neg_weights=np.asarray(neg_weights, np.float32),
+                 outliers=outliers)
+    if partners is None:
+        batch['n_valid'] = np.int32(n_valid)
+    else:
+        batch['partners'] = partners
+    return batch
+
+
+def make_batch(config, rng, step, batch, positions, global_batch):
     """The model input [t(x), t(G(x)), t'(x), t'(G(x))] for this device's positions.
 
-    Returns float32 (4b, H, W, 3) in [0, 1] and the indices of x into `images`; with
-    negatives.weights='none' (no hard negatives) only [t(x), t'(x)], (2b, H, W, 3). Keys:
-    one per (step, global position), split into the views' and negatives' keys; the
-    paper's per-batch composition of negatives is keyed by the step alone.
-    streamed: `images` holds only this step's b images then their b mixup partners,
-    gathered on the host by the same image_indices (so the same samples and draws).
+    Returns float32 (4b, H, W, 3) in [0, 1] and the indices of x into batch['images'];
+    with negatives.weights='none' (no hard negatives) only [t(x), t'(x)], (2b, H, W, 3).
+    Keys: one per (step, global position), split into the views' and negatives' keys; the
+    paper's per-batch composition of negatives is keyed by the step alone. A streamed
+    batch (device_batch) holds this step's images and partners, gathered on the host by
+    the same image_indices: the same samples and draws.
     """
     _, aug_rng, neg_rng = (jax.random.fold_in(rng, i) for i in range(3))
-    if streamed:
-        b = positions.shape[0]
-        idx, partner_idx = jnp.arange(b), b + jnp.arange(b)
+    images, outliers, weights = batch['images'], batch['outliers'], batch['neg_weights']
+    if 'partners' in batch:
+        idx = jnp.arange(positions.shape[0])
+        partner_images, partner_idx = batch['partners'], idx
     else:
-        idx, partner_idx = image_indices(rng, step, positions, n_valid, images.shape[0],
-                                         global_batch)
+        idx, partner_idx = image_indices(rng, step, positions, batch['n_valid'],
+                                         images.shape[0], global_batch)
+        partner_images = images
     x = images[idx].astype(jnp.float32) / 255.0
     step_key = jax.random.fold_in(aug_rng, step)
     keys = jax.vmap(lambda p: jax.random.split(jax.random.fold_in(step_key, p), 7))(positions)
@@ -130,7 +150,7 @@ def make_batch(config, rng, step, images, n_valid, weights, positions, global_ba
         pick = jax.vmap(lambda k: jax.random.randint(k, (), 0, outliers.shape[0]))(keys[:, 6])
         partner = outliers[pick].astype(jnp.float32) / 255.0
     else:
-        partner = images[partner_idx].astype(jnp.float32) / 255.0
+        partner = partner_images[partner_idx].astype(jnp.float32) / 255.0
     neg_key = jax.random.fold_in(neg_rng, step)
     names = tuple(c.transforms)
     params = {'mixup': {'lam_range': tuple(c.mixup_lam)}} if 'mixup' in names else None
@@ -148,30 +168,22 @@ def make_batch(config, rng, step, images, n_valid, weights, positions, global_ba
     return views.random_views(row_keys, rows, **view_kw), idx
 
 
-def train_step(state, images, targets, n_valid, weights, steps_per_epoch, outliers, *, config,
-               axis_name=AXIS, streamed=False):
-    """One device's part of a global step.
-
-    images: (n_pad, H, W, 3) uint8 on this device, of which the first n_valid are the
-    training set; targets: (n_pad,) int32, each image's class for the head h: 1 with the
-    binary head (negatives are class 0), its label 0..K-1 with the (K+1)-way head of the
-    labeled setting (negatives are class K); outliers: uint8 images for outlier exposure
-    (unused without it). streamed: images and targets hold only this step's (see
-    make_batch).
-    """
+def train_step(state, batch, *, config, axis_name=AXIS):
+    """One device's part of a global step; batch: this device's device_batch. The head's
+    targets: 1 = inlier with the binary head (negatives are class 0), the label 0..K-1
+    with the (K+1)-way head of the labeled setting (negatives are class K)."""
     n_dev = jax.lax.axis_size(axis_name)
     b = config.batch_size // n_dev
     global_batch = config.batch_size
     positions = jax.lax.axis_index(axis_name) * b + jnp.arange(b)
     rng = jax.random.key(config.seed)
-    batch, idx = make_batch(config, rng, state.step, images, n_valid, weights, positions,
-                            global_batch, outliers, streamed)
-    inputs = normalize_input(batch, config.model.input_norm)
+    views_, idx = make_batch(config, rng, state.step, batch, positions, global_batch)
+    inputs = normalize_input(views_, config.model.input_norm)
     # Head targets, rows [x, G(x), x', G(x')]: eq. (12)'s 1 = inlier view, 0 = hard
     # negative; labeled multi-class (appendix B.3): the label, and class K for negatives.
     num_classes = state.params['head']['kernel'].shape[-1]
     negative = jnp.full((b,), 0 if num_classes == 2 else num_classes - 1, jnp.int32)
-    labels = jnp.tile(jnp.concatenate([targets[idx], negative]), 2)
+    labels = jnp.tile(jnp.concatenate([batch['targets'][idx], negative]), 2)
     with_negatives = has_negatives(config)
     # L = con_weight * L_con + lambda * L_CE; without negatives L_CE has nothing to tell
     # apart, and the loss is NT-Xent on the inlier views alone (Table 4's "None").
@@ -197,13 +209,10 @@ def train_step(state, images, targets, n_valid, weights, steps_per_epoch, outlie
     # Each device's loss is its contribution to the global-batch loss: sum them.
     grads = jax.lax.psum(grads, axis_name)
     con, ce, acc = jax.lax.psum((con, ce, acc), axis_name)
-    o = config.optim
-    lr = optim.learning_rate(state.step, steps_per_epoch, base_lr=o.base_lr, peak_lr=o.peak_lr,
-                             warmup_epochs=o.warmup_epochs, decay_epochs=o.decay_epochs)
-    state = state.replace(opt_state=optim.set_learning_rate(state.opt_state, lr))
     state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     metrics = dict(loss=con_weight * con + ce_weight * ce, loss_con=con, loss_ce=ce, acc_bin=acc,
-                   lr=lr, grad_norm=optax.tree.norm(grads))
+                   lr=optim.applied_learning_rate(state.opt_state),
+                   grad_norm=optax.tree.norm(grads))
     return state, metrics
 
 
@@ -225,9 +234,9 @@ def unreplicate(tree):
     return jax.tree.map(lambda x: x.addressable_shards[0].data.reshape(x.shape[1:]), tree)
 
 
-def make_p_train_step(config, devices=None, streamed=False):
-    return jax.pmap(functools.partial(train_step, config=config, streamed=streamed),
-                    axis_name=AXIS, donate_argnums=(0,), devices=devices)
+def make_p_train_step(config, devices=None):
+    return jax.pmap(functools.partial(train_step, config=config), axis_name=AXIS,
+                    donate_argnums=(0,), devices=devices)
 
 
 def num_train_steps(config, n_train):
@@ -339,27 +348,29 @@ def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train
     ckpt = Checkpointer(workdir, config.keep_checkpoints)
     metrics_path = os.path.join(workdir, 'metrics.jsonl')
     state = resume(ckpt, state, metrics_path)
+    state = state.replace(opt_state=optim.set_steps_per_epoch(state.opt_state, steps_per_epoch))
     start = int(state.step)
     meta = dict(n_train=n, steps_per_epoch=steps_per_epoch, total_steps=total,
                 weights=[float(w) for w in weights], transforms=list(config.negatives.transforms))
     if stream is None:
         stream = images.nbytes > config.data.device_budget_mb * 2 ** 20
     state_r = replicate(state)
-    n_r = replicate(np.int32(n))
+    outliers = outliers if outliers is not None else images[:1]
     if stream:
         print(f'streaming {n} training images ({images.nbytes / 2 ** 20:.0f} MiB, over '
               f'data.device_budget_mb={config.data.device_budget_mb}) from host memory',
               flush=True)
-        p_train_step = make_p_train_step(config, streamed=True)
+        # Each step's images, partners and targets go to the devices ahead of time; the
+        # weights and outlier images once.
+        constant_r = replicate(dict(neg_weights=np.asarray(weights, np.float32),
+                                    outliers=outliers))
         batches = flax.jax_utils.prefetch_to_device(
             streamed_batches(config, images[:n], targets[:n], len(images), start, total, n_dev),
             2)
     else:
-        p_train_step = p_train_step or make_p_train_step(config)
-        images_r, targets_r = replicate(images), replicate(targets)
-    weights_r = replicate(np.asarray(weights, np.float32))
-    spe_r = replicate(np.float32(steps_per_epoch))
-    outliers_r = replicate(outliers if outliers is not None else images[:1])
+        batch_r = replicate(device_batch(images, targets, weights, outliers, n_valid=n))
+    p_train_step = (p_train_step if p_train_step is not None and not stream
+                    else make_p_train_step(config))
 
     pending = []  # (step, device metrics) since the last host sync
     bar = tqdm(total=total, initial=start, disable=not config.progress_bar, unit='step',
@@ -369,9 +380,8 @@ def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train
         with open(metrics_path, 'a') as log:
             for step in range(start, total):
                 if stream:
-                    images_r, targets_r = next(batches)
-                state_r, m = p_train_step(state_r, images_r, targets_r, n_r, weights_r, spe_r,
-                                            outliers_r)
+                    batch_r = dict(next(batches), **constant_r)
+                state_r, m = p_train_step(state_r, batch_r)
                 pending.append((step + 1, m))
                 images_seen += config.batch_size
                 last = step + 1 == total
