@@ -15,6 +15,7 @@ import pytest
 
 from tests.tiny_config import tiny_config
 from unode_jax import optim, sampling
+from unode_jax.checkpoint import truncate_metrics
 from unode_jax import train as train_lib
 
 SMALL_SET = ('rotation', 'cutout', 'mixup')  # fewer branches: faster compiles in tests
@@ -440,5 +441,5 @@ def test_resume_drops_metrics_past_the_checkpoint_and_a_half_written_line(tmp_pa
     path = tmp_path / 'metrics.jsonl'
     path.write_text('{"step": 1, "loss": 1.0}\n{"step": 2, "loss": 0.9}\n\n'
                     '{"step": 3, "loss": 0.8}\n{"step": 4, "lo')
-    train_lib._truncate_metrics(str(path), 2)
+    truncate_metrics(str(path), 2)
     assert path.read_text() == '{"step": 1, "loss": 1.0}\n{"step": 2, "loss": 0.9}\n'

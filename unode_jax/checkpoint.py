@@ -6,6 +6,7 @@ checkpoint damaged later (a truncated array file, a deleted _METADATA) is moved 
 <workdir>/checkpoints_unreadable/ and the one before it restored, with one line saying so;
 when no checkpoint restores (another config's model), nothing is moved and the run stops.
 """
+import json
 import os
 import shutil
 import sys
@@ -103,3 +104,35 @@ class Checkpointer:
     def close(self):
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _metrics_step(line):
+    """The step of one metrics.jsonl line; None for a line a kill cut short."""
+    try:
+        return int(json.loads(line)['step'])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def truncate_metrics(path, last_step):
+    """Drop metrics.jsonl lines past the restored checkpoint (written before a kill), and a
+    last line the kill cut in half."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        kept = [(l, _metrics_step(l)) for l in f]
+    lines = [l for l, step in kept if step is not None and step <= last_step]
+    with open(path, 'w') as f:
+        f.writelines(lines)
+
+
+def resume(ckpt, state, metrics_path):
+    """The newest readable checkpoint (metrics.jsonl cut back to it), or state as it is
+    (and no metrics.jsonl) when there is none."""
+    restored = ckpt.restore(state)
+    if restored is not None:
+        truncate_metrics(metrics_path, int(restored.step))
+        return restored
+    if os.path.exists(metrics_path):
+        os.remove(metrics_path)
+    return state

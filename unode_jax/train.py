@@ -27,7 +27,7 @@ from tqdm import tqdm
 from unode_jax import losses, optim, torch_weights
 from unode_jax.augment import negatives, views
 from unode_jax.augment.weights import has_negatives
-from unode_jax.checkpoint import Checkpointer
+from unode_jax.checkpoint import Checkpointer, resume
 from unode_jax.sampling import image_indices, streamed_batches
 from unode_jax.errors import Interrupted
 from unode_jax.models import build_model, frozen_mask, normalize_input
@@ -243,26 +243,6 @@ def num_train_steps(config, n_train):
     return int(round(config.optim.num_epochs * (n_train // config.batch_size)))
 
 
-def _metrics_step(line):
-    """The step of one metrics.jsonl line; None for a line a kill cut short."""
-    try:
-        return int(json.loads(line)['step'])
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def _truncate_metrics(path, last_step):
-    """Drop metrics.jsonl lines past the restored checkpoint (written before a kill), and a
-    last line the kill cut in half."""
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        kept = [(l, _metrics_step(l)) for l in f]
-    lines = [l for l, step in kept if step is not None and step <= last_step]
-    with open(path, 'w') as f:
-        f.writelines(lines)
-
-
 def _fetched_metrics(pending, ckpt):
     """The rows of metrics.jsonl for the (step, device metrics) pending; FloatingPointError
     at the first non-finite one (after closing ckpt: nothing is saved after it)."""
@@ -287,18 +267,6 @@ def _log_metrics(log, bar, rows, images_per_s):
     log.flush()
     bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}", img_s=f'{images_per_s:.0f}')
     bar.update(rows[-1]['step'] - bar.n)
-
-
-def resume(ckpt, state, metrics_path):
-    """The newest readable checkpoint (metrics.jsonl cut back to it), or state as it is
-    (and no metrics.jsonl) when there is none."""
-    restored = ckpt.restore(state)
-    if restored is not None:
-        _truncate_metrics(metrics_path, int(restored.step))
-        return restored
-    if os.path.exists(metrics_path):
-        os.remove(metrics_path)
-    return state
 
 
 def training_arrays(config, x_train, labels=None, n_pad=None):
@@ -360,8 +328,7 @@ def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train
         print(f'streaming {n} training images ({images.nbytes / 2 ** 20:.0f} MiB, over '
               f'data.device_budget_mb={config.data.device_budget_mb}) from host memory',
               flush=True)
-        # Each step's images, partners and targets go to the devices ahead of time; the
-        # weights and outlier images once.
+        # Each step's images, partners and targets go ahead of time; the rest once.
         constant_r = replicate(dict(neg_weights=np.asarray(weights, np.float32),
                                     outliers=outliers))
         batches = flax.jax_utils.prefetch_to_device(
