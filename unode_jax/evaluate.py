@@ -7,7 +7,7 @@ import numpy as np
 
 from tqdm import tqdm
 
-from unode_jax import metrics, score
+from unode_jax import metrics, report, score
 from unode_jax.augment import views
 from unode_jax.models import normalize_input
 
@@ -58,15 +58,10 @@ def embed(state, images, config):
 
 
 def _metrics(is_normal, s):
-    return dict(
-        **metrics.detection_metrics(is_normal, s['score']),
-        auroc_sim=metrics.auroc(is_normal, s['sim']),
-        auroc_binary=metrics.auroc(is_normal, s['binary']),
-        # Test images whose head term equals another's (saturated probabilities).
-        binary_ties=metrics.ties_fraction(s['binary']),
-        balance_weight=s['weight'],
-        n_test_inliers=int(np.sum(is_normal)),
-        n_test_outliers=int(np.sum(~np.asarray(is_normal, bool))))
+    """report.class_metrics of the scores s, with eq. (15)'s lambda before the counts."""
+    m = report.class_metrics(dict(s, is_normal=is_normal))
+    counts = {k: m.pop(k) for k in ('n_test_inliers', 'n_test_outliers')}
+    return dict(m, balance_weight=s['weight'], **counts)
 
 
 def evaluate_one_class(state, config, bank, x_test, test_is_normal, *, weight, head='binary',
