@@ -8,7 +8,7 @@ from tests.tiny_config import tiny_config
 from unode_jax.augment import views
 from unode_jax.data.datasets import load_dataset
 from unode_jax.evaluate import embed
-from unode_jax.train import create_train_state, make_batch
+from unode_jax.train import create_train_state, device_batch, make_batch
 
 
 @pytest.fixture(scope='module')
@@ -70,9 +70,10 @@ def test_outlier_exposure_with_lam_0_makes_each_negative_its_keyed_outlier(digit
     g, step = config.batch_size, 5
     rng = jax.random.key(config.seed)
     positions = jnp.arange(g // 2, g)  # the second of two devices
-    build = jax.jit(lambda *a: make_batch(config, *a), static_argnums=(6,))
-    batch, idx = build(rng, jnp.int32(step), jnp.asarray(inliers), jnp.int32(len(inliers)),
-                       jnp.ones((1,), jnp.float32), positions, g, jnp.asarray(outliers))
+    data = jax.tree.map(jnp.asarray, device_batch(inliers, np.ones(len(inliers), np.int32),
+                                                  np.ones(1), outliers, n_valid=len(inliers)))
+    build = jax.jit(lambda *a: make_batch(config, *a), static_argnums=(4,))
+    batch, idx = build(rng, jnp.int32(step), data, positions, g)
     batch, idx = np.asarray(batch), np.asarray(idx)
     b = len(positions)
     assert batch.shape == (4 * b, 16, 16, 3)
