@@ -33,7 +33,7 @@ import numpy as np
 from unode_jax import report
 from unode_jax.augment.weights import PAPER_TRANSFORMS
 from unode_jax.errors import DamagedFileError
-from unode_jax.files import read_json
+from unode_jax.files import read_json, write_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,10 +157,10 @@ def run_ablation(config, workdir, run_fn, classes=None):
             t0 = time.time()
             summary = run_fn(variant_config(config, v), vdir, 'train_eval', classes=classes)
             seconds = time.time() - t0
-            report.write_json(timing, dict(seconds=seconds))
+            write_json(timing, dict(seconds=seconds))
         rows[v.name] = (v, summary, seconds)
     table = ablation_table(rows)
-    report.write_json(os.path.join(workdir, 'ablation.json'), table)
+    write_json(os.path.join(workdir, 'ablation.json'), table)
     md = ablation_markdown(table)
     with open(os.path.join(workdir, 'ablation.md'), 'w') as f:
         f.write(md)

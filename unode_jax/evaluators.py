@@ -25,7 +25,7 @@ from unode_jax.data.datasets import DATASETS, load_dataset, load_outliers
 from unode_jax.data.splits import multiclass_split, one_class_test
 from unode_jax.errors import ConfigError
 from unode_jax.evaluate import embed, evaluate_corrupted, evaluate_multiclass, evaluate_one_class
-from unode_jax.files import write_npz
+from unode_jax.files import write_json, write_npz
 
 # Corrupted test sets are made once and kept for the next model up to this size (MiB);
 # past it each model remakes them (seeded: the same images).
@@ -56,7 +56,7 @@ class OneClassTest:
                       **model.weights_record(config), **result)
         save_scores(model.directory, run.is_normal, scores)
         if run.in_sweep:  # A finished class: a resumed sweep reads it back (run.py).
-            report.write_json(os.path.join(model.directory, 'results.json'), result)
+            write_json(os.path.join(model.directory, 'results.json'), result)
         return result
 
     def finish(self, rows, embedder=None):
@@ -184,7 +184,7 @@ class Corrupted:
             out.update(evaluate_corrupted(model.state, self.config, model.bank,
                                           [(name, x if mask is None else x[mask], is_normal)],
                                           weight=model.weight))
-        report.write_json(os.path.join(model.directory, 'corrupted.json'), out)
+        write_json(os.path.join(model.directory, 'corrupted.json'), out)
         return k, out
 
     def finish(self, rows, embedder=None):
@@ -210,10 +210,10 @@ def evaluator(name, config, ds, workdir):
 EVALUATORS = {'one_class': OneClassTest, 'multiclass': MultiClassTest, 'corrupted': Corrupted}
 
 
-def predict_images(config, model, images, threshold=None):
-    """Scores the images of a folder or glob with a model restored by trained.load_trained;
-    writes predictions.csv in its folder and returns (its path, the counts of
-    novel/normal/error rows)."""
+def predict_images(config, model, paths, threshold=None):
+    """Scores the image files `paths` (images.list_images) with a model restored by
+    trained.load_trained; writes predictions.csv in its folder and returns (its path, the
+    counts of novel/normal/error rows)."""
     if threshold is None:
         threshold = model.threshold
         if np.isnan(threshold):
@@ -225,7 +225,6 @@ def predict_images(config, model, images, threshold=None):
                'normal training images')
     else:
         how = 'given by --threshold'
-    paths = images_lib.list_images(images)
     x, ok, errors = images_lib.read_images(paths, config.data.image_size,
                                            resize=config.data.resize,
                                            progress=config.progress_bar)

@@ -17,7 +17,7 @@ import numpy as np
 
 from unode_jax import metrics, plan
 from unode_jax.baselines import BASELINES, baseline_columns
-from unode_jax.files import read_json, read_npz, write_json  # noqa: F401 -- write_json: API
+from unode_jax.files import read_json, read_npz, write_json
 
 POSITIVE = 'normal (inlier) images are the positive class; higher score = more normal'
 # Per class: the metrics of the score (eq. 15), and the AUROC of each of its terms.

@@ -108,9 +108,9 @@ def run(config, workdir, mode='train_eval', classes=None, images=None, threshold
     if mode == 'predict':  # One trained model and new images; no dataset.
         if not images:
             raise ConfigError('--mode=predict needs --images=FOLDER_OR_GLOB')
-        images_lib.list_images(images)  # Nothing there: stops before restoring the model.
+        paths = images_lib.list_images(images)  # Nothing there: stops before the restore.
         model = load_trained(config, predict_dir(config, workdir), config.data.image_size)
-        return predict_images(config, model, images, threshold)
+        return predict_images(config, model, paths, threshold)
     if mode == 'ablate':  # Tables 4-6: a one-class train_eval run per variant.
         return ablation.run_ablation(config, workdir, run, classes)
 
