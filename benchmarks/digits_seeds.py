@@ -28,7 +28,7 @@ KEYS = {'eq15': 'auroc', 'sim': 'auroc_sim', 'untrained': 'auroc_untrained',
 def validation_npz(path, image_size=16, seed=1):
     sys.path.insert(0, ROOT)
     from sklearn.model_selection import train_test_split
-    from unode_jax.data.datasets import load_dataset
+    from unode_jax.data.registry import load_dataset
     ds = load_dataset('digits', image_size=image_size)
     xt, xv, yt, yv = train_test_split(ds.x_train, ds.y_train, train_size=0.7,
                                       stratify=ds.y_train, random_state=seed)

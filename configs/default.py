@@ -28,9 +28,10 @@ def get_config():
 
     # --- data -----------------------------------------------------------------
     config.data = config_dict.ConfigDict()
-    # tfds: digits | cifar10 | cifar100 | mnist | fashion_mnist | emnist_letters | svhn;
-    # image folders (data.path = their root): mvtec | head_ct | isic2018 | fgvc_aircraft |
-    # imagenet30 | folder (yours: train/, test/normal/, test/anomaly/); arrays (a .npz).
+    # The datasets (unode_jax/data/registry.py): bundled, offline: digits | faces; tfds:
+    # cifar10 | cifar100 | mnist | fashion_mnist | emnist_letters | svhn; image folders
+    # (data.path = their root): mvtec | head_ct | isic2018 | fgvc_aircraft | imagenet30 |
+    # folder (yours: train/, test/normal/, test/anomaly/); arrays (a .npz, data.path).
     config.data.name = 'cifar10'
     # tfds data_dir (None: ~/tensorflow_datasets)
     config.data.data_dir = config_dict.placeholder(str)
@@ -83,8 +84,9 @@ def get_config():
 
     # --- model ----------------------------------------------------------------
     config.model = config_dict.ConfigDict()
-    # resnet18_cifar (authors' from-scratch model) | resnet18 | resnet50 |
-    # wide_resnet50_2 (the paper's) | wrn28_10 | tiny (tests)
+    # resnet18_cifar (authors' from-scratch model) | resnet18_cifar_w16 (the same at a
+    # quarter width: the CPU quick start's) | resnet18 | resnet50 | wide_resnet50_2 (the
+    # paper's) | wrn28_10 | tiny (tests)
     config.model.name = 'resnet18_cifar'
     # The encoder's stem (models/resnet.py STEMS), for the torchvision-layout ResNets: None
     # keeps the model's own (cifar for resnet18_cifar*, imagenet for resnet18, resnet50,
@@ -113,8 +115,8 @@ def get_config():
 
     # --- hard negatives Gamma(x) (sec. 3.1) -----------------------------------
     config.negatives = config_dict.ConfigDict()
-    # The paper's eight (appendix C.2); 'elastic' (in the authors' code, weight 0
-    # there) can be added.
+    # Any of augment/negatives.py TRANSFORMS: the paper's eight (appendix C.2); 'elastic'
+    # (in the authors' code, weight 0 there) can be added.
     config.negatives.transforms = PAPER_TRANSFORMS
     # Per-transform weights: 'auto' (AutoAugOOD, sec. 3.1: computed per normal class
     # from its training images, see config.autoaug), 'uniform' (all transforms but
@@ -174,7 +176,7 @@ def get_config():
     config.autoaug.pca_dim = 50  # Embeddings are reduced to this many dims before t-SNE.
     config.autoaug.grid_size = 512  # Points of the shared grid the densities live on.
     config.autoaug.pixels_size = 16  # embedder=pixels: images downsampled to this side.
-    config.autoaug.random_cnn = 'resnet18_cifar_w16'  # embedder=random_cnn: its network.
+    config.autoaug.random_cnn = 'resnet18_cifar_w16'  # embedder=random_cnn: one of MODELS.
     config.autoaug.batch_size = 64  # Images per embedding forward pass.
 
     # --- loss -----------------------------------------------------------------

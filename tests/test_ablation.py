@@ -8,7 +8,7 @@ import pytest
 from tests.tiny_config import tiny_config
 from unode_jax import ablation, metrics, score
 from unode_jax import train as train_lib
-from unode_jax.data.datasets import load_dataset
+from unode_jax.data.registry import load_dataset
 from unode_jax.data.splits import holdout_split, one_class_split
 from unode_jax.evaluate import embed
 from unode_jax.run import run

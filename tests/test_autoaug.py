@@ -12,7 +12,7 @@ from threadpoolctl import threadpool_limits
 from configs import digits
 from unode_jax.augment import autoaug, embedders
 from unode_jax.augment import transforms as transforms_lib
-from unode_jax.data.datasets import load_dataset
+from unode_jax.data.registry import load_dataset
 from unode_jax.data.splits import one_class_split
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

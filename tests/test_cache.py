@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 from tests.tfds_mock import fake_prepared
 from unode_jax.data import cache as C
 from unode_jax.data import datasets as D
+from unode_jax.data import registry as R
 from unode_jax.data import tfds_loaders as T
 from unode_jax.data.types import dataset_from_arrays, dataset_to_arrays
 
@@ -300,12 +301,12 @@ def test_tfds_second_read_needs_no_tfds(tmp_path, mock_tfds, monkeypatch,
     data_dir, cache_dir = tmp_path / 'tfds', tmp_path / 'cache'
     fake_prepared(data_dir, 'mnist')
     with mock_tfds(num_examples=24):
-        first = D.load_dataset('mnist', data_dir=data_dir, cache_dir=cache_dir)
+        first = R.load_dataset('mnist', data_dir=data_dir, cache_dir=cache_dir)
     assert 'prepared mnist in ' in capsys.readouterr().out
     (path,) = cache_dir.iterdir()
     _no_tfds(monkeypatch)
     # Outside the mock context, tfds could not even build this fake folder.
-    again = D.load_dataset('mnist', data_dir=data_dir, cache_dir=cache_dir)
+    again = R.load_dataset('mnist', data_dir=data_dir, cache_dir=cache_dir)
     assert capsys.readouterr().out == f'read cached mnist from {path}\n'
     assert again.x_train.shape == (24, 32, 32, 3) and again.name == 'mnist'
     for f in ('x_train', 'y_train', 'x_test', 'y_test'):
@@ -315,17 +316,17 @@ def test_tfds_second_read_needs_no_tfds(tmp_path, mock_tfds, monkeypatch,
         first.num_classes, first.class_names, None)
     # Every cache miss now needs tfds, so each of these shows one.
     with pytest.raises(AssertionError, match='tfds was asked'):
-        D.load_dataset('mnist', data_dir=data_dir, cache_dir=cache_dir,
+        R.load_dataset('mnist', data_dir=data_dir, cache_dir=cache_dir,
                        image_size=28)
     with pytest.raises(AssertionError, match='tfds was asked'):
-        D.load_dataset('mnist', data_dir=data_dir, cache_dir=cache_dir,
+        R.load_dataset('mnist', data_dir=data_dir, cache_dir=cache_dir,
                        cache=False)
     info = data_dir / T.tfds_full_name('mnist') / 'dataset_info.json'
     st = info.stat()
     info.write_text('{"re": "prepared"}')
     os.utime(info, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     with pytest.raises(AssertionError, match='tfds was asked'):
-        D.load_dataset('mnist', data_dir=data_dir, cache_dir=cache_dir)
+        R.load_dataset('mnist', data_dir=data_dir, cache_dir=cache_dir)
     assert list(cache_dir.iterdir()) == [path]
 
 
@@ -333,13 +334,13 @@ def test_tfds_cache_key_separates_label_settings(tmp_path, mock_tfds):
     data_dir, cache_dir = tmp_path / 'tfds', tmp_path / 'cache'
     fake_prepared(data_dir, 'cifar100')
     with mock_tfds(num_examples=300):
-        coarse = D.load_dataset('cifar100', data_dir=data_dir,
+        coarse = R.load_dataset('cifar100', data_dir=data_dir,
                                 cache_dir=cache_dir)
-        fine = D.load_dataset('cifar100', data_dir=data_dir,
+        fine = R.load_dataset('cifar100', data_dir=data_dir,
                               cache_dir=cache_dir, cifar100_coarse=False)
     assert (coarse.num_classes, fine.num_classes) == (20, 100)
     assert len(list(cache_dir.iterdir())) == 2
-    again = D.load_dataset('cifar100', data_dir=data_dir, cache_dir=cache_dir,
+    again = R.load_dataset('cifar100', data_dir=data_dir, cache_dir=cache_dir,
                            cifar100_coarse=False)
     assert again.num_classes == 100 and len(again.class_names) == 100
     assert np.array_equal(again.y_train, fine.y_train)
@@ -347,6 +348,6 @@ def test_tfds_cache_key_separates_label_settings(tmp_path, mock_tfds):
 
 def test_tfds_missing_fails_fast_before_cache(tmp_path):
     with pytest.raises(D.DatasetNotFoundError, match='cifar10/3.0.2'):
-        D.load_dataset('cifar10', data_dir=tmp_path / 'tfds',
+        R.load_dataset('cifar10', data_dir=tmp_path / 'tfds',
                        cache_dir=tmp_path / 'cache')
     assert not (tmp_path / 'cache').exists()

@@ -2,13 +2,15 @@
 import glob
 import importlib
 import os
+import re
 
 import numpy as np
 import pytest
 
 from configs import default
 from unode_jax.augment.weights import negative_weights
-from unode_jax.data.folders import FOLDER_DATASETS
+from unode_jax.data.registry import names
+from unode_jax import validate as V
 from unode_jax.errors import ConfigError
 from unode_jax.validate import validate_config
 
@@ -23,7 +25,7 @@ def test_every_config_is_valid(name):
     config = importlib.import_module(f'configs.{name}').get_config()
     if config.data.name == 'arrays':
         config.data.path = 'mine.npz'
-    if config.data.name in FOLDER_DATASETS:
+    if config.data.name in names('folder'):
         with pytest.raises(ConfigError, match='--config.data.path=DIR'):
             validate_config(config, num_devices=1)  # the root is the user's to give
         config.data.path = '/data/images'
@@ -135,3 +137,45 @@ def test_unknown_override_names_the_field_and_the_nearest():
         '--config.zzz.qqq: no such field in the config')
     # A field under a leaf is no field either.
     assert 'no such field' in unknown_override(['x', '--config.seed.x=1'], config)
+
+
+def _field_doc(lines, field):
+    """The comment of `config.<field> = ...` in default.py: its own line's and the block
+    right above it."""
+    assign = re.compile(r'\s*config\.' + re.escape(field) + r'\s*=')
+    for i, line in enumerate(lines):
+        if assign.match(line):
+            text = [line.split('#', 1)[1] if '#' in line else '']
+            j = i - 1
+            while j >= 0 and lines[j].strip().startswith('#'):
+                text.append(lines[j])
+                j -= 1
+            return ' '.join(text)
+    raise AssertionError(f'configs/default.py sets no config.{field}')
+
+
+def _undocumented(lines, field, allowed):
+    """The allowed values the field's comment does not name ([] when it names the table)."""
+    doc = _field_doc(lines, field)
+    tables = [n for n, v in vars(V).items() if v is allowed and n.isupper()]
+    if any(re.search(r'\b' + n + r'\b', doc) for n in tables):
+        return []  # The comment points to the table.
+    return [v for v in allowed if not re.search(r'(?<![\w.])' + re.escape(v) + r'(?!\w)', doc)]
+
+
+def test_default_py_documents_every_allowed_value():
+    """Allowed values are defined once, where implemented (validate.CHOICES reads them);
+    default.py's comment of each enumerated field names every value, or the table."""
+    with open(os.path.join(os.path.dirname(__file__), '..', 'configs', 'default.py')) as f:
+        lines = f.read().splitlines()
+    for field, allowed in {**V.CHOICES, **V.ENTRY_CHOICES, **V.OPTIONAL_CHOICES}.items():
+        assert not _undocumented(lines, field, allowed), (
+            f'configs/default.py: config.{field} does not mention '
+            f'{_undocumented(lines, field, allowed)}')
+    # The check bites: a value dropped from a comment, or a table not named, is found.
+    dropped = [line.replace('| faces', '') for line in lines]
+    assert _undocumented(dropped, 'data.name', V.CHOICES['data.name']) == ['faces']
+    unnamed = [line.replace('ablation.VARIANT_NAMES', 'the variants') for line in lines]
+    assert 'uniform' in _undocumented(unnamed, 'ablation.variants', V.VARIANT_NAMES)
+    with pytest.raises(AssertionError, match='sets no config.data.nope'):
+        _field_doc(lines, 'data.nope')

@@ -6,7 +6,7 @@ from scipy import ndimage
 
 from unode_jax.data import corruptions
 from unode_jax.data.corruptions import CORRUPTIONS, corrupt
-from unode_jax.data.datasets import load_dataset
+from unode_jax.data.registry import load_dataset
 
 SEVERITIES = (1, 2, 3, 4, 5)
 RANDOM = {'gaussian_noise', 'shot_noise', 'impulse_noise', 'speckle_noise', 'glass_blur',

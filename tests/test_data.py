@@ -10,6 +10,7 @@ from PIL import Image
 
 from tests.tfds_mock import fake_prepared
 from unode_jax.data import datasets as D
+from unode_jax.data import registry as R
 from unode_jax.data import tfds_loaders as T
 from unode_jax.data.prepare import resize_bilinear
 from unode_jax.data.splits import one_class_split
@@ -19,7 +20,7 @@ from unode_jax.data.splits import one_class_split
 
 @pytest.fixture(scope='module')
 def digits():
-    return D.load_dataset('digits')
+    return R.load_dataset('digits')
 
 
 def test_digits_shapes_dtype_and_range(digits):
@@ -36,7 +37,7 @@ def test_digits_shapes_dtype_and_range(digits):
 
 
 def test_digits_split_is_reproducible(digits):
-    again = D.load_dataset('digits', image_size=8)  # native size: no resize
+    again = R.load_dataset('digits', image_size=8)  # native size: no resize
     assert np.array_equal(again.y_train, digits.y_train)
     assert np.array_equal(again.y_test, digits.y_test)
     assert again.x_train.shape == (1198, 8, 8, 3)
@@ -60,7 +61,7 @@ def test_resize_matches_pil_bilinear(src, dst):
 
 def test_unknown_name_lists_datasets():
     with pytest.raises(ValueError, match='cifar10.*svhn.*arrays'):
-        D.load_dataset('imagenet')
+        R.load_dataset('imagenet')
 
 
 # ------------------------------------------------------------------- arrays
@@ -83,7 +84,7 @@ def _valid(gray=True):
 def test_arrays_round_trip(tmp_path, gray):
     a = _valid(gray)
     p = _save(tmp_path / 'd.npz', **a)
-    ds = D.load_dataset('arrays', path=p, image_size=10)  # native: exact copy
+    ds = R.load_dataset('arrays', path=p, image_size=10)  # native: exact copy
     for split in ('train', 'test'):
         want = a[f'x_{split}']
         want = np.repeat(want[..., None], 3, -1) if gray else want
@@ -92,7 +93,7 @@ def test_arrays_round_trip(tmp_path, gray):
     assert np.array_equal(ds.y_train, a['y_train'])
     assert np.array_equal(ds.y_test, [4, 0, 1])
     assert ds.num_classes == 5 and ds.class_names == ('0', '1', '2', '3', '4')
-    ds32 = D.load_dataset('arrays', path=p)
+    ds32 = R.load_dataset('arrays', path=p)
     assert ds32.x_train.shape == (5, 32, 32, 3)
     assert ds32.x_test.dtype == np.uint8
 
@@ -109,15 +110,15 @@ def test_arrays_validation(tmp_path, change, match):
     a = {k: v for k, v in {**_valid(), **change}.items() if v is not None}
     p = _save(tmp_path / 'bad.npz', **a)
     with pytest.raises(ValueError, match=match) as err:
-        D.load_dataset('arrays', path=p)
+        R.load_dataset('arrays', path=p)
     assert '\n' not in str(err.value) and str(p) in str(err.value)
 
 
 def test_arrays_missing_file_and_path(tmp_path):
     with pytest.raises(D.DatasetNotFoundError, match='nope.npz'):
-        D.load_dataset('arrays', path=tmp_path / 'nope.npz')
+        R.load_dataset('arrays', path=tmp_path / 'nope.npz')
     with pytest.raises(ValueError, match='needs path='):
-        D.load_dataset('arrays')
+        R.load_dataset('arrays')
 
 
 def test_arrays_and_outliers_name_a_file_that_is_not_an_npz(tmp_path):
@@ -125,14 +126,14 @@ def test_arrays_and_outliers_name_a_file_that_is_not_an_npz(tmp_path):
     text = tmp_path / 'x.npz'
     text.write_text('x_train,y_train\n1,2\n')
     with pytest.raises(ValueError, match=r"x.npz: not a \.npz file .* starts with b'x_tr'"):
-        D.load_dataset('arrays', path=text)
+        R.load_dataset('arrays', path=text)
     with pytest.raises(ValueError, match=r'x.npz: not a \.npz file'):
         D.load_outliers(text, 16)
     marker = tmp_path / 'pwned'
     bare = tmp_path / 'bare.npz'
     bare.write_bytes(pickle.dumps(_Payload(marker)))
     with pytest.raises(ValueError, match=r'bare.npz: not a \.npz file'):
-        D.load_dataset('arrays', path=bare)
+        R.load_dataset('arrays', path=bare)
     assert not marker.exists()
 
 
@@ -152,7 +153,7 @@ def test_arrays_refuses_pickle_without_running_it(tmp_path):
     a['y_train'] = np.array([_Payload(marker)] * 5, dtype=object)
     p = _save(tmp_path / 'evil.npz', **a)
     with pytest.raises(ValueError, match='pickled object arrays, refused'):
-        D.load_dataset('arrays', path=p)
+        R.load_dataset('arrays', path=p)
     assert not marker.exists()
     # The payload is live: loading with pickles allowed would have run it.
     with np.load(p, allow_pickle=True) as z:
@@ -175,7 +176,7 @@ def test_one_class_split_errors(digits, tmp_path):
         with pytest.raises(ValueError, match=r'0\.\.9'):
             one_class_split(digits, bad)
     a = _valid()
-    ds = D.load_dataset('arrays', path=_save(tmp_path / 'd.npz', **a))
+    ds = R.load_dataset('arrays', path=_save(tmp_path / 'd.npz', **a))
     with pytest.raises(ValueError, match='class 3 .* no training images'):
         one_class_split(ds, 3)  # labelled only in the test split
 
@@ -192,7 +193,7 @@ def test_tfds_mocked(tmp_path, mock_tfds, name, tfds_name, num_classes,
                      src_hw):
     fake_prepared(tmp_path, tfds_name)
     with mock_tfds(num_examples=40):
-        ds = D.load_dataset(name, data_dir=tmp_path)
+        ds = R.load_dataset(name, data_dir=tmp_path)
     assert ds.name == name
     assert ds.x_train.shape == ds.x_test.shape == (40, 32, 32, 3)
     assert ds.x_train.dtype == np.uint8 and ds.y_train.dtype == np.int32
@@ -206,7 +207,7 @@ def test_tfds_mocked(tmp_path, mock_tfds, name, tfds_name, num_classes,
 def test_tfds_cifar100_fine_labels(tmp_path, mock_tfds):
     fake_prepared(tmp_path, 'cifar100')
     with mock_tfds(num_examples=300):
-        ds = D.load_dataset('cifar100', data_dir=tmp_path,
+        ds = R.load_dataset('cifar100', data_dir=tmp_path,
                             cifar100_coarse=False)
     assert ds.num_classes == 100 and ds.y_train.max() > 19
 
@@ -239,7 +240,7 @@ def test_tfds_emnist_letters_upright_and_zero_based(tmp_path):
         return [_LetterSource(52) for _ in split]
 
     with tfds.testing.mock_data(as_data_source_fn=as_data_source):
-        ds = D.load_dataset('emnist_letters', data_dir=tmp_path, image_size=28)
+        ds = R.load_dataset('emnist_letters', data_dir=tmp_path, image_size=28)
     assert ds.x_train.shape == (52, 28, 28, 3)
     assert ds.num_classes == 26 and ds.class_names[0] == 'A'
     assert np.array_equal(ds.y_train, np.arange(52) % 26)
@@ -254,7 +255,7 @@ def test_tfds_out_of_range_label_fails(tmp_path, mock_tfds):
     # labels include 0 and 27..36, which real letters data never has.
     with mock_tfds(num_examples=60), pytest.raises(ValueError,
                                                    match=r'expected 1\.\.26'):
-        D.load_dataset('emnist_letters', data_dir=tmp_path)
+        R.load_dataset('emnist_letters', data_dir=tmp_path)
 
 
 @pytest.mark.parametrize('name,tfds_name', [('cifar10', 'cifar10/3.0.2'),
@@ -264,7 +265,7 @@ def test_tfds_missing_fails_fast(tmp_path, name, tfds_name):
     (tmp_path / tfds_name.rsplit('/', 1)[0] / '0.0.1').mkdir(parents=True)
     start = time.monotonic()
     with pytest.raises(D.DatasetNotFoundError) as err:
-        D.load_dataset(name, data_dir=tmp_path)
+        R.load_dataset(name, data_dir=tmp_path)
     assert time.monotonic() - start < 10  # tfds itself would retry for minutes
     msg = str(err.value)
     assert '\n' not in msg
@@ -276,7 +277,7 @@ def test_tfds_missing_fails_fast(tmp_path, name, tfds_name):
 def test_tfds_download_without_tensorflow_or_internet_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(T, 'have_tensorflow', lambda: False)
     with pytest.raises(D.DatasetNotFoundError) as err:
-        D.load_dataset('mnist', data_dir=tmp_path, download=True)
+        R.load_dataset('mnist', data_dir=tmp_path, download=True)
     assert str(err.value) == (
         f'mnist: preparing mnist/3.0.1 needs TensorFlow: pip install tensorflow-cpu==2.21.0 '
         f'(or copy a prepared mnist/3.0.1/ folder into {tmp_path})')
@@ -285,7 +286,7 @@ def test_tfds_download_without_tensorflow_or_internet_says_so(tmp_path, monkeypa
     monkeypatch.setattr(T, 'ONLINE_PROBE', ('192.0.2.1', 443))  # TEST-NET-1: never answers
     start = time.monotonic()
     with pytest.raises(D.DatasetNotFoundError, match='no internet to download it') as err:
-        D.load_dataset('mnist', data_dir=tmp_path, download=True)
+        R.load_dataset('mnist', data_dir=tmp_path, download=True)
     assert time.monotonic() - start < 10 and '\n' not in str(err.value)
     assert 'copy a prepared mnist/3.0.1/ folder there' in str(err.value)
 

@@ -10,10 +10,11 @@ from PIL import Image
 
 from tests.tiny_config import tiny_config
 from unode_jax import predict as predict_lib
-from unode_jax.data import folders as F
+from unode_jax.data import registry as R
 from unode_jax.data.datasets import DatasetNotFoundError
 from unode_jax.data.images import ImageReadError
-from unode_jax.run import SKIPPED_FILE, load_data, run
+from unode_jax.data.registry import SKIPPED_FILE, load_data
+from unode_jax.run import run
 from unode_jax.errors import ConfigError
 from unode_jax.validate import validate_config
 
@@ -191,11 +192,11 @@ def test_empty_category_fails_before_decoding(tmp_path):
 def test_cache_can_be_turned_off(tmp_path, capsys):
     root = tmp_path / 'mvtec'
     _mvtec(root, categories=('bottle',), n_train=4)
-    ds, errors = F.load_folder_dataset('mvtec', root, image_size=16, cache=False,
+    ds, errors = R.load_folder_dataset('mvtec', root, image_size=16, cache=False,
                                        cache_dir=tmp_path / 'cache', categories=('bottle',))
     assert 'cached' not in capsys.readouterr().out and len(errors) == 1 and len(ds.x_train) == 4
     assert not (tmp_path / 'cache').exists()  # nothing written
-    F.load_folder_dataset('mvtec', root, image_size=16, cache_dir=tmp_path / 'cache',
+    R.load_folder_dataset('mvtec', root, image_size=16, cache_dir=tmp_path / 'cache',
                           categories=('bottle',))
     assert len(list((tmp_path / 'cache').glob('mvtec-*.npz'))) == 1  # and with the cache on
 

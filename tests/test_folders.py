@@ -12,6 +12,8 @@ import pytest
 from PIL import Image
 
 from unode_jax.data import folders as F
+from unode_jax.data import folders_medical as M
+from unode_jax.data import registry as R
 from unode_jax.data.folders_medical import ISIC_CLASSES
 from unode_jax.data.datasets import DatasetNotFoundError
 from unode_jax.data.images import ImageReadError, prepare, read_image
@@ -177,7 +179,7 @@ def _head_ct(root, n_normal=100, n_hemorrhage=100, header='id, hemorrhage', nest
 
 def test_head_ct_split(tmp_path):
     root = _head_ct(tmp_path / 'hct')
-    ds, errors = F.load_head_ct(root, image_size=S)
+    ds, errors = M.load_head_ct(root, image_size=S)
     assert errors == {} and ds.name == 'head_ct'
     assert ds.num_classes == 1 and ds.class_names == ('normal',)
     assert ds.x_train.shape == (75, S, S, 3) and ds.x_test.shape == (125, S, S, 3)
@@ -188,16 +190,16 @@ def test_head_ct_split(tmp_path):
     assert set(train_ids) | set(test_ids[test_ids >= 100]) == set(range(100, 200))
     assert (ds.y_train == 0).all() and (ds.y_test == 0).all()
     # Seeded: the same seed, the same split; another seed, another one.
-    again, _ = F.load_head_ct(root, image_size=S, seed=0)
+    again, _ = M.load_head_ct(root, image_size=S, seed=0)
     np.testing.assert_array_equal(again.x_train, ds.x_train)
-    other, _ = F.load_head_ct(root, image_size=S, seed=1)
+    other, _ = M.load_head_ct(root, image_size=S, seed=1)
     assert set(_values(other.x_train)) != set(train_ids)
 
 
 def test_head_ct_header_variants_nested_folder_and_more_normals(tmp_path):
     root = _head_ct(tmp_path / 'hct', n_normal=80, n_hemorrhage=3, header='id,hemorrhage',
                     nested=True)
-    ds, _ = F.load_head_ct(root, image_size=S)
+    ds, _ = M.load_head_ct(root, image_size=S)
     assert len(ds.x_train) == 75 and len(ds.x_test) == 5 + 3
     assert ds.test_anomalous.sum() == 3
 
@@ -205,30 +207,30 @@ def test_head_ct_header_variants_nested_folder_and_more_normals(tmp_path):
 def test_head_ct_too_few_normals(tmp_path):
     root = _head_ct(tmp_path / 'hct', n_normal=75, n_hemorrhage=2)
     with pytest.raises(ValueError, match='75 normal images.*at least 76'):
-        F.load_head_ct(root, image_size=S)
+        M.load_head_ct(root, image_size=S)
 
 
 def test_head_ct_unlabelled_and_missing_files(tmp_path):
     root = _head_ct(tmp_path / 'hct', n_normal=78, n_hemorrhage=2)
     (root / 'head_ct' / '003.png').unlink()  # listed in labels.csv, no file
-    ds, errors = F.load_head_ct(root, image_size=S)
+    ds, errors = M.load_head_ct(root, image_size=S)
     assert list(errors) == [str(root / 'head_ct' / '003.png')]
     assert 'cannot read file' in errors[str(root / 'head_ct' / '003.png')]
     assert len(ds.x_train) + len(ds.x_test) == 79
     _flat(root / 'head_ct' / '999.png', 1, size=(16, 16))
     with pytest.raises(ValueError, match='no row in.*999.png'):
-        F.load_head_ct(root, image_size=S)
+        M.load_head_ct(root, image_size=S)
 
 
 def test_head_ct_missing_files(tmp_path):
     root = tmp_path / 'hct'
     (root / 'head_ct').mkdir(parents=True)
     with pytest.raises(DatasetNotFoundError) as e:
-        F.load_head_ct(root, image_size=S)
+        M.load_head_ct(root, image_size=S)
     assert str(root / 'labels.csv') in _one_line(e) and 'kaggle' in str(e.value)
     (root / 'labels.csv').write_text('name,label\n')
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['id', 'hemorrhage'\]"):
-        F.load_head_ct(root, image_size=S)
+        M.load_head_ct(root, image_size=S)
 
 
 # ---------------------------------------------------------------- ISIC 2018
@@ -264,7 +266,7 @@ def isic(tmp_path):
 
 
 def test_isic_official_test(isic):
-    ds, errors = F.load_isic2018(isic, image_size=S, resize=20)
+    ds, errors = M.load_isic2018(isic, image_size=S, resize=20)
     assert errors == {} and ds.name == 'isic2018' and ds.class_names == ('NV',)
     assert ds.num_classes == 1
     assert _values(ds.x_train).tolist() == [10, 20, 30, 40, 50]  # NV only
@@ -275,22 +277,22 @@ def test_isic_official_test(isic):
 def test_isic_without_test_folder(isic):
     shutil.rmtree(isic / 'ISIC2018_Task3_Test_Input')
     with pytest.raises(DatasetNotFoundError) as e:
-        F.load_isic2018(isic, image_size=S)
+        M.load_isic2018(isic, image_size=S)
     msg = _one_line(e)
     assert str(isic / 'ISIC2018_Task3_Test_Input') in msg and 'holdout_fraction' in msg
 
 
 def test_isic_seeded_holdout(isic):
     shutil.rmtree(isic / 'ISIC2018_Task3_Test_Input')
-    ds, _ = F.load_isic2018(isic, image_size=S, holdout_fraction=0.4, seed=3)
+    ds, _ = M.load_isic2018(isic, image_size=S, holdout_fraction=0.4, seed=3)
     train, test = _values(ds.x_train), _values(ds.x_test)
     assert len(train) == 3 and (train < 100).all()  # 5 NV, round(0.4 * 5) = 2 held out
     assert sorted(test[~ds.test_anomalous].tolist() + train.tolist()) == [10, 20, 30, 40, 50]
     assert sorted(test[ds.test_anomalous].tolist()) == [200, 210, 220]
-    again, _ = F.load_isic2018(isic, image_size=S, holdout_fraction=0.4, seed=3)
+    again, _ = M.load_isic2018(isic, image_size=S, holdout_fraction=0.4, seed=3)
     np.testing.assert_array_equal(again.x_test, ds.x_test)
     with pytest.raises(ValueError, match='holdout_fraction'):
-        F.load_isic2018(isic, image_size=S, holdout_fraction=1.0)
+        M.load_isic2018(isic, image_size=S, holdout_fraction=1.0)
 
 
 def test_isic_bad_ground_truth(isic):
@@ -299,7 +301,7 @@ def test_isic_bad_ground_truth(isic):
     lines[2] = 'ISIC_0001,1.0,1.0,0.0,0.0,0.0,0.0,0.0'
     csv.write_text('\n'.join(lines))
     with pytest.raises(ValueError, match='line 3: expected exactly one class'):
-        F.load_isic2018(isic, image_size=S)
+        M.load_isic2018(isic, image_size=S)
 
 
 # -------------------------------------------------------------- FGVC-Aircraft
@@ -360,7 +362,7 @@ def test_fgvc_subset_order_and_banner(fgvc):
     # The same file read without the banner removal does show it.
     uncut = read_image(fgvc / 'images/1000001.jpg', S)
     assert (uncut[-3:, :, 0].astype(int) - uncut[-3:, :, 1]).min() > 100
-    via_registry, _ = F.load_folder_dataset('fgvc_aircraft', fgvc, image_size=S)
+    via_registry, _ = R.load_folder_dataset('fgvc_aircraft', fgvc, image_size=S)
     np.testing.assert_array_equal(via_registry.x_train, ds.x_train)
 
 
@@ -468,7 +470,7 @@ def test_folder_unknown_test_subfolder(user):
 
 def test_folder_training_only(user):
     shutil.rmtree(user / 'test')
-    ds, _ = F.load_folder_dataset('folder', user, image_size=S)
+    ds, _ = R.load_folder_dataset('folder', user, image_size=S)
     assert ds.x_train.shape == (2, S, S, 3)
     assert ds.x_test.shape == (0, S, S, 3) and ds.x_test.dtype == np.uint8
     assert ds.y_test.shape == (0,) and ds.test_anomalous.shape == (0,)
@@ -486,6 +488,8 @@ def test_folder_errors(user, tmp_path):
         F.load_folder(tmp_path, image_size=S)
     assert str(tmp_path / 'train') in _one_line(e)
     with pytest.raises(ValueError, match='unknown folder dataset'):
-        F.load_folder_dataset('nope', user, image_size=S)
-    assert set(F.FOLDER_DATASETS) == {'mvtec', 'head_ct', 'isic2018', 'fgvc_aircraft',
+        R.load_folder_dataset('nope', user, image_size=S)
+    assert set(R.names('folder')) == {'mvtec', 'head_ct', 'isic2018', 'fgvc_aircraft',
                                       'imagenet30', 'folder'}
+    with pytest.raises(ValueError, match='unknown folder dataset'):
+        R.load_folder_dataset('digits', user, image_size=S)  # a name, but not a folder's

@@ -12,7 +12,7 @@ from PIL import Image
 from tests.tiny_config import tiny_config
 from unode_jax import predict as predict_lib
 from unode_jax import report, score
-from unode_jax.data.datasets import load_dataset
+from unode_jax.data.registry import load_dataset
 from unode_jax.evaluate import embed
 from unode_jax import run as run_lib
 from unode_jax.run import run

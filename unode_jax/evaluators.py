@@ -21,7 +21,8 @@ from unode_jax.baselines import Baselines
 from unode_jax.data import corrupted as tfds_corrupted
 from unode_jax.data import images as images_lib
 from unode_jax.data.corruptions import CORRUPTIONS, corrupt
-from unode_jax.data.datasets import DATASETS, load_dataset, load_outliers
+from unode_jax.data import registry
+from unode_jax.data.datasets import load_outliers
 from unode_jax.data.splits import multiclass_split, one_class_test
 from unode_jax.errors import ConfigError
 from unode_jax.evaluate import embed, evaluate_corrupted, evaluate_multiclass, evaluate_one_class
@@ -118,10 +119,10 @@ def outlier_test_sets(config, ds, rest):
                 raise ConfigError("data.outlier_sets 'rest' needs data.inlier_classes to leave "
                                   'some classes out')
             out['rest'] = rest
-        elif spec in DATASETS and spec != 'arrays':
-            out[spec] = load_dataset(spec, data_dir=d.data_dir, download=d.download,
-                                     image_size=d.image_size, cache_dir=d.cache_dir,
-                                     cache=d.cache).x_test
+        elif spec in registry.names('bundled', 'tfds'):
+            out[spec] = registry.load_dataset(
+                spec, data_dir=d.data_dir, download=d.download, image_size=d.image_size,
+                cache_dir=d.cache_dir, cache=d.cache).x_test
         elif path.endswith('.npz'):
             out[name or os.path.basename(path)[:-4]] = load_outliers(path, d.image_size)
         else:

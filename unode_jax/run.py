@@ -17,7 +17,6 @@ negatives.weights='auto' autoaug.json and autoaug.png; a multi-class run keeps e
 outlier set's scores and plots in ood_<name>/. The summary <workdir>/results.{json,csv,md}
 is printed as a table (report.py).
 """
-import csv
 import os
 
 import jax
@@ -28,8 +27,8 @@ from unode_jax import train as train_lib
 from unode_jax.augment import embedders
 from unode_jax.augment.weights import negative_weights
 from unode_jax.data import images as images_lib
-from unode_jax.data.datasets import load_dataset, load_outliers
-from unode_jax.data.folders import FOLDER_DATASETS, load_folder_dataset
+from unode_jax.data.datasets import load_outliers
+from unode_jax.data.registry import load_data
 from unode_jax.errors import ConfigError, DamagedFileError
 from unode_jax.evaluators import evaluator, predict_images
 from unode_jax.files import read_json
@@ -37,41 +36,6 @@ from unode_jax.modes import MODES
 from unode_jax.plan import plan_runs, predict_dir
 from unode_jax.trained import load_trained, save_config, train_or_restore
 from unode_jax.validate import check_training_sizes, validate_config
-
-SKIPPED_FILE = 'skipped_images.csv'
-
-
-def load_data(config, workdir=None):
-    """The dataset config.data names. Skipped unreadable images of a folder dataset are
-    counted on stdout and listed in <workdir>/skipped_images.csv (path, reason)."""
-    d = config.data
-    if d.name not in FOLDER_DATASETS:
-        return load_dataset(d.name, data_dir=d.data_dir, download=d.download,
-                            image_size=d.image_size, path=d.path,
-                            cifar100_coarse=d.cifar100_coarse, cache_dir=d.cache_dir,
-                            cache=d.cache)
-    extra = dict(mvtec=dict(categories=tuple(d.categories)),
-                 folder=dict(anomaly_dirs=tuple(d.anomaly_dirs)),
-                 head_ct=dict(seed=config.seed),
-                 isic2018=dict(holdout_fraction=d.isic_holdout, seed=config.seed)).get(d.name, {})
-    ds, errors = load_folder_dataset(d.name, d.path, image_size=d.image_size, resize=d.resize,
-                                     strict=d.strict, progress=config.progress_bar,
-                                     cache=d.cache, cache_dir=d.cache_dir, **extra)
-    if errors and workdir is not None:
-        os.makedirs(workdir, exist_ok=True)
-        where = os.path.join(workdir, SKIPPED_FILE)
-        # A file name that is not UTF-8 is written as its bytes.
-        with open(where, 'w', newline='', encoding='utf-8', errors='surrogateescape') as f:
-            writer = csv.writer(f)
-            writer.writerow(['path', 'reason'])
-            writer.writerows(errors.items())
-    if errors:
-        print(f'{d.name}: skipped {len(errors)} unreadable image(s)'
-              + (f', listed in {where}' if workdir is not None else '')
-              + f' (first: {next(iter(errors))!r}: {next(iter(errors.values()))}); '
-              '--config.data.strict=True stops instead', flush=True)
-    return ds
-
 
 def _finished(run, mode):
     """A sweep's class that a stopped run already trained and scored: its results row."""

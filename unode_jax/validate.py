@@ -14,8 +14,8 @@ from unode_jax.ablation import VARIANT_NAMES
 from unode_jax.baselines import BASELINES
 from unode_jax.data.corrupted import CORRUPTION_SOURCES, TFDS_CORRUPTIONS, corruption_source
 from unode_jax.data.corruptions import CORRUPTIONS
-from unode_jax.data.datasets import DATASETS
-from unode_jax.data.folders import FOLDER_DATASETS, MVTEC_CATEGORIES
+from unode_jax.data.folders import MVTEC_CATEGORIES
+from unode_jax.data.registry import DATASETS
 from unode_jax.data.splits import holdout_split
 from unode_jax.plan import SETTINGS
 from unode_jax.errors import ConfigError
@@ -27,6 +27,24 @@ from unode_jax.optim import OPTIMIZERS
 from unode_jax.precise_bn import BN_STATS
 from unode_jax.score import BALANCES, HEAD_TERMS
 
+# Every enumerated config field and where its values are defined (by the code that
+# implements them); configs/default.py documents each (tests/test_config.py checks it
+# names every value, or the table).
+CHOICES = {
+    'data.name': DATASETS, 'data.setting': SETTINGS,
+    'model.name': MODELS, 'model.dtype': DTYPES, 'model.input_norm': INPUT_NORMS,
+    'loss.kind': LOSS_KINDS, 'optim.name': OPTIMIZERS,
+    'score.balance': BALANCES, 'score.bn_stats': BN_STATS, 'score.features': FEATURES,
+    'score.labeled_term': HEAD_TERMS[1:],
+    'negatives.mode': COMPOSE_MODES, 'negatives.per': PER,
+    'autoaug.embedder': EMBEDDERS, 'autoaug.tsne': TSNE_BACKENDS,
+    'autoaug.divergence': DIVERGENCES, 'autoaug.random_cnn': MODELS,
+    'corruptions.source': CORRUPTION_SOURCES,
+}
+# Fields whose value is a tuple of choices, and optional fields (None allowed).
+ENTRY_CHOICES = {'ablation.variants': VARIANT_NAMES, 'score.baselines': BASELINES,
+                 'negatives.transforms': TRANSFORMS}
+OPTIONAL_CHOICES = {'model.stem': STEMS}
 
 
 def _one_of(name, value, allowed):
@@ -34,33 +52,25 @@ def _one_of(name, value, allowed):
         raise ConfigError(f'{name}={value!r} is not one of {tuple(allowed)}')
 
 
+def _field(config, dotted):
+    for part in dotted.split('.'):
+        config = config[part]
+    return config
+
+
 def validate_config(config, *, num_classes=None, num_devices=None):
     """Raises ConfigError naming the bad field. Dataset-dependent checks need num_classes."""
     _check_finite(config)
-    _one_of('data.name', config.data.name, DATASETS + tuple(FOLDER_DATASETS))
-    _one_of('model.name', config.model.name, MODELS)
-    _one_of('model.dtype', config.model.dtype, DTYPES)
-    _one_of('model.input_norm', config.model.input_norm, INPUT_NORMS)
+    for field, allowed in CHOICES.items():
+        _one_of(field, _field(config, field), allowed)
+    for field, allowed in ENTRY_CHOICES.items():
+        for v in _field(config, field):
+            _one_of(f'{field} entry', v, allowed)
+    for field, allowed in OPTIONAL_CHOICES.items():
+        if _field(config, field) is not None:
+            _one_of(field, _field(config, field), allowed)
     if config.model.stem is not None:
-        _one_of('model.stem', config.model.stem, STEMS)
         _one_of('model.name (with model.stem)', config.model.name, STEM_MODELS)
-    _one_of('loss.kind', config.loss.kind, LOSS_KINDS)
-    _one_of('optim.name', config.optim.name, OPTIMIZERS)
-    _one_of('score.balance', config.score.balance, BALANCES)
-    _one_of('score.bn_stats', config.score.bn_stats, BN_STATS)
-    _one_of('score.features', config.score.features, FEATURES)
-    for v in config.ablation.variants:
-        _one_of('ablation.variants entry', v, VARIANT_NAMES)
-    for b in config.score.baselines:
-        _one_of('score.baselines entry', b, BASELINES)
-    _one_of('negatives.mode', config.negatives.mode, COMPOSE_MODES)
-    _one_of('negatives.per', config.negatives.per, PER)
-    for t in config.negatives.transforms:
-        _one_of('negatives.transforms entry', t, TRANSFORMS)
-    _one_of('autoaug.embedder', config.autoaug.embedder, EMBEDDERS)
-    _one_of('autoaug.tsne', config.autoaug.tsne, TSNE_BACKENDS)
-    _one_of('autoaug.divergence', config.autoaug.divergence, DIVERGENCES)
-    _one_of('autoaug.random_cnn', config.autoaug.random_cnn, MODELS)
     a = config.autoaug
     for name, value, low in (('tau', a.tau, 0), ('perplexity', a.perplexity, 0),
                              ('pca_dim', a.pca_dim, 0), ('grid_size', a.grid_size, 15),
@@ -139,9 +149,10 @@ def _check_finite(config, prefix=''):
 
 def _check_data(d):
     """The data fields that do not need the dataset: paths, preparation, folder options."""
-    if d.name == 'arrays' and not d.path:
-        raise ConfigError("data.name='arrays' needs --config.data.path=FILE.npz")
-    if d.name in FOLDER_DATASETS and not d.path:
+    kind = DATASETS[d.name].kind
+    if kind == 'file' and not d.path:
+        raise ConfigError(f"data.name={d.name!r} needs --config.data.path=FILE.npz")
+    if kind == 'folder' and not d.path:
         raise ConfigError(f"data.name={d.name!r} reads an image folder: pass its root with "
                           '--config.data.path=DIR')
     if d.resize is not None and not (isinstance(d.resize, int) and d.resize >= d.image_size):
@@ -163,8 +174,6 @@ def _check_data(d):
 
 def _check_settings(config):
     d = config.data
-    _one_of('data.setting', d.setting, SETTINGS)
-    _one_of('score.labeled_term', config.score.labeled_term, HEAD_TERMS[1:])
     if d.setting != 'one_class':
         if not d.outlier_sets:
             raise ConfigError(f"data.setting={d.setting!r} needs data.outlier_sets, e.g. "
@@ -183,7 +192,6 @@ def _check_settings(config):
 
 def _check_corruptions(config):
     c = config.corruptions
-    _one_of('corruptions.source', c.source, CORRUPTION_SOURCES)
     source = corruption_source(config.data.name, c.source)
     if source == 'tfds':
         if config.data.name not in TFDS_CORRUPTIONS:

@@ -10,7 +10,7 @@
 
 These are the TFDS versions of the authors' releases (the stored images, not
 re-generated; `unode_jax.data.corruptions` re-generates corruptions instead).
-Images come back as `load_dataset` returns them: uint8 values exactly as
+Images come back as `registry.load_dataset` returns them: uint8 values exactly as
 stored, 3 channels (gray replicated), bilinear-resized to image_size, and the
 sets' own labels, so a one-class model of class k scores is_normal = y == k.
 """
@@ -100,7 +100,7 @@ def load_corrupted_test(dataset: str, corruption: str, severity: int | None,
       download: if the prepared config is missing, download and prepare it
         (needs internet and TensorFlow); False fails fast instead.
       image_size: output height and width (bilinear resize when different).
-      cache_dir, cache: the prepared-array cache, as in datasets.load_dataset.
+      cache_dir, cache: the prepared-array cache, as in registry.load_dataset.
 
     Returns:
       x: uint8 (N, image_size, image_size, 3); y: int32 (N,) in 0..9.

@@ -1,32 +1,22 @@
-"""Image datasets for one-class novelty detection, as uint8 NHWC numpy arrays.
+"""The bundled datasets and a user's arrays, as uint8 numpy arrays at their own size
+(registry.load_dataset brings them to 3 channels at data.image_size), and the outlier
+exposure file.
 
-Every loader returns 3-channel uint8 images of `image_size` x `image_size`,
-so the rest of the pipeline never branches on the source dataset.
-
-Sources:
   * 'digits'  -- scikit-learn's bundled 8x8 handwritten digits; no network or
                  files needed, which makes it the offline smoke-test dataset.
   * 'faces'   -- scikit-image's bundled lfw_subset: 100 25x25 faces (Labeled Faces
                  in the Wild) and 100 non-face patches of natural images; class 0 =
                  face, 1 = non-face; offline, a second real dataset for ablations.
-  * tfds names -- read from an already prepared TFDS folder through
-                 `builder.as_data_source` (array_record, no TensorFlow needed).
-  * 'arrays'  -- a user's .npz file.
+  * 'arrays'  -- a user's .npz file, read without pickle.
 """
 from __future__ import annotations
 
-import dataclasses
-import os
 import pathlib
 
 import numpy as np
 
 from unode_jax.data.prepare import to_rgb
-from unode_jax.data.tfds_loaders import load_tfds, tfds_spec
 from unode_jax.data.types import Dataset, DatasetNotFoundError
-
-DATASETS = ('digits', 'faces', 'cifar10', 'cifar100', 'mnist', 'fashion_mnist',
-            'emnist_letters', 'svhn', 'arrays')
 
 # Fraction of the 1,797 digits images kept for training (stratified, seeded).
 DIGITS_TRAIN_FRACTION = 2 / 3
@@ -34,67 +24,14 @@ DIGITS_SPLIT_SEED = 0
 FACES_TRAIN_FRACTION = 0.7  # 70 + 70 training images, 30 + 30 test images.
 
 
-def load_dataset(name: str, *, data_dir: str | os.PathLike | None = None,
-                 download: bool = False, image_size: int = 32,
-                 path: str | os.PathLike | None = None,
-                 cifar100_coarse: bool = True, cache_dir=None,
-                 cache: bool = True) -> Dataset:
-    """Loads `name` (one of DATASETS) as uint8 NHWC, 3 channels, image_size^2.
-
-    Args:
-      name: dataset name, see DATASETS.
-      data_dir: TFDS data dir; None -> $TFDS_DATA_DIR or ~/tensorflow_datasets.
-      download: for TFDS datasets only: if the prepared data is missing,
-        download and prepare it (needs internet and TensorFlow). With no
-        network tfds retries for minutes before failing: hence the False
-        default.
-      image_size: output height and width (bilinear resize when different).
-      path: the .npz file for name='arrays'.
-      cifar100_coarse: CIFAR-100 labels are the 20 superclasses if True, else
-        the 100 fine classes.
-      cache_dir: for TFDS datasets: folder of the prepared-array cache (see
-        unode_jax.data.cache); None -> $UNODE_JAX_CACHE or
-        ~/.cache/unode_jax/arrays.
-      cache: for TFDS datasets: read the final arrays from the cache when
-        the prepared TFDS files and settings are unchanged, and write them
-        there after a read; False reads the TFDS records every time.
-
-    Raises:
-      DatasetNotFoundError: the data is not on disk (and download is False).
-      ValueError: unknown name, bad argument or malformed .npz content.
-    """
-    if not isinstance(image_size, (int, np.integer)) or image_size < 1:
-        raise ValueError(
-            f'image_size must be a positive int, got {image_size!r}')
-    if name == 'digits':
-        ds = _load_digits()
-    elif name == 'faces':
-        ds = _load_faces()
-    elif name == 'arrays':
-        ds = _load_arrays(path)
-    elif name in DATASETS:
-        # Already at image_size with 3 channels: the to_rgb below copies
-        # nothing.
-        ds = load_tfds(name, tfds_spec(name, cifar100_coarse),
-                        data_dir=data_dir, download=download,
-                        image_size=int(image_size), cache_dir=cache_dir,
-                        cache=cache)
-    else:
-        raise ValueError(
-            f'unknown dataset {name!r}; expected one of {DATASETS}')
-    return dataclasses.replace(
-        ds, x_train=to_rgb(ds.x_train, image_size),
-        x_test=to_rgb(ds.x_test, image_size))
-
-
 # --------------------------------------------------------------------- digits
 
 
-def _load_digits() -> Dataset:
-    from sklearn.datasets import load_digits
+def load_digits() -> Dataset:
+    from sklearn.datasets import load_digits as sklearn_digits
     from sklearn.model_selection import train_test_split
 
-    digits = load_digits()  # bundled with scikit-learn: no download
+    digits = sklearn_digits()  # bundled with scikit-learn: no download
     # Values are 0..16 (counts of set pixels in 4x4 blocks); stretch to 0..255.
     images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
     labels = digits.target.astype(np.int32)
@@ -105,7 +42,7 @@ def _load_digits() -> Dataset:
                    tuple(str(i) for i in range(10)))
 
 
-def _load_faces() -> Dataset:
+def load_faces() -> Dataset:
     try:
         from skimage.data import lfw_subset
     except ImportError:
@@ -137,7 +74,7 @@ def _require_npz(path):
                          f'file starts with {head!r})')
 
 
-def _load_arrays(path) -> Dataset:
+def load_arrays(path) -> Dataset:
     if path is None:
         raise ValueError("dataset 'arrays' needs path=<file.npz> with keys "
                          f'{", ".join(_NPZ_KEYS)}')

@@ -17,8 +17,8 @@ again if skipping unreadable files emptied it).
   'imagenet30'    train/<class>, test/<class>                    one-vs-rest
   'folder'        train/, test/normal, test/<anomaly dir>        one class, test_anomalous
 
-`FOLDER_DATASETS` maps these names to their loaders; `load_folder_dataset`
-dispatches on the name. See each loader's docstring for its protocol.
+registry.DATASETS maps these names to their loaders (head_ct and isic2018 are in
+folders_medical.py); see each loader's docstring for its protocol.
 """
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ import numpy as np
 
 from unode_jax.data.folder_common import (Reader, check_classes, images_in, need, one_vs_rest,
                                           root_dir, visible_dirs, with_anomalous)
-from unode_jax.data.folders_medical import load_head_ct, load_isic2018
 from unode_jax.data.types import Dataset, dataset_from_arrays, dataset_to_arrays
 
 MVTEC_CATEGORIES = ('bottle', 'cable', 'capsule', 'carpet', 'grid', 'hazelnut', 'leather',
@@ -273,30 +272,17 @@ def load_folder(root, *, image_size: int, resize: int | None = None, strict: boo
                            (test_paths, [0] * len(test_paths), test_anomalous))
 
 
-# ------------------------------------------------------------------ registry
-
-FOLDER_DATASETS = {
-    'mvtec': load_mvtec,
-    'head_ct': load_head_ct,
-    'isic2018': load_isic2018,
-    'fgvc_aircraft': load_fgvc_aircraft,
-    'imagenet30': load_imagenet30,
-    'folder': load_folder,
-}
-
+# ---------------------------------------------------------------------- cache
 
 # Part of the folder cache key: bump when a loader's output for the same files and
 # arguments changes (a protocol fix, a new preparation step).
 _FOLDER_CACHE_VERSION = 1
 
 
-def load_folder_dataset(name: str, root, *, cache: bool = True, cache_dir=None,
-                        log=print, **kwargs) -> tuple[Dataset, dict[str, str]]:
-    """Loads folder dataset `name` (a key of FOLDER_DATASETS) from root; kwargs go to its loader.
-
-    Every loader takes image_size (required), resize, strict and progress;
-    the dataset-specific ones are: mvtec categories; head_ct seed; isic2018
-    holdout_fraction, seed; fgvc_aircraft classes; folder anomaly_dirs.
+def load_cached(name: str, loader, root, *, cache: bool = True, cache_dir=None,
+                log=print, **kwargs) -> tuple[Dataset, dict[str, str]]:
+    """`loader(root, **kwargs)` (one of this module's, for folder dataset `name`), through
+    the array cache.
 
     cache=True keeps the prepared arrays (and the list of skipped files) in the
     array cache of `cache.py`, keyed by every file under root (path, size,
@@ -305,10 +291,6 @@ def load_folder_dataset(name: str, root, *, cache: bool = True, cache_dir=None,
     """
     from unode_jax.data import cache as C
 
-    if name not in FOLDER_DATASETS:
-        raise ValueError(f'unknown folder dataset {name!r}; expected one of '
-                         f'{tuple(FOLDER_DATASETS)}')
-    loader = FOLDER_DATASETS[name]
     if not cache:
         return loader(root, **kwargs)
     # The loader's own checks (missing root, bad arguments) run before the

@@ -41,15 +41,6 @@ EMNIST_LETTERS = TfdsSpec(
     class_names=tuple(string.ascii_uppercase))
 
 
-def tfds_spec(name: str, cifar100_coarse: bool) -> TfdsSpec:
-    if name == 'cifar100':
-        return TfdsSpec('cifar100',
-                         'coarse_label' if cifar100_coarse else 'label')
-    if name == 'emnist_letters':
-        return EMNIST_LETTERS
-    return TfdsSpec({'svhn': 'svhn_cropped'}.get(name, name), 'label')
-
-
 # ----------------------------------------------------------------------- tfds
 
 
