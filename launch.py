@@ -9,7 +9,13 @@ r"""UNODE: train and evaluate a novelty detector.
       --config.data.normal_class=-1   # an image-folder dataset: data.path is its root
   python launch.py --mode=report --workdir=DIR   # rebuild the reports from saved scores
   python launch.py --mode=report --workdir=OUT --runs=runs/cifar10,runs/mnist  # Table 1
+  # Several hosts (README "Multi-host"): the same command on each, ids 0..N-1; on a TPU
+  # pod, under srun or mpirun the three flags are read from the environment instead.
+  python launch.py --config=configs/cifar10.py --workdir=SHARED_DIR \
+      --coordinator_address=HOST0:1234 --num_processes=2 --process_id=0
 """
+import contextlib
+import faulthandler
 import importlib.util
 import os
 import sys
@@ -19,7 +25,7 @@ from ml_collections import config_flags
 
 from configs import saved
 
-from unode_jax import report
+from unode_jax import hosts, report
 from unode_jax.errors import error_line
 from unode_jax.lock import workdir_lock
 from unode_jax.modes import MODES
@@ -37,6 +43,15 @@ flags.DEFINE_string('images', None, '--mode=predict: a folder (searched recursiv
                     'of PNG/JPEG images to score.')
 flags.DEFINE_float('threshold', None, '--mode=predict: score below which an image is novel '
                    '(default: fitted on held-out normal training images, see predict.holdout).')
+flags.DEFINE_string('coordinator_address', None, 'Multi-host: host:port of process 0, the '
+                    'same on every process (absent: detected on Cloud TPU, under Slurm or '
+                    'Open MPI; else one process).')
+flags.DEFINE_integer('num_processes', None, 'Multi-host: how many processes form the run '
+                     '(1: one, even where a cluster is detected).')
+flags.DEFINE_integer('process_id', None, 'Multi-host: this process, 0..num_processes-1; 0 '
+                     'writes the workdir.')
+flags.DEFINE_integer('heartbeat_timeout_s', 100, 'Multi-host: a process that stops answering '
+                     'for this long stops the others (with an error).')
 flags.DEFINE_bool('debug', os.environ.get('UNODE_DEBUG', '') not in ('', '0'),
                   'Show the traceback of an error (default: one line; also UNODE_DEBUG=1).')
 flags.mark_flags_as_required(['workdir'])
@@ -101,6 +116,8 @@ def main(argv):
     if len(argv) > 1:
         sys.exit(f'error: unexpected arguments {argv[1:]} (flags are --name=value)')
     logging.set_verbosity(logging.WARNING)
+    if not FLAGS.debug:  # absl's faulthandler dumps every thread on an abort: --debug only.
+        faulthandler.disable()
     sys.stdout.reconfigure(errors='backslashreplace')  # File names that are not UTF-8.
     if FLAGS.config is None and MODES[FLAGS.mode].needs_config:
         sys.exit(f'error: --config is required for --mode={FLAGS.mode} ({FLAGS.workdir} has no '
@@ -108,9 +125,23 @@ def main(argv):
     if FLAGS.runs and FLAGS.mode != 'report':
         sys.exit('error: --runs goes with --mode=report')
     try:
+        cluster = hosts.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                                   FLAGS.process_id, FLAGS.heartbeat_timeout_s)
+        if cluster and hosts.is_writer():
+            print(cluster, flush=True)
+        elif cluster:  # Process 0 alone prints; the others' errors still reach stderr.
+            sys.stdout = open(os.devnull, 'w')
+            if FLAGS.config is not None:
+                FLAGS.config.progress_bar = False
+            if not MODES[FLAGS.mode].devices:
+                return  # Files only (--mode=report): process 0's work.
         if MODES[FLAGS.mode].needs_config:
             validate_config(FLAGS.config)  # Before any data, device or compile work.
-        with workdir_lock(FLAGS.workdir, FLAGS.mode):
+        lock = (workdir_lock(FLAGS.workdir, FLAGS.mode) if hosts.is_writer()
+                else contextlib.nullcontext())
+        with lock:
+            if MODES[FLAGS.mode].devices:
+                hosts.sync('workdir_locked')  # Process 0 holds the workdir.
             if FLAGS.runs:
                 print(report.write_universality(FLAGS.workdir, FLAGS.runs), end='')
             else:

@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from unode_jax import report
+from unode_jax import hosts, report
 from unode_jax.augment.weights import PAPER_TRANSFORMS
 from unode_jax.errors import DamagedFileError
 from unode_jax.files import read_json, write_json
@@ -150,10 +150,11 @@ def run_ablation(config, workdir, run_fn, classes=None):
             summary = None
         if summary is None:
             print(f'--- ablation variant {v.name}: {v.label}', flush=True)
-            if v.name != BASE:
+            if v.name != BASE and hosts.is_writer():
                 _reuse_autoaug(os.path.join(workdir, BASE), vdir)
-            if v.scoring_only:
+            if v.scoring_only and hosts.is_writer():
                 _reuse_checkpoints(os.path.join(workdir, BASE), vdir)
+            hosts.sync(f'ablation_{v.name}')  # Every process sees the copies.
             t0 = time.time()
             summary = run_fn(variant_config(config, v), vdir, 'train_eval', classes=classes)
             seconds = time.time() - t0
@@ -162,8 +163,9 @@ def run_ablation(config, workdir, run_fn, classes=None):
     table = ablation_table(rows)
     write_json(os.path.join(workdir, 'ablation.json'), table)
     md = ablation_markdown(table)
-    with open(os.path.join(workdir, 'ablation.md'), 'w') as f:
-        f.write(md)
+    if hosts.is_writer():
+        with open(os.path.join(workdir, 'ablation.md'), 'w') as f:
+            f.write(md)
     print(md, end='', flush=True)
     return table
 

@@ -1,5 +1,9 @@
 """Orbax checkpoints of the (unreplicated) train state under <workdir>/checkpoints.
 
+Saved and restored as host numpy arrays, the same on every process: in a multi-host run
+every process takes part in each save and restore (orbax's barriers) and process 0
+writes the files; the state then goes back to the devices.
+
 Orbax writes each checkpoint to a temporary folder and renames it when complete,
 so a run killed mid-save leaves the previous checkpoint as the latest one. A complete
 checkpoint damaged later (a truncated array file, a deleted _METADATA) is moved to
@@ -14,6 +18,7 @@ import sys
 import jax
 import orbax.checkpoint as ocp
 
+from unode_jax import hosts
 from unode_jax.errors import CheckpointMismatchError
 
 
@@ -58,6 +63,7 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def save(self, step, state, meta):
+        """state: the train state as numpy arrays (jax.device_get), on every process."""
         self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(_tree(state)), meta=ocp.args.JsonSave(meta)))
 
@@ -65,7 +71,7 @@ class Checkpointer:
         """The newest checkpoint that restores into `state`'s structure, or None if there
         is none. Newer ones that do not restore are set aside; if none restores, nothing
         is moved and CheckpointMismatchError says so (another config's model, most likely)."""
-        target = jax.tree.map(ocp.utils.to_shape_dtype_struct, _tree(state))
+        target = jax.device_get(_tree(state))  # Restored as numpy, on every process.
         failed = []
         for step in sorted(self.manager.all_steps(), reverse=True):
             try:
@@ -75,9 +81,13 @@ class Checkpointer:
                 _quiet_closed_loop_errors()
                 failed.append((step, e))
                 continue
-            for bad_step, error in failed:
-                self._set_aside(bad_step, error)
-            return state.replace(**restored)
+            if failed:
+                hosts.sync('checkpoint_restored')  # Every process has read before a move.
+                for bad_step, error in failed:
+                    self._set_aside(bad_step, error)
+                hosts.sync('checkpoint_set_aside')
+                self.manager.reload()
+            return state.replace(**jax.device_put(restored))
         if failed:
             step, error = failed[0]
             raise CheckpointMismatchError(
@@ -90,6 +100,8 @@ class Checkpointer:
     def _set_aside(self, step, error):
         """Moves an unreadable checkpoint out of orbax's sight, so that a resumed run can
         write that step again."""
+        if not hosts.is_writer():
+            return
         aside = os.path.join(os.path.abspath(self.workdir), 'checkpoints_unreadable')
         os.makedirs(aside, exist_ok=True)
         dest = os.path.join(aside, str(step))
@@ -97,7 +109,6 @@ class Checkpointer:
         while os.path.exists(dest):
             dest, n = os.path.join(aside, f'{step}.{n}'), n + 1
         shutil.move(os.path.join(self.directory, str(step)), dest)
-        self.manager.reload()
         print(f'checkpoint {step} in {self.directory} is unreadable ({_first_line(error)}); '
               f'moved to {dest}, falling back to the one before it', flush=True)
 
@@ -117,7 +128,7 @@ def _metrics_step(line):
 def truncate_metrics(path, last_step):
     """Drop metrics.jsonl lines past the restored checkpoint (written before a kill), and a
     last line the kill cut in half."""
-    if not os.path.exists(path):
+    if not os.path.exists(path) or not hosts.is_writer():
         return
     with open(path) as f:
         kept = [(l, _metrics_step(l)) for l in f]
@@ -133,6 +144,6 @@ def resume(ckpt, state, metrics_path):
     if restored is not None:
         truncate_metrics(metrics_path, int(restored.step))
         return restored
-    if os.path.exists(metrics_path):
+    if os.path.exists(metrics_path) and hosts.is_writer():
         os.remove(metrics_path)
     return state

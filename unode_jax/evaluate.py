@@ -7,7 +7,7 @@ import numpy as np
 
 from tqdm import tqdm
 
-from unode_jax import metrics, report, score
+from unode_jax import hosts, metrics, report, score
 from unode_jax.augment import views
 from unode_jax.models import normalize_input
 
@@ -34,8 +34,16 @@ def embed(state, images, config):
     compares (score.features: the projection g(f(x)), or the encoder's f(x)).
 
     With score.ensemble = T > 1, the average over T test-time views (seeds 0..T-1,
-    as the authors' code), raw embeddings and logits averaged.
+    as the authors' code), raw embeddings and logits averaged. In a multi-host run each
+    process embeds its share of the batches and all get every row.
     """
+    return hosts.split_rows(functools.partial(_embed_rows, state, config=config), images,
+                            align=config.score.batch_size)
+
+
+def _embed_rows(state, images, first, *, config):
+    """embed() of images[first:] of the whole set (first: a multiple of the batch size,
+    which keys the test-time views as in one pass over the whole set)."""
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
     bs = config.score.batch_size
     passes = config.score.ensemble
@@ -46,7 +54,7 @@ def embed(state, images, config):
         padded[:len(chunk)] = chunk
         z_sum, l_sum = 0.0, 0.0
         for t in range(passes):
-            key = None if passes == 1 else jax.random.fold_in(jax.random.key(t), start)
+            key = None if passes == 1 else jax.random.fold_in(jax.random.key(t), first + start)
             z, l = _embed_batch(variables, padded, key, apply_fn=state.apply_fn,
                                 input_norm=config.model.input_norm,
                                 crop_area=config.score.crop_area,

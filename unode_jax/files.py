@@ -7,6 +7,7 @@ import zipfile
 
 import numpy as np
 
+from unode_jax import hosts
 from unode_jax.errors import DamagedFileError
 
 
@@ -40,6 +41,9 @@ def read_npz(path, fix):
 
 
 def write_json(path, obj):
+    """Atomic; in a multi-host run process 0 alone writes (on the others, nothing)."""
+    if not hosts.is_writer():
+        return
     tmp = path + '.tmp'
     with open(tmp, 'w', encoding='utf-8') as f:
         json.dump(obj, f, indent=2)
@@ -47,6 +51,9 @@ def write_json(path, obj):
 
 
 def write_npz(path, **arrays):
+    """Atomic; in a multi-host run process 0 alone writes (on the others, nothing)."""
+    if not hosts.is_writer():
+        return
     tmp = path + '.tmp.npz'
     np.savez(tmp, **arrays)
     os.replace(tmp, path)  # Atomic: a killed run never leaves half a file.

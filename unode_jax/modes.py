@@ -21,6 +21,9 @@ class Mode:
     needs_test: bool = False  # Stops at once if the dataset has no test images.
     one_class_only: bool = False  # Defined for data.setting='one_class' only.
     needs_config: bool = True
+    # Uses the devices: every process of a multi-host run takes part. Without, process 0
+    # alone does the work (files only) and the others exit at once.
+    devices: bool = True
 
 
 MODES = {
@@ -31,5 +34,5 @@ MODES = {
     'corrupted': Mode(evals=('corrupted',), needs_test=True, one_class_only=True),
     'predict': Mode(evals=('predict',)),
     'ablate': Mode(train=True, evals=('test',), one_class_only=True),
-    'report': Mode(needs_config=False),
+    'report': Mode(needs_config=False, devices=False),
 }

@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from unode_jax import hosts
 from unode_jax.files import read_npz, write_npz
 
 BANK_FILE = 'bank.npz'
@@ -81,7 +82,8 @@ def write_predictions(path, paths, scores, threshold, errors):
     """predictions.csv: one row per file, in `paths` order; a file that could not be read
     has an empty score and its error. scores: {path: dict(score, sim, binary)}."""
     counts = dict(novel=0, normal=0, error=0)
-    tmp = path + '.tmp'
+    writer = hosts.is_writer()  # The others count only.
+    tmp = path + '.tmp' if writer else os.devnull
     try:  # File names that are not UTF-8 are written as their bytes.
         with open(tmp, 'w', newline='', encoding='utf-8', errors='surrogateescape') as f:
             w = csv.writer(f, lineterminator='\n')
@@ -97,7 +99,9 @@ def write_predictions(path, paths, scores, threshold, errors):
                     counts['error'] += 1
                     w.writerow([p, '', '', '', '', errors.get(p, 'not scored')])
     except BaseException:
-        os.remove(tmp)  # No half-written file beside the last complete one.
+        if writer:
+            os.remove(tmp)  # No half-written file beside the last complete one.
         raise
-    os.replace(tmp, path)
+    if writer:
+        os.replace(tmp, path)
     return counts

@@ -15,7 +15,7 @@ import re
 
 import numpy as np
 
-from unode_jax import metrics, plan
+from unode_jax import hosts, metrics, plan
 from unode_jax.baselines import BASELINES, baseline_columns
 from unode_jax.files import read_json, read_npz, write_json
 
@@ -211,7 +211,10 @@ def load_scores(directory):
 
 
 def write_report(workdir, summary, plots=True):
-    """results.json, results.csv, results.md and, per class, roc.png and hist.png."""
+    """results.json, results.csv, results.md and, per class, roc.png and hist.png (by
+    process 0 of a multi-host run)."""
+    if not hosts.is_writer():
+        return
     write_json(os.path.join(workdir, 'results.json'), summary)
     with open(os.path.join(workdir, 'results.csv'), 'w') as f:
         f.write(to_csv(summary))
@@ -321,9 +324,10 @@ def corrupted_markdown(summary):
 
 
 def write_corrupted(workdir, summary):
-    """corrupted.json and corrupted.md; returns the Markdown."""
-    write_json(os.path.join(workdir, 'corrupted.json'), summary)
+    """corrupted.json and corrupted.md (by process 0); returns the Markdown."""
     md = corrupted_markdown(summary)
-    with open(os.path.join(workdir, 'corrupted.md'), 'w') as f:
-        f.write(md)
+    if hosts.is_writer():
+        write_json(os.path.join(workdir, 'corrupted.json'), summary)
+        with open(os.path.join(workdir, 'corrupted.md'), 'w') as f:
+            f.write(md)
     return md

@@ -22,7 +22,7 @@ import os
 import jax
 import numpy as np
 
-from unode_jax import ablation, report
+from unode_jax import ablation, hosts, report
 from unode_jax import train as train_lib
 from unode_jax.augment import embedders
 from unode_jax.augment.weights import negative_weights
@@ -78,8 +78,9 @@ def run(config, workdir, mode='train_eval', classes=None, images=None, threshold
     if mode == 'ablate':  # Tables 4-6: a one-class train_eval run per variant.
         return ablation.run_ablation(config, workdir, run, classes)
 
-    ds = load_data(config, workdir)
-    validate_config(config, num_classes=ds.num_classes, num_devices=jax.local_device_count())
+    # Process 0 prepares (and caches) the data first; the others then read the cache.
+    ds = hosts.writer_first(lambda: load_data(config, workdir), 'data_loaded')
+    validate_config(config, num_classes=ds.num_classes, num_devices=jax.device_count())
     check_training_sizes(config, ds.y_train, ds.class_names, classes, training=m.train)
     if not len(ds.x_test) and m.needs_test:
         raise ConfigError(f'{ds.name} at {config.data.path} has no test images, which '
@@ -90,8 +91,8 @@ def run(config, workdir, mode='train_eval', classes=None, images=None, threshold
     embedder = outliers = None
     if m.train:
         save_config(config, workdir)  # The config the models are trained with.
-        if weights is None:  # Before any training: a missing CLIP checkpoint stops here.
-            embedder = embedders.make_embedder(config)
+        if weights is None and hosts.is_writer():  # Process 0 runs AutoAugOOD.
+            embedder = embedders.make_embedder(config)  # A missing CLIP file stops here.
     if config.negatives.outliers:
         outliers = load_outliers(config.negatives.outliers, config.data.image_size)
     runs = plan_runs(config, ds, workdir, classes)

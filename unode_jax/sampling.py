@@ -35,9 +35,10 @@ def image_indices(rng, step, positions, n_valid, n_pad, global_batch):
                          n_valid, n_pad, global_batch)
 
 
-def streamed_batches(config, images, targets, n_pad, start, total, n_dev):
-    """Each step's images and mixup partners (n_dev, b, H, W, 3) and targets (n_dev, b),
-    gathered on the host.
+def streamed_batches(config, images, targets, n_pad, start, total, n_dev, positions=None):
+    """Each step's images and mixup partners (d, b, H, W, 3) and targets (d, b) for the
+    devices at `positions` of the n_dev (default: all, d = n_dev), gathered on the host: a
+    process of a multi-host run produces only its own devices' rows of each global batch.
 
     For training sets over data.device_budget_mb: the indices are image_indices' (run on
     the CPU; threefry and the sort are the same on every backend), so a streamed run
@@ -52,6 +53,6 @@ def streamed_batches(config, images, targets, n_pad, start, total, n_dev):
     for step in range(start, total):
         with jax.default_device(cpu):
             idx, partner = np.asarray(indices(jnp.int32(step)))
-        shape = (n_dev, -1) + images.shape[1:]
-        yield dict(images=images[idx].reshape(shape), partners=images[partner].reshape(shape),
-                   targets=targets[idx].reshape(n_dev, -1))
+        rows = np.asarray(positions if positions is not None else range(n_dev))
+        idx, partner = idx.reshape(n_dev, -1)[rows], partner.reshape(n_dev, -1)[rows]
+        yield dict(images=images[idx], partners=images[partner], targets=targets[idx])

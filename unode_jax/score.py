@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from unode_jax import hosts
 from unode_jax.losses import l2_normalize
 
 # lambda of eq. (15) (score_weight): appendix_c matches the two terms' means on training
@@ -87,6 +88,8 @@ def max_cosine_similarity(queries, bank, *, query_chunk=512, bank_chunk=4096,
     fixed sizes (for inputs smaller than a chunk, the power of two >= max(size, 128)),
     so a given D compiles once however M and N vary. The default chunks were the
     fastest on a 2-core CPU (benchmarks/knn.py); accelerators may prefer larger ones.
+    In a multi-host run each process scores its share of the queries against the whole
+    bank on its own devices, and all get every query's score.
     """
     queries = np.asarray(queries, np.float32)
     bank = np.asarray(bank, np.float32)
@@ -99,6 +102,13 @@ def max_cosine_similarity(queries, bank, *, query_chunk=512, bank_chunk=4096,
         raise ValueError(f'chunk sizes must be >= 1; got {query_chunk} and {bank_chunk}')
     if queries.shape[0] == 0:
         return np.zeros((0,), np.float32)
+    return hosts.split_rows(
+        lambda q, first: _local_max_cosine(q, bank, query_chunk, bank_chunk, devices),
+        queries, align=query_chunk)
+
+
+def _local_max_cosine(queries, bank, query_chunk, bank_chunk, devices):
+    """max_cosine_similarity on this process's devices."""
     mesh = _mesh(tuple(jax.local_devices() if devices is None else devices))
     n_dev = mesh.devices.size
     # Small inputs need no full-size chunk; powers of two keep the compile count small.

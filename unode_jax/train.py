@@ -24,7 +24,7 @@ import optax
 from flax.training import train_state
 from tqdm import tqdm
 
-from unode_jax import losses, optim, torch_weights
+from unode_jax import hosts, losses, optim, torch_weights
 from unode_jax.augment import negatives, views
 from unode_jax.augment.weights import has_negatives
 from unode_jax.checkpoint import Checkpointer, resume
@@ -234,6 +234,15 @@ def unreplicate(tree):
     return jax.tree.map(lambda x: x.addressable_shards[0].data.reshape(x.shape[1:]), tree)
 
 
+def local_device_positions():
+    """The pmap axis index (the global position) of each of this process's devices, in
+    jax.local_devices() order: which rows of a global batch this host feeds."""
+    out = jax.pmap(lambda x: jax.lax.axis_index(AXIS), axis_name=AXIS)(
+        np.zeros(jax.local_device_count()))
+    position = {s.device: int(np.asarray(s.data).reshape(-1)[0]) for s in out.addressable_shards}
+    return [position[d] for d in jax.local_devices()]
+
+
 def make_p_train_step(config, devices=None):
     return jax.pmap(functools.partial(train_step, config=config), axis_name=AXIS,
                     donate_argnums=(0,), devices=devices)
@@ -301,8 +310,7 @@ def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train
     memory and send each step's to the devices (default: when they exceed
     data.device_budget_mb), with the same samples and draws as on the devices.
     """
-    n_dev = jax.local_device_count()
-    n = len(x_train)
+    n_dev, n = jax.device_count(), len(x_train)  # Every process's devices share the batch.
     if config.batch_size % n_dev:
         raise ValueError(f'batch_size {config.batch_size} is not divisible by the {n_dev} devices')
     if bool(config.negatives.outliers) != (outliers is not None):
@@ -332,19 +340,20 @@ def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train
         constant_r = replicate(dict(neg_weights=np.asarray(weights, np.float32),
                                     outliers=outliers))
         batches = flax.jax_utils.prefetch_to_device(
-            streamed_batches(config, images[:n], targets[:n], len(images), start, total, n_dev),
-            2)
+            streamed_batches(config, images[:n], targets[:n], len(images), start, total,
+                             n_dev, local_device_positions()), 2)
     else:
         batch_r = replicate(device_batch(images, targets, weights, outliers, n_valid=n))
     p_train_step = (p_train_step if p_train_step is not None and not stream
                     else make_p_train_step(config))
 
     pending = []  # (step, device metrics) since the last host sync
-    bar = tqdm(total=total, initial=start, disable=not config.progress_bar, unit='step',
-               dynamic_ncols=True, desc=os.path.basename(os.path.normpath(workdir)))
+    writer = hosts.is_writer()  # Process 0 alone logs and shows progress.
+    bar = tqdm(total=total, initial=start, disable=not (config.progress_bar and writer),
+               unit='step', dynamic_ncols=True, desc=os.path.basename(os.path.normpath(workdir)))
     t0, images_seen, step = time.time(), 0, start
     try:
-        with open(metrics_path, 'a') as log:
+        with open(metrics_path if writer else os.devnull, 'a') as log:
             for step in range(start, total):
                 if stream:
                     batch_r = dict(next(batches), **constant_r)
@@ -358,14 +367,21 @@ def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train
                                  images_seen / max(time.time() - t0, 1e-9))
                     pending, t0, images_seen = [], time.time(), 0
                 if save:
-                    ckpt.save(step + 1, unreplicate(state_r), meta)
+                    ckpt.save(step + 1, jax.device_get(unreplicate(state_r)), meta)
     except KeyboardInterrupt:
-        bar.close()
-        ckpt.close()  # Lets a checkpoint being written finish.
-        kept = ckpt.latest_step()
-        raise Interrupted(f'stopped (Ctrl-C) at step {step} of {total} in {workdir}: rerun the '
-                          'same command to resume from '
-                          + (f'step {kept}' if kept is not None else 'the start')) from None
+        raise _interrupted(bar, ckpt, step, total, workdir) from None
     bar.close()
     ckpt.close()
-    return unreplicate(state_r)
+    state = unreplicate(state_r)
+    hosts.assert_same(jax.device_get(jax.tree.map(jnp.sum, state.params)), 'trained parameters')
+    return state
+
+
+def _interrupted(bar, ckpt, step, total, workdir):
+    """The one line of a Ctrl-C, once a checkpoint being written has finished."""
+    bar.close()
+    ckpt.close()
+    kept = ckpt.latest_step()
+    return Interrupted(f'stopped (Ctrl-C) at step {step} of {total} in {workdir}: rerun the '
+                       'same command to resume from '
+                       + (f'step {kept}' if kept is not None else 'the start'))

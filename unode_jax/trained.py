@@ -12,7 +12,7 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
-from unode_jax import precise_bn
+from unode_jax import hosts, precise_bn
 from unode_jax import predict as predict_lib
 from unode_jax import score
 from unode_jax import train as train_lib
@@ -66,6 +66,8 @@ def head_of(config):
 def save_config(config, directory, normal_class=None):
     """<directory>/config.json: the config a model is trained with, which configs/saved.py
     reads back (launch.py without --config); a sweep's class folder gets its class."""
+    if not hosts.is_writer():
+        return
     if normal_class is not None:
         config = copy.deepcopy(config)
         config.data.normal_class = normal_class
@@ -100,10 +102,7 @@ def train_or_restore(config, run: ModelRun, train, *, weights, embedder=None, ou
     embedder_used = None
     if train:
         if weights is None:
-            print(f'{run.title}:', flush=True)
-            weights, found = autoaug.class_weights(config, run.directory, x_fit, embedder,
-                                                   outliers)
-            embedder_used = found['embedder']
+            weights, embedder_used = autoaug_weights(config, run, x_fit, embedder, outliers)
         state = train_lib.train(config, run.directory, x_fit, weights, labels=labels,
                                 n_pad=n_pad, p_train_step=p_train_step, outliers=outliers)
     else:
@@ -118,6 +117,18 @@ def train_or_restore(config, run: ModelRun, train, *, weights, embedder=None, ou
     return TrainedModel(run, run.directory, state, bank, weight, head_of(config),
                         config.score.balance, held, config.predict.quantile, x_fit, weights,
                         embedder_used)
+
+
+def autoaug_weights(config, run, x_fit, embedder, outliers):
+    """AutoAugOOD's weights for run, computed (and recorded in autoaug.json) by process 0
+    and sent to the others; -> (weights, the embedder's description or None)."""
+    found = dict(embedder=None)
+    weights = np.zeros(len(config.negatives.transforms), np.float32)
+    if hosts.is_writer():
+        print(f'{run.title}:', flush=True)
+        weights, found = autoaug.class_weights(config, run.directory, x_fit, embedder, outliers)
+    received = hosts.from_writer(np.asarray(weights, np.float32))
+    return (weights if hosts.is_writer() else received), found['embedder']
 
 
 def make_bank(state, config, directory, x_fit, x_hold):

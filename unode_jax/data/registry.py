@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from unode_jax import hosts
 from unode_jax.data import datasets, folders, folders_medical
 from unode_jax.data.prepare import to_rgb
 from unode_jax.data.tfds_loaders import EMNIST_LETTERS, TfdsSpec, load_tfds
@@ -146,7 +147,7 @@ def load_data(config, workdir=None) -> Dataset:
                                      strict=d.strict, progress=config.progress_bar,
                                      cache=d.cache, cache_dir=d.cache_dir,
                                      **source.args(d, config.seed))
-    if errors:
+    if errors and hosts.is_writer():
         _report_skipped(d.name, errors, workdir)
     return ds
 

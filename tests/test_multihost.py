@@ -1,0 +1,166 @@
+"""Multi-host: 2 processes x 2 CPU devices as one JAX cluster give the run of 1 process x 4
+devices; process 0 alone writes; a rerun resumes on both; a killed peer stops the other.
+
+Each cluster is real `launch.py` processes on this machine (tests/cluster.py), bounded by a
+timeout that kills them all.
+"""
+import json
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from tests import cluster
+from unode_jax import hosts
+from unode_jax.run import run
+
+# The quick start's config (configs/digits.py: AutoAugOOD on an untrained CNN, a held-out
+# fifth for predict's threshold, the learning check) at the tiny test model's size.
+OVERRIDES = {'data.normal_class': 3, 'model.name': 'tiny', 'autoaug.random_cnn': 'tiny',
+             'autoaug.num_images': 20, 'batch_size': 8, 'optim.num_epochs': 2,
+             'optim.warmup_epochs': 1, 'checkpoint_every': 10, 'log_every': 5,
+             'progress_bar': False}
+
+
+def _flags(workdir, mode):
+    return ['--config=configs/digits.py', f'--workdir={workdir}', f'--mode={mode}'] + [
+        f'--config.{k}={v}' for k, v in OVERRIDES.items()]
+
+
+def _metrics(workdir):
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+        return [json.loads(line) for line in f]
+
+
+def _results(workdir):
+    with open(os.path.join(workdir, 'results.json')) as f:
+        return json.load(f)['classes']['3']
+
+
+@pytest.fixture(scope='module')
+def one_host(tmp_path_factory):
+    """The reference: one process with the test session's 4 devices."""
+    from configs import digits
+    config = digits.get_config()
+    for k, v in OVERRIDES.items():
+        section, _, field = k.rpartition('.')
+        setattr(config[section] if section else config, field, v)
+    workdir = tmp_path_factory.mktemp('one_host')
+    run(config, str(workdir))
+    return workdir
+
+
+def test_two_hosts_train_resume_and_score_as_one(one_host, tmp_path):
+    workdir = tmp_path / 'run'
+    codes, logs = cluster.run(_flags(workdir, 'train'), 2, 2, tmp_path / 'logs_train')
+    assert codes == [0, 0], logs
+    assert 'process 0 of 2: 2 of 4 devices' in logs[0]
+    # One writer: each step once in metrics.jsonl, and process 1 printed nothing of ours.
+    steps = [m['step'] for m in _metrics(workdir)]
+    assert steps == sorted(set(steps)) and steps
+    assert 'class 3' not in logs[1] and 'step' not in logs[1].replace('Gloo', '')
+    # The same trajectory as one host with the same global batch.
+    for two, one in zip(_metrics(workdir), _metrics(one_host), strict=True):
+        assert two['step'] == one['step']
+        np.testing.assert_allclose(two['loss'], one['loss'], rtol=1e-4)
+    with open(os.path.join(workdir, 'autoaug.json')) as f, \
+            open(os.path.join(one_host, 'autoaug.json')) as g:
+        assert json.load(f)['weights'] == json.load(g)['weights']
+    # A rerun of the same workdir resumes on both processes (at the last step: nothing to
+    # train) and scores, every process embedding its share of the images.
+    codes, logs = cluster.run(_flags(workdir, 'train_eval'), 2, 2, tmp_path / 'logs_eval')
+    assert codes == [0, 0], logs
+    assert len(_metrics(workdir)) == len(_metrics(one_host))
+    two, one = _results(workdir), _results(one_host)
+    # The cross-process all-reduce sums in another order (losses agree to ~1e-7): a few
+    # near-tied test scores may swap.
+    for key in ('auroc', 'auroc_sim', 'auroc_binary', 'auroc_untrained', 'auroc_pixel_knn'):
+        assert two[key] == pytest.approx(one[key], abs=1e-3), key
+    assert not (tmp_path / 'run' / '.unode.lock').exists()
+
+
+def test_a_killed_peer_stops_the_other(tmp_path):
+    workdir = tmp_path / 'run'
+    long_run = _flags(workdir, 'train') + ['--config.optim.num_epochs=500',
+                                          '--config.autoaug.num_images=0',
+                                          '--config.negatives.weights=uniform']
+    procs = cluster.start(long_run, 2, 2, str(tmp_path), heartbeat_s=5)
+    try:
+        deadline = time.monotonic() + 90
+        while not (workdir / 'metrics.jsonl').exists():  # Training has started.
+            assert time.monotonic() < deadline and procs[0].poll() is None, 'never trained'
+            time.sleep(0.5)
+        os.killpg(procs[1].pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        code, = cluster.wait(procs[:1], timeout=30)
+        assert code != 0
+        assert time.monotonic() - t0 < 30
+        with open(tmp_path / 'p0.log') as f:
+            log = f.read()
+        assert 'another task died' in log  # JAX's coordination service says why.
+        assert 'Extension modules' not in log  # No faulthandler dump without --debug.
+    finally:
+        cluster.kill_all(procs)
+
+
+def test_cluster_flags_and_detection():
+    with pytest.raises(ValueError, match='go together'):
+        hosts.initialize('127.0.0.1:1', None, 0)
+    with pytest.raises(ValueError, match='not in 0..1'):
+        hosts.initialize('127.0.0.1:1', 2, 2)
+    assert hosts.initialize('127.0.0.1:1', 1, 0) is None  # One process: no cluster.
+    assert hosts.initialize() is None
+    assert hosts.detected_cluster({}) is None
+    assert hosts.detected_cluster({'SLURM_NTASKS': '4', 'SLURM_STEP_ID': '0'}) == 'Slurm'
+    assert hosts.detected_cluster({'SLURM_NTASKS': '4'}) is None  # sbatch, not srun
+    assert hosts.detected_cluster({'TPU_WORKER_HOSTNAMES': 'a,b'}) == 'Cloud TPU'
+    assert hosts.initialize(num_processes=1) is None  # Opts out of a detected cluster.
+    assert hosts.detected_cluster({'OMPI_COMM_WORLD_SIZE': '2'}) == 'Open MPI'
+    # One process: every helper is the identity.
+    x = np.arange(10.0)
+    assert hosts.from_writer(x) is x
+    np.testing.assert_array_equal(hosts.split_rows(lambda r, first: r * 2, x, align=3), x * 2)
+    assert hosts.writer_first(lambda: 7, 'name') == 7 and hosts.is_writer()
+
+
+@pytest.mark.parametrize('n,n_proc,align', [(10, 2, 1), (10, 3, 4), (3, 4, 1), (257, 4, 128),
+                                            (1, 2, 5), (8, 2, 4)])
+def test_row_shares_cover_every_row_once_in_order(n, n_proc, align):
+    rows = []
+    for i in range(n_proc):
+        start, count, per = hosts.row_share(n, n_proc, i, align)
+        assert count <= per and per % align == 0 and (start % align == 0 or not count)
+        rows += list(range(start, start + count))
+    assert rows == list(range(n))
+
+
+HELPERS = """
+import sys
+import numpy as np
+from unode_jax import hosts
+hosts.initialize(sys.argv[1], 2, int(sys.argv[2]))
+me = int(sys.argv[2])
+rows = hosts.split_rows(lambda r, first: {'x': r * 2, 'first': r * 0 + first}, np.arange(7.0),
+                        align=2)
+print('rows', rows['x'].tolist(), rows['first'].tolist())
+print('from_writer', hosts.from_writer(np.float32([me + 5])).tolist())
+print('writer_first', hosts.writer_first(lambda: me, 'w'))
+hosts.assert_same({'a': np.float32([1, 2])}, 'equal arrays')
+try:
+    hosts.assert_same({'a': np.float32([me])}, 'the ids')
+except RuntimeError as e:
+    print('error:', e)
+"""
+
+
+def test_helpers_across_two_processes(tmp_path):
+    """split_rows gathers every row in order (each process fed its own share), from_writer
+    sends process 0's value, assert_same stops on a difference, on both processes."""
+    codes, logs = cluster.run_python(HELPERS, 2, str(tmp_path))
+    assert codes == [0, 0], logs
+    for me, log in enumerate(logs):
+        assert 'rows [0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0] [0.0, 0.0, 0.0, 0.0, 4.0, 4.0, 4.0]' in log
+        assert 'from_writer [5.0]' in log and f'writer_first {me}' in log
+        assert 'error: the ids differ between the processes' in log
