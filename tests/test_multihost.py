@@ -54,9 +54,12 @@ def one_host(tmp_path_factory):
 
 def test_two_hosts_train_resume_and_score_as_one(one_host, tmp_path):
     workdir = tmp_path / 'run'
-    codes, logs = cluster.run(_flags(workdir, 'train'), 2, 2, tmp_path / 'logs_train')
+    # Streamed from host memory (each host sends its own devices' rows of each step), against
+    # the reference's images resident on the devices: the same samples and draws.
+    streamed = _flags(workdir, 'train') + ['--config.data.device_budget_mb=0']
+    codes, logs = cluster.run(streamed, 2, 2, tmp_path / 'logs_train')
     assert codes == [0, 0], logs
-    assert 'process 0 of 2: 2 of 4 devices' in logs[0]
+    assert 'process 0 of 2: 2 of 4 devices' in logs[0] and 'streaming' in logs[0]
     # One writer: each step once in metrics.jsonl, and process 1 printed nothing of ours.
     steps = [m['step'] for m in _metrics(workdir)]
     assert steps == sorted(set(steps)) and steps

@@ -48,6 +48,17 @@ def _quiet_closed_loop_errors():
     sys.unraisablehook = hook
 
 
+def _check_like(restored, target):
+    """ValueError naming the first array whose saved shape or dtype is not the model's."""
+    saved = dict(jax.tree_util.tree_flatten_with_path(restored)[0])
+    for path, want in jax.tree_util.tree_flatten_with_path(target)[0]:
+        got = saved.get(path)
+        if got is None or got.shape != want.shape or got.dtype != want.dtype:
+            found = 'missing' if got is None else f'{got.shape} {got.dtype}'
+            raise ValueError(f'{jax.tree_util.keystr(path)}: saved {found}, this model '
+                             f'{want.shape} {want.dtype}')
+
+
 class Checkpointer:
     """Saves every `every` steps (and on request), keeps the last `keep`."""
 
@@ -77,6 +88,7 @@ class Checkpointer:
             try:
                 restored = self.manager.restore(step, args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(target)))['state']
+                _check_like(restored, target)  # A numpy restore takes the saved shapes.
             except Exception as e:  # noqa: BLE001 -- orbax and tensorstore raise many kinds
                 _quiet_closed_loop_errors()
                 failed.append((step, e))

@@ -45,7 +45,7 @@ def streamed_batches(config, images, targets, n_pad, start, total, n_dev, positi
     visits the same samples with the same random draws as a resident one.
     """
     g = config.batch_size
-    cpu = jax.devices('cpu')[0]
+    cpu = jax.local_devices(backend='cpu')[0]  # This process's own.
     # n_pad as the resident run's, so the permutations match even where the draws depend
     # on the array's length (jax_threefry_partitionable=False).
     indices = jax.jit(lambda step: image_indices(jax.random.key(config.seed), step,
