@@ -137,11 +137,17 @@ def main(argv):
                 return  # Files only (--mode=report): process 0's work.
         if MODES[FLAGS.mode].needs_config:
             validate_config(FLAGS.config)  # Before any data, device or compile work.
-        lock = (workdir_lock(FLAGS.workdir, FLAGS.mode) if hosts.is_writer()
-                else contextlib.nullcontext())
-        with lock:
-            if MODES[FLAGS.mode].devices:
-                hosts.sync('workdir_locked')  # Process 0 holds the workdir.
+        with contextlib.ExitStack() as lock:
+            error = None
+            if hosts.is_writer():  # Process 0 holds the workdir for every process.
+                try:
+                    lock.enter_context(workdir_lock(FLAGS.workdir, FLAGS.mode))
+                except Exception as e:  # noqa: BLE001 -- raised by agree, on every process
+                    error = e
+            if MODES[FLAGS.mode].devices:  # Files-only modes run on process 0 alone.
+                hosts.agree(error, f'taking the lock of {FLAGS.workdir}')
+            elif error is not None:
+                raise error
             if FLAGS.runs:
                 print(report.write_universality(FLAGS.workdir, FLAGS.runs), end='')
             else:

@@ -155,6 +155,13 @@ try:
     hosts.assert_same({'a': np.float32([me])}, 'the ids')
 except RuntimeError as e:
     print('error:', e)
+for name, attempt in (('agree', lambda: hosts.agree(ValueError('boom') if me == 0 else None,
+                                                     'testing')),
+                      ('first', lambda: hosts.writer_first(lambda: 1 / me, 'dividing'))):
+    try:
+        attempt()
+    except Exception as e:
+        print(name, type(e).__name__, e)
 """
 
 
@@ -167,3 +174,19 @@ def test_helpers_across_two_processes(tmp_path):
         assert 'rows [0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0] [0.0, 0.0, 0.0, 0.0, 4.0, 4.0, 4.0]' in log
         assert 'from_writer [5.0]' in log and f'writer_first {me}' in log
         assert 'error: the ids differ between the processes' in log
+    # Process 0's failure stops both at once: its own error there, PeerError on the other.
+    assert 'agree ValueError boom' in logs[0] and 'first ZeroDivisionError' in logs[0]
+    assert 'agree PeerError process 0 stopped while testing' in logs[1]
+    assert 'first PeerError process 0 stopped while dividing' in logs[1]
+
+
+def test_a_busy_workdir_stops_every_process_at_once(tmp_path):
+    """Process 0 cannot take the lock: it says why, and process 1 stops too instead of
+    waiting for it until the heartbeat timeout."""
+    from unode_jax.lock import workdir_lock
+    workdir = tmp_path / 'run'
+    with workdir_lock(str(workdir), 'train'):
+        codes, logs = cluster.run(_flags(workdir, 'train'), 2, 1, tmp_path / 'logs', timeout=60)
+    assert codes == [1, 1], logs
+    assert 'is in use by process' in logs[0]
+    assert f'error: process 0 stopped while taking the lock of {workdir}' in logs[1]

@@ -33,6 +33,11 @@ class CheckpointMismatchError(UserError):
     """No checkpoint of a workdir restores into the config's model."""
 
 
+class PeerError(UserError):
+    """Process 0 of a multi-host run stopped at a step the others wait on (its own error is
+    in its output)."""
+
+
 class DamagedFileError(UserError, ValueError):
     """A file a run wrote earlier cannot be read back (truncated, overwritten, deleted part)."""
 

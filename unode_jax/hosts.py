@@ -7,7 +7,8 @@ the backend. With one process every function here is the identity or a no-op.
                          plots, config.json, bank.npz, caches) and prints; the others
                          compute and wait where they need its files
   sync(name)             every process waits here for the others
-  writer_first(fn)       process 0 runs fn (filling a cache), then the others do
+  writer_first(fn, what) process 0 runs fn (filling a cache), then the others do
+  agree(error, what)     process 0's failure stops every process at once
   from_writer(tree)      process 0's value of tree, on every process
   assert_same(tree, what) stops the run if tree differs between processes
   split_rows(fn, x, ...) each process applies fn to its own slice of rows of x; every
@@ -19,6 +20,8 @@ import os
 
 import jax
 import numpy as np
+
+from unode_jax.errors import PeerError
 
 # How a cluster is recognised when no --coordinator_address is given; jax then reads the
 # coordinator, the process count and this process's id from the environment (a Cloud TPU
@@ -83,15 +86,32 @@ def sync(name):
         multihost_utils.sync_global_devices(name)
 
 
-def writer_first(fn, name):
+def agree(error, what):
+    """After process 0 tried `what` (error: its exception, or None): it raises its error,
+    and so do the others at once (PeerError) rather than wait for it until the heartbeat
+    timeout."""
+    failed = error is not None
+    if process_count() > 1:
+        failed = bool(from_writer(np.int32(failed)))
+    if error is not None:
+        raise error
+    if failed:
+        raise PeerError(f'process 0 stopped while {what} (its error is in its output)')
+
+
+def writer_first(fn, what):
     """fn() on process 0, then (once it is done) on the others: they then read what it
     wrote to a shared disk (a prepared-array cache) instead of each writing it."""
+    if process_count() == 1:
+        return fn()
+    out = error = None
     if is_writer():
-        out = fn()
-        sync(name)
-        return out
-    sync(name)
-    return fn()
+        try:
+            out = fn()
+        except Exception as e:  # noqa: BLE001 -- raised again by agree, on every process
+            error = e
+    agree(error, what)
+    return out if is_writer() else fn()
 
 
 def from_writer(tree):

@@ -79,7 +79,7 @@ def run(config, workdir, mode='train_eval', classes=None, images=None, threshold
         return ablation.run_ablation(config, workdir, run, classes)
 
     # Process 0 prepares (and caches) the data first; the others then read the cache.
-    ds = hosts.writer_first(lambda: load_data(config, workdir), 'data_loaded')
+    ds = hosts.writer_first(lambda: load_data(config, workdir), 'loading the data')
     validate_config(config, num_classes=ds.num_classes, num_devices=jax.device_count())
     check_training_sizes(config, ds.y_train, ds.class_names, classes, training=m.train)
     if not len(ds.x_test) and m.needs_test:
