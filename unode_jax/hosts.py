@@ -138,7 +138,8 @@ def row_share(n, n_proc, index, align=1):
     """(first row, rows, rows per process) of process `index`'s share of n rows: blocks
     of `align` rows, as many per process as it takes, the last processes' shares shorter
     (or empty)."""
-    per = -(-(-(-n // align)) // n_proc) * align  # Rows per process, a multiple of align.
+    blocks = -(-n // align)
+    per = -(-blocks // n_proc) * align  # Rows per process, a multiple of align.
     start = min(index * per, n)
     return start, min(per, n - start), per
 

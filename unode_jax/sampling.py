@@ -50,9 +50,9 @@ def streamed_batches(config, images, targets, n_pad, start, total, n_dev, positi
     # on the array's length (jax_threefry_partitionable=False).
     indices = jax.jit(lambda step: image_indices(jax.random.key(config.seed), step,
                                                  jnp.arange(g), len(images), n_pad, g))
+    rows = np.asarray(positions if positions is not None else range(n_dev))
     for step in range(start, total):
         with jax.default_device(cpu):
             idx, partner = np.asarray(indices(jnp.int32(step)))
-        rows = np.asarray(positions if positions is not None else range(n_dev))
         idx, partner = idx.reshape(n_dev, -1)[rows], partner.reshape(n_dev, -1)[rows]
         yield dict(images=images[idx], partners=images[partner], targets=targets[idx])
