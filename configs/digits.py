@@ -4,17 +4,18 @@
 
 1,797 8x8 digits at 16 x 16 x 3, ~120 training images per normal class, a fifth of
 them held out for predict's threshold. Per class: AutoAugOOD weights from an untrained
-CNN's embeddings (no download), then a quarter-width CIFAR ResNet-18 trained for 25
-epochs; prints the AUROC table of the 10 one-class runs with the learning check (the
+CNN's embeddings (no download), then a quarter-width CIFAR ResNet-18 trained for 20
+epochs with lambda = 4 (below); prints the AUROC table of the 10 one-class runs with the learning check (the
 untrained network's and pixel kNN's AUROC beside the trained model's), then
 (--mode=all) the corrupted evaluation over 18 corruptions. Measured cost and numbers:
 README "Quick start". No paper number: digits is our offline stand-in for MNIST
 (Table 1: 97.4).
 
 The defaults that depart from the paper's text (configs/default.py) were chosen on
-this dataset with --mode=ablate and checked on configs/faces.py; the paper's literal
-choices are one override away:
-  --config.loss.kind=paper --config.negatives.max_compose=0
+this dataset with --mode=ablate and checked on configs/faces.py; this config's own
+lambda = 4 on a validation split of digits' training images (below). The paper's
+literal choices are one override away:
+  --config.loss.ce_weight=1 --config.loss.kind=paper --config.negatives.max_compose=0
   --config.autoaug.divergence=jeffreys --config.score.features=projection
   --config.score.balance=appendix_c
 XLA FLOPs per training step: 2.6 GFLOP (resnet18_cifar_w16, 16 px, batch 16;
@@ -41,11 +42,21 @@ def get_config():
     config.negatives.weights = 'auto'
     config.autoaug.embedder = 'random_cnn'
     config.autoaug.num_images = 64
+    # lambda = 4 (the paper's 1: --config.loss.ce_weight=1) and 20 epochs, chosen on a
+    # validation split of digits' training images (benchmarks/digits_seeds.py's split, the
+    # test images unread; seed 0, all 10 classes), mean AUROC of eq. (13), trained vs
+    # untrained 97.61: lambda 1, 25 epochs 97.77 (above the untrained network in 4 of 10
+    # classes; class 8 92.0 vs 95.3); lambda 4 99.21 (10 of 10); lambda 8 98.86 (9 of 10);
+    # lambda 4, 20 epochs 99.20 (10 of 10; class 8 96.7). With few inliers NT-Xent spreads
+    # them apart, and a larger lambda lets L_CE shape the features instead (Table 5's
+    # L_CE-only run was the best on digits). Faces does not agree (lambda 4: 93.9 vs 95.7),
+    # so lambda stays the paper's 1 elsewhere (README "Ablations").
+    config.loss.ce_weight = 4.0
     # Batch 16: twice the updates of batch 32 at the same cost (digits classes 2, 3, 8, 9,
-    # 40 epochs: binary term's AUROC 95.2 at batch 16, 92.4 at 32). 25 epochs (150 steps
-    # a class) keep --mode=all under 5 minutes on 2 cores.
+    # 40 epochs: binary term's AUROC 95.2 at batch 16, 92.4 at 32). 20 epochs (120 steps
+    # a class) keep --mode=all near 5 minutes on 2 cores.
     config.batch_size = 16
-    config.optim.num_epochs = 25
+    config.optim.num_epochs = 20
     config.optim.warmup_epochs = 3
     config.log_every = 10
     config.checkpoint_every = 100

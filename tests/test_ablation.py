@@ -142,3 +142,15 @@ def test_variant_configs_override_only_their_fields():
     assert ablation.variant_config(config, by_name['ce_only']).negatives.weights == 'auto'
     assert [v.name for v in ablation.selected(config)] == ['autoaugood', 'rotation', 'none',
                                                             'con_only', 'bn_inliers']
+
+
+def test_a_literal_choice_the_config_already_makes_is_not_run_twice():
+    config = _config()
+    config.ablation.variants = ('paper_lambda', 'paper_loss', 'con_only')
+    config.loss.ce_weight, config.loss.kind = 4.0, 'authors'
+    assert [v.name for v in ablation.selected(config)] == ['autoaugood', 'con_only',
+                                                            'paper_loss', 'paper_lambda']
+    by_name = {v.name: v for v in ablation.VARIANTS}
+    assert ablation.variant_config(config, by_name['paper_lambda']).loss.ce_weight == 1.0
+    config.loss.ce_weight, config.loss.kind = 1.0, 'paper'  # the paper's lambda and loss
+    assert [v.name for v in ablation.selected(config)] == ['autoaugood', 'con_only']

@@ -10,8 +10,8 @@ run.py, so a stopped ablation resumes and finished variants are not redone.
   Table 5 (losses)     L_con only | L_CE only | both (= the AutoAugOOD run)
   literal choices      where this config departs from the paper's text, the text's
                        choice: eq. (9)-(11)'s loss, composition of all weighted
-                       transforms, eq. (13) on the projection z (scored from the base
-                       run's checkpoints)
+                       transforms, lambda = 1, eq. (13) on the projection z (scored from
+                       the base run's checkpoints); one the config already makes is skipped
   BatchNorm            statistics recomputed on clean inliers (score.bn_stats)
   Table 6 (score)      sim (13) | binary (14) | both (15), of the AutoAugOOD run
   score balance        eq. (15) with each lambda of score.BALANCES, of the AutoAugOOD run
@@ -75,6 +75,8 @@ VARIANTS = (
     # (appendix C's balance is a row of the score-balance table).
     Variant('paper_loss', LITERAL, 'L_con as eq. (9)-(11): inlier anchors only',
             (('loss.kind', 'paper'),)),
+    Variant('paper_lambda', LITERAL, 'lambda = 1 in L_con + lambda L_CE (sec. 3.2)',
+            (('loss.ce_weight', 1.0),)),
     Variant('compose_all', LITERAL, 'r ~ U(1, k), k = all weighted transforms',
             (('negatives.max_compose', 0),)),
     Variant('projection_sim', LITERAL, 'eq. (13) on the projection z = g(f(x))',
@@ -103,10 +105,13 @@ def variant_config(config, variant):
 
 def selected(config):
     """The base variant and those ablation.variants lists (all when empty); a transform
-    that negatives.transforms does not hold has no "alone" variant."""
+    that negatives.transforms does not hold has no "alone" variant, and a variant whose
+    config is the base's (a literal choice the config already makes) is not run twice."""
     names = tuple(config.ablation.variants) or VARIANT_NAMES
     fixed = set(PAPER_TRANSFORMS) - set(config.negatives.transforms)
-    return [v for v in VARIANTS if (v.name in names and v.name not in fixed) or v.name == BASE]
+    base = variant_config(config, next(v for v in VARIANTS if v.name == BASE)).to_dict()
+    return [v for v in VARIANTS if v.name == BASE or (
+        v.name in names and v.name not in fixed and variant_config(config, v).to_dict() != base)]
 
 
 def _reuse_autoaug(base_dir, vdir):
