@@ -212,7 +212,8 @@ def test_malicious_or_mismatched_pretrained_is_refused_before_any_work(tmp_path)
 BAD_CONFIGS = [
     {'data.name': 'nope'}, {'autoaug.tau': 0.0}, {'autoaug.num_images': 5},
     {'corruptions.severity': 7}, {'batch_size': 0}, {'data.device_budget_mb': -1},
-    {'optim.warmup_epochs': -1}, {'negatives.max_compose': -1},
+    {'optim.warmup_epochs': -1}, {'negatives.max_compose': -1}, {'loss.ce_weight': -1.0},
+    {'loss.ce_weight': 0.0, 'loss.con_weight': 0.0},
     {'negatives.mixup_lam': (0.8, 0.2)}, {'score.crop_area': 0.0},
     {'data.name': 'arrays'}, {'data.name': 'mvtec'}, {'data.resize': 8},
     {'data.isic_holdout': 1.5}, {'data.categories': ('bottel',)}, {'data.anomaly_dirs': ()},

@@ -96,6 +96,10 @@ def validate_config(config, *, num_classes=None, num_devices=None):
             raise ConfigError(f'{name} must be positive, got {value!r}')
     if config.data.device_budget_mb < 0:
         raise ConfigError('data.device_budget_mb must be >= 0 (0: always stream from host)')
+    weights = (config.loss.con_weight, config.loss.ce_weight)
+    if min(weights) < 0 or max(weights) <= 0:
+        raise ConfigError(f'loss.con_weight and loss.ce_weight must be >= 0 and not both 0, '
+                          f'got {weights[0]!r} and {weights[1]!r}')
     if config.optim.warmup_epochs < 0:
         raise ConfigError('optim.warmup_epochs must be >= 0')
     if config.negatives.max_compose < 0:
