@@ -5,11 +5,11 @@
 1,797 8x8 digits at 16 x 16 x 3, ~120 training images per normal class, a fifth of
 them held out for predict's threshold. Per class: AutoAugOOD weights from an untrained
 CNN's embeddings (no download), then a quarter-width CIFAR ResNet-18 trained for 20
-epochs with lambda = 4 (below); prints the AUROC table of the 10 one-class runs with the learning check (the
-untrained network's and pixel kNN's AUROC beside the trained model's), then
-(--mode=all) the corrupted evaluation over 18 corruptions. Measured cost and numbers:
-README "Quick start". No paper number: digits is our offline stand-in for MNIST
-(Table 1: 97.4).
+epochs with lambda = 4 (below); prints the AUROC table of the 10 one-class runs with
+the learning check (the untrained network's and pixel kNN's AUROC beside the trained
+model's), then (--mode=all) the corrupted evaluation over 18 corruptions. Measured
+cost and numbers: README "Quick start". No paper number: digits is our offline
+stand-in for MNIST (Table 1: 97.4).
 
 The defaults that depart from the paper's text (configs/default.py) were chosen on
 this dataset with --mode=ablate and checked on configs/faces.py; this config's own

@@ -86,15 +86,15 @@ VARIANTS = (
 )
 VARIANT_NAMES = tuple(v.name for v in VARIANTS)
 BASE = 'autoaugood'  # Its run gives Table 5's "both", Table 6 and the baselines.
+BASE_VARIANT = next(v for v in VARIANTS if v.name == BASE)
 
 
 def variant_config(config, variant):
     """The run config with the base variant's overrides, then the variant's (a copy;
     config is not changed): every variant differs from the base in its own fields only."""
     cfg = copy.deepcopy(config)
-    base = next(v for v in VARIANTS if v.name == BASE)
     with cfg.unlocked():
-        for field, value in base.overrides + variant.overrides:
+        for field, value in BASE_VARIANT.overrides + variant.overrides:
             node = cfg
             *path, last = field.split('.')
             for p in path:
@@ -109,7 +109,7 @@ def selected(config):
     config is the base's (a literal choice the config already makes) is not run twice."""
     names = tuple(config.ablation.variants) or VARIANT_NAMES
     fixed = set(PAPER_TRANSFORMS) - set(config.negatives.transforms)
-    base = variant_config(config, next(v for v in VARIANTS if v.name == BASE)).to_dict()
+    base = variant_config(config, BASE_VARIANT).to_dict()
     return [v for v in VARIANTS if v.name == BASE or (
         v.name in names and v.name not in fixed and variant_config(config, v).to_dict() != base)]
 
