@@ -19,7 +19,8 @@ def _config():
     config = tiny_config(**{'data.normal_class': -1, 'predict.holdout': 0.2,
                             'negatives.transforms': ('rotation', 'cutout', 'mixup'),
                             'autoaug.embedder': 'pixels', 'autoaug.num_images': 40,
-                            'ablation.variants': ('rotation', 'none', 'con_only', 'bn_inliers')})
+                            'ablation.variants': ('rotation', 'none', 'con_only', 'bn_inliers',
+                                                  'spread_equal')})
     return config
 
 
@@ -28,10 +29,9 @@ def test_ablation_table_learning_check_and_resume(tmp_path, capsys):
     table = run(config, str(tmp_path), mode='ablate', classes=(0, 1))
     rows = {r['name']: r for r in table['rows']}
     assert list(rows) == ['autoaugood', 'rotation', 'none', 'con_only', 'both', 'bn_inliers',
-                          'auroc_sim',
-                          'auroc_binary', 'auroc', 'balance_spread', 'balance_appendix_c',
-                          'balance_appendix_c_norm', 'balance_authors', 'auroc_untrained',
-                          'auroc_pixel_knn']
+                          'auroc_sim', 'auroc_binary', 'auroc', 'spread_equal',
+                          'balance_spread', 'balance_appendix_c', 'balance_appendix_c_norm',
+                          'balance_authors', 'auroc_untrained', 'auroc_pixel_knn']
     assert table['classes'] == ['0', '1']
     out = capsys.readouterr().out
     assert 'learning check: sim (13)' in out and '| Table 5: losses |' in out
@@ -51,6 +51,15 @@ def test_ablation_table_learning_check_and_resume(tmp_path, capsys):
                                                              'mixup': 0.0}
         # Pixel kNN on real digits is all but perfect: a baseline the table must show.
         assert rows['auroc_pixel_knn']['classes'][c] > 0.95
+        # Equal spreads: the base run's model and terms with 1 / spread_share times its
+        # lambda (scored from the base's checkpoint, nothing retrained).
+        equal = result('spread_equal', c)
+        assert equal['steps'] == base['steps']
+        assert equal['balance_weight'] == pytest.approx(
+            base['balance_weight'] / config.score.spread_share, rel=1e-6)
+        s = np.load(tmp_path / 'autoaugood' / f'class_{c}' / 'scores.npz')
+        assert rows['spread_equal']['classes'][c] == pytest.approx(metrics.auroc(
+            s['is_normal'], s['sim'] + equal['balance_weight'] * s['binary']), abs=1e-9)
     assert rows['autoaugood']['mean'] == pytest.approx(
         np.mean([rows['autoaugood']['classes'][c] for c in ('0', '1')]))
     # No hard negatives: no L_CE, NT-Xent on the inlier views only.
@@ -117,7 +126,7 @@ def test_untrained_baseline_is_the_network_before_step_0(tmp_path):
     trained = restore_for_eval(config, str(tmp_path), 16)
     bank, held, test = (embed(trained, x, config) for x in (x_train[fit], x_train[hold], x_test))
     for balance, got in result['balances'].items():
-        w = score.score_weight(bank, balance, 'binary', held)
+        w = score.score_weight(bank, balance, 'binary', held, config.score.spread_share)
         s = score.unode_scores(bank, test, balance, 'binary', w)
         assert got['weight'] == pytest.approx(w, rel=1e-6), balance
         assert got['auroc'] == pytest.approx(metrics.auroc(is_normal, s['score']), abs=1e-9)
@@ -141,7 +150,8 @@ def test_variant_configs_override_only_their_fields():
     config.negatives.weights = 'uniform'
     assert ablation.variant_config(config, by_name['ce_only']).negatives.weights == 'auto'
     assert [v.name for v in ablation.selected(config)] == ['autoaugood', 'rotation', 'none',
-                                                            'con_only', 'bn_inliers']
+                                                            'con_only', 'bn_inliers',
+                                                            'spread_equal']
 
 
 def test_a_literal_choice_the_config_already_makes_is_not_run_twice():

@@ -214,7 +214,7 @@ BAD_CONFIGS = [
     {'corruptions.severity': 7}, {'batch_size': 0}, {'data.device_budget_mb': -1},
     {'optim.warmup_epochs': -1}, {'negatives.max_compose': -1}, {'loss.ce_weight': -1.0},
     {'loss.ce_weight': 0.0, 'loss.con_weight': 0.0},
-    {'negatives.mixup_lam': (0.8, 0.2)}, {'score.crop_area': 0.0},
+    {'negatives.mixup_lam': (0.8, 0.2)}, {'score.crop_area': 0.0}, {'score.spread_share': 0.0},
     {'data.name': 'arrays'}, {'data.name': 'mvtec'}, {'data.resize': 8},
     {'data.isic_holdout': 1.5}, {'data.categories': ('bottel',)}, {'data.anomaly_dirs': ()},
     {'data.setting': 'unlabeled'},

@@ -174,6 +174,9 @@ def test_spread_balance_restated():
 
     lam = brute_force(held['z'], train['z']).std() / prob(held['logits']).std()
     assert score.score_weight(train, 'spread', reference=held) == pytest.approx(lam, rel=1e-5)
+    # spread_share: the head's term gets that fraction of the similarity's spread.
+    assert score.score_weight(train, 'spread', reference=held, share=0.1) == pytest.approx(
+        0.1 * lam, rel=1e-5)
     zn = train['z'] / np.linalg.norm(train['z'], axis=1, keepdims=True)
     loo = zn @ zn.T
     np.fill_diagonal(loo, -np.inf)

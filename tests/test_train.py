@@ -443,3 +443,41 @@ def test_resume_drops_metrics_past_the_checkpoint_and_a_half_written_line(tmp_pa
                     '{"step": 3, "loss": 0.8}\n{"step": 4, "lo')
     truncate_metrics(str(path), 2)
     assert path.read_text() == '{"step": 1, "loss": 1.0}\n{"step": 2, "loss": 0.9}\n'
+
+
+def test_compile_ahead_fills_the_cache_the_train_step_reads(tmp_path):
+    """trained.compile_ahead compiles a sweep's train step in the background for exactly the
+    inputs train passes, so train then compiles one program fewer than without it."""
+    from jax import monitoring
+    from unode_jax import trained
+    compiles = []
+    monitoring.register_event_duration_secs_listener(
+        lambda event, seconds, **kw: compiles.append(seconds)
+        if event == '/jax/core/compile/backend_compile_duration' else None)
+    x = np.random.default_rng(0).integers(0, 255, (35, 16, 16, 3), dtype=np.uint8)
+
+    def count(fn):
+        n = len(compiles)
+        fn()
+        return len(compiles) - n
+
+    def train(temperature, ahead):  # a temperature of its own: a train step not yet compiled
+        config = tiny_config(**{'loss.temperature': temperature})
+        train_lib.create_train_state(jax.random.key(0), config, 16, train_lib.AXIS)  # its init
+        p_train_step = train_lib.make_p_train_step(config)
+        weights = np.full(len(config.negatives.transforms), 1.0)
+        n_ahead = count(lambda: trained.compile_ahead(config, p_train_step, 40, 16).result()
+                        ) if ahead else 0
+        return n_ahead, count(lambda: train_lib.train(
+            config, str(tmp_path / str(temperature)), x, weights, n_pad=40,
+            p_train_step=p_train_step))
+
+    train(0.31, ahead=False)  # every other program of train compiled once
+    _, plain = train(0.32, ahead=False)
+    n_ahead, after = train(0.33, ahead=True)
+    assert plain >= 1 and n_ahead >= 1 and after == plain - 1, (plain, n_ahead, after)
+    # Inputs train would not pass (outlier exposure, streamed images): nothing compiled.
+    config = tiny_config(**{'negatives.outliers': 'x.npz'})
+    assert trained.compile_ahead(config, None, 40, 16) is None
+    config = tiny_config(**{'data.device_budget_mb': 0})
+    assert trained.compile_ahead(config, None, 40, 16) is None

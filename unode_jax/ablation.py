@@ -14,7 +14,9 @@ run.py, so a stopped ablation resumes and finished variants are not redone.
                        the base run's checkpoints); one the config already makes is skipped
   BatchNorm            statistics recomputed on clean inliers (score.bn_stats)
   Table 6 (score)      sim (13) | binary (14) | both (15), of the AutoAugOOD run
-  score balance        eq. (15) with each lambda of score.BALANCES, of the AutoAugOOD run
+  score balance        eq. (15) with each lambda of score.BALANCES, of the AutoAugOOD run,
+                       and the spread balance with equal spreads (score.spread_share = 1,
+                       scored from the base run's checkpoints)
   baselines            the untrained network's similarity (the learning check) and
                        pixel-space kNN (score.baselines), beside the AutoAugOOD run
 
@@ -48,29 +50,33 @@ class Variant:
     scoring_only: bool = False
 
 
-LITERAL = "The paper's literal choice"
+# The tables a row belongs to, in the order they are printed.
+NEGATIVES, LOSSES, LITERAL = 'Table 4: negatives', 'Table 5: losses', "The paper's literal choice"
+BN, SCORE, BALANCE, BASELINES = ('BatchNorm statistics', 'Table 6: score',
+                                 'Score balance (lambda of eq. 15)', 'Baselines')
+TABLES = (NEGATIVES, LOSSES, LITERAL, BN, SCORE, BALANCE, BASELINES)
 
 
 def _fixed(name):
-    return Variant(name, 'Table 4: negatives', f'{name} alone',
+    return Variant(name, NEGATIVES, f'{name} alone',
                    (('negatives.weights', f'{name}=1'),))
 
 
 VARIANTS = (
-    Variant('autoaugood', 'Table 4: negatives', "AutoAugOOD (the config's autoaug settings)",
+    Variant('autoaugood', NEGATIVES, "AutoAugOOD (the config's autoaug settings)",
             (('negatives.weights', 'auto'),)),
-    Variant('autoaugood_literal', 'Table 4: negatives',
+    Variant('autoaugood_literal', NEGATIVES,
             'AutoAugOOD, eq. (6)-(8) literally (Jeffreys, tau 1)',
             (('negatives.weights', 'auto'), ('autoaug.divergence', 'jeffreys'),
              ('autoaug.tau', 1.0))),
-    Variant('uniform', 'Table 4: negatives', 'uniform weights',
+    Variant('uniform', NEGATIVES, 'uniform weights',
             (('negatives.weights', 'uniform'),)),
     *(_fixed(t) for t in PAPER_TRANSFORMS),
-    Variant('none', 'Table 4: negatives', 'none: NT-Xent on inlier views only (sim)',
+    Variant('none', NEGATIVES, 'none: NT-Xent on inlier views only (sim)',
             (('negatives.weights', 'none'),), score='auroc_sim'),
-    Variant('con_only', 'Table 5: losses', 'L_con only (sim)', (('loss.ce_weight', 0.0),),
+    Variant('con_only', LOSSES, 'L_con only (sim)', (('loss.ce_weight', 0.0),),
             score='auroc_sim'),
-    Variant('ce_only', 'Table 5: losses', 'L_CE only', (('loss.con_weight', 0.0),)),
+    Variant('ce_only', LOSSES, 'L_CE only', (('loss.con_weight', 0.0),)),
     # Where this implementation's defaults depart from the paper's text, the literal choice
     # (appendix C's balance is a row of the score-balance table).
     Variant('paper_loss', LITERAL, 'L_con as eq. (9)-(11): inlier anchors only',
@@ -81,8 +87,10 @@ VARIANTS = (
             (('negatives.max_compose', 0),)),
     Variant('projection_sim', LITERAL, 'eq. (13) on the projection z = g(f(x))',
             (('score.features', 'projection'),), scoring_only=True),
-    Variant('bn_inliers', 'BatchNorm statistics', 'recomputed on clean inliers after training',
+    Variant('bn_inliers', BN, 'recomputed on clean inliers after training',
             (('score.bn_stats', 'inliers'),), scoring_only=True),
+    Variant('spread_equal', BALANCE, 'eq. (15), balance spread with equal spreads '
+            '(score.spread_share = 1)', (('score.spread_share', 1.0),), scoring_only=True),
 )
 VARIANT_NAMES = tuple(v.name for v in VARIANTS)
 BASE = 'autoaugood'  # Its run gives Table 5's "both", Table 6 and the baselines.
@@ -191,22 +199,21 @@ def ablation_table(rows):
     out = []
     for v, summary, seconds in rows.values():
         out.append(_row(v.name, v.table, v.label, _per_class(summary, v.score), seconds))
-    out.append(_row('both', 'Table 5: losses', 'L_con + lambda L_CE (= autoaugood)',
+    out.append(_row('both', LOSSES, 'L_con + lambda L_CE (= autoaugood)',
                     _per_class(base, 'auroc')))
     for key, label in (('auroc_sim', 'similarity, eq. (13)'), ('auroc_binary', 'binary, eq. (14)'),
                        ('auroc', 'both, eq. (15)')):
-        out.append(_row(key, 'Table 6: score', label, _per_class(base, key)))
+        out.append(_row(key, SCORE, label, _per_class(base, key)))
     for balance in next(iter(base['classes'].values())).get('balances', {}):
-        out.append(_row(f'balance_{balance}', 'Score balance (lambda of eq. 15)',
+        out.append(_row(f'balance_{balance}', BALANCE,
                         f'eq. (15), balance {balance}',
                         {c: float(r['balances'][balance]['auroc'])
                          for c, r in base['classes'].items()}))
     for key, label in (('auroc_untrained', 'untrained network, sim (13)'),
                        ('auroc_pixel_knn', 'pixel-space kNN')):
         if all(key in r for r in base['classes'].values()):
-            out.append(_row(key, 'Baselines', label, _per_class(base, key)))
-    groups = list(dict.fromkeys(r['table'] for r in out))  # the order they first appear
-    out.sort(key=lambda r: groups.index(r['table']))  # stable: each group's rows together
+            out.append(_row(key, BASELINES, label, _per_class(base, key)))
+    out.sort(key=lambda r: TABLES.index(r['table']))  # stable: each table's rows together
     classes = sorted(base['classes'], key=int)
     names = {c: base['classes'][c]['class_name'] for c in classes}
     return dict(dataset=base['dataset'], classes=classes, class_names=names,

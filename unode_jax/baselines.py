@@ -36,8 +36,11 @@ def pixel_features(images):
 def untrained_embedder(config, image_size, num_classes, embed):
     """images -> z of the network before training (the init `train` starts from)."""
     from unode_jax import train as train_lib  # The init lives with the trainer.
+    # With the trainer's BatchNorm axis: the same model object as the trained state's, so
+    # the init and the embedding reuse their compiled programs (~5 s on a 2-core CPU); the
+    # axis only matters to batch statistics in training, which embedding does not use.
     state = train_lib.create_train_state(jax.random.key(config.seed), config, image_size,
-                                         num_classes=num_classes)
+                                         train_lib.AXIS, num_classes=num_classes)
     return lambda images: embed(state, images, config)['z']
 
 

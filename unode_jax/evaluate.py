@@ -89,7 +89,7 @@ def evaluate_one_class(state, config, bank, x_test, test_is_normal, *, weight, h
         if balance == 'authors' and head != 'binary':
             continue
         w = weight if balance == config.score.balance else score.score_weight(
-            bank, balance, head, reference)
+            bank, balance, head, reference, config.score.spread_share)
         if balance == config.score.balance:
             b = s['score']
         elif {balance, config.score.balance} & set(score.NORM_SCALED):  # other terms

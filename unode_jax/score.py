@@ -192,27 +192,28 @@ def leave_one_out_max_cosine(z, chunk=1024) -> np.ndarray:
     return out
 
 
-def spread_weight(sim, term, floor=1e-6, cap=1e6):
-    """lambda = std(sim) / std(term) on normal images: both terms of eq. (15) then vary as
-    much on normal data, so neither dominates the sum by its scale alone (appendix C's
-    mean matching leaves the binary probability, whose spread is far larger than a
-    cosine's, in charge). Positive and at most `cap`."""
-    return float(min(max(np.std(sim), floor) / max(np.std(term), floor), cap))
+def spread_weight(sim, term, share=1.0, floor=1e-6, cap=1e6):
+    """lambda = share * std(sim) / std(term) on normal images: the head's term of eq. (15)
+    then varies `share` times as much as the similarity on normal data, so neither
+    dominates the sum by its scale alone (appendix C's mean matching leaves the binary
+    probability, whose spread is far larger than a cosine's, in charge); share = 1 matches
+    the spreads. Positive and at most `cap`."""
+    return float(min(share * max(np.std(sim), floor) / max(np.std(term), floor), cap))
 
 
-def score_weight(train, balance='appendix_c', head='binary', reference=None):
+def score_weight(train, balance='appendix_c', head='binary', reference=None, share=1.0):
     """lambda of eq. (15) from the training bank {'z', 'logits'}: appendix C's balance
-    (see balance_weight), spread matching (spread_weight) on `reference` ({'z', 'logits'}
-    of held-out normal images; None: the bank, its similarity leave-one-out), or the
-    authors' 1 / mean(logit_0 on train)."""
+    (see balance_weight), spread matching (spread_weight, the head's term given `share`
+    of the similarity's spread) on `reference` ({'z', 'logits'} of held-out normal images;
+    None: the bank, its similarity leave-one-out), or the authors' 1 / mean(logit_0)."""
     if balance not in BALANCES:
         raise ValueError(f'score.balance must be one of {BALANCES}, got {balance!r}')
     if balance == 'spread':
         if reference is not None and len(reference['z']) >= 2:
             return spread_weight(max_cosine_similarity(reference['z'], train['z']),
-                                 head_term(reference['logits'], head))
+                                 head_term(reference['logits'], head), share)
         return spread_weight(leave_one_out_max_cosine(train['z']),
-                             head_term(train['logits'], head))
+                             head_term(train['logits'], head), share)
     if balance == 'appendix_c':
         return balance_weight(leave_one_out_max_cosine(train['z']),
                               head_term(train['logits'], head))

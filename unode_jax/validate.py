@@ -89,7 +89,8 @@ def validate_config(config, *, num_classes=None, num_devices=None):
                     log_every=config.log_every, checkpoint_every=config.checkpoint_every,
                     keep_checkpoints=config.keep_checkpoints,
                     score_batch_size=config.score.batch_size,
-                    ensemble=config.score.ensemble, temperature=config.loss.temperature,
+                    ensemble=config.score.ensemble,
+                    spread_share=config.score.spread_share, temperature=config.loss.temperature,
                     num_epochs=config.optim.num_epochs)
     for name, value in positive.items():
         if not value > 0:
