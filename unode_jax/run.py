@@ -34,7 +34,7 @@ from unode_jax.evaluators import evaluator, predict_images
 from unode_jax.files import read_json
 from unode_jax.modes import MODES
 from unode_jax.plan import plan_runs, predict_dir
-from unode_jax.trained import compile_ahead, load_trained, save_config, train_or_restore
+from unode_jax.trained import load_trained, save_config, train_or_restore
 from unode_jax.validate import check_training_sizes, validate_config
 
 def _finished(run, mode):
@@ -100,9 +100,6 @@ def run(config, workdir, mode='train_eval', classes=None, images=None, threshold
     if len(runs) > 1 and m.train:  # Pad classes to the largest: one compiled step for all.
         shared = dict(n_pad=int(np.bincount(ds.y_train, minlength=ds.num_classes).max()),
                       p_train_step=train_lib.make_p_train_step(config))
-        if weights is None and config.data.setting == 'one_class':  # AutoAugOOD comes first
-            shared['ahead'] = compile_ahead(config, shared['p_train_step'], shared['n_pad'],
-                                            ds.x_train.shape[1])
     rows = [[] for _ in evals]
     for r in runs:
         done = _finished(r, m)

@@ -4,7 +4,6 @@ training embeddings and eq. (15)'s lambda computed and saved in bank.npz. Every
 evaluator (evaluators.py) reads this one object."""
 from __future__ import annotations
 
-import concurrent.futures
 import copy
 import dataclasses
 import os
@@ -93,38 +92,10 @@ def restore_for_eval(config, workdir, image_size, num_classes=2):
     return restored
 
 
-def compile_ahead(config, p_train_step, n_pad, image_size):
-    """Starts compiling p_train_step for train's inputs (n_pad resident images, the binary
-    head) in a background thread; returns its Future, or None where train would feed
-    other inputs (outlier exposure, images streamed from the host).
-
-    A sweep's first class computes its AutoAugOOD weights meanwhile, so the train step's
-    compile (15 s of the digits quick start on 2 CPU cores) overlaps theirs instead of
-    following it. It compiles only: nothing runs a collective beside the main thread's.
-    """
-    images = np.zeros((n_pad, image_size, image_size, 3), np.uint8)
-    if config.negatives.outliers or images.nbytes > config.data.device_budget_mb * 2 ** 20:
-        return None
-
-    def compile_step():
-        state = train_lib.create_train_state(jax.random.key(config.seed), config, image_size,
-                                             train_lib.AXIS)
-        batch = train_lib.device_batch(images, np.ones((n_pad,), np.int32),
-                                       np.zeros(len(config.negatives.transforms), np.float32),
-                                       images[:1], n_valid=n_pad)
-        p_train_step.lower(train_lib.replicate(state), train_lib.replicate(batch)).compile()
-
-    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='compile_ahead')
-    future = pool.submit(compile_step)
-    pool.shutdown(wait=False)  # The thread ends with its one job.
-    return future
-
-
 def train_or_restore(config, run: ModelRun, train, *, weights, embedder=None, outliers=None,
-                     n_pad=None, p_train_step=None, ahead=None) -> TrainedModel:
+                     n_pad=None, p_train_step=None) -> TrainedModel:
     """run's model, trained (or resumed) on its training images less predict.holdout's
-    held-out ones when `train`, else restored; weights=None: AutoAugOOD's, per model.
-    ahead: compile_ahead's Future, awaited before training."""
+    held-out ones when `train`, else restored; weights=None: AutoAugOOD's, per model."""
     x_train, labels = run.x_train, run.labels
     fit, hold = holdout_split(len(x_train), config.predict.holdout, config.seed)
     x_fit, x_hold = x_train[fit], x_train[hold]
@@ -133,8 +104,6 @@ def train_or_restore(config, run: ModelRun, train, *, weights, embedder=None, ou
     if train:
         if weights is None:
             weights, embedder_used = autoaug_weights(config, run, x_fit, embedder, outliers)
-        if ahead is not None:
-            ahead.result()  # The step is compiled (or its error raised here).
         state = train_lib.train(config, run.directory, x_fit, weights, labels=labels,
                                 n_pad=n_pad, p_train_step=p_train_step, outliers=outliers)
     else:
