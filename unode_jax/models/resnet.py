@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from unode_jax.models import small_conv
+
 ModuleDef = Any
 
 def conv_kernel_init(key, shape, dtype=jnp.float32):
@@ -32,7 +34,8 @@ def conv_kernel_init(key, shape, dtype=jnp.float32):
 # (more on the bottom/right), which shifts features relative to torch.
 def conv_and_norm(dtype, train, bn_axis_name):
     """Bias-free convs and torch-default BatchNorm (momentum 0.1 = Flax 0.9, eps 1e-5)."""
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=dtype, kernel_init=conv_kernel_init)
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=dtype, kernel_init=conv_kernel_init,
+                             conv_general_dilated=small_conv.conv_general_dilated)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=dtype, axis_name=bn_axis_name)
     return conv, norm
