@@ -164,3 +164,15 @@ def test_a_literal_choice_the_config_already_makes_is_not_run_twice():
     assert ablation.variant_config(config, by_name['paper_lambda']).loss.ce_weight == 1.0
     config.loss.ce_weight, config.loss.kind = 1.0, 'paper'  # the paper's lambda and loss
     assert [v.name for v in ablation.selected(config)] == ['autoaugood', 'con_only']
+
+
+def test_equal_spreads_row_is_the_spread_balance_whatever_the_configs_balance():
+    config = _config()
+    config.ablation.variants = ('spread_equal',)
+    by_name = {v.name: v for v in ablation.VARIANTS}
+    config.score.balance, config.score.spread_share = 'spread', 1.0  # the row is the base
+    assert [v.name for v in ablation.selected(config)] == ['autoaugood']
+    config.score.balance = 'appendix_c'
+    assert [v.name for v in ablation.selected(config)] == ['autoaugood', 'spread_equal']
+    cfg = ablation.variant_config(config, by_name['spread_equal'])
+    assert (cfg.score.balance, cfg.score.spread_share) == ('spread', 1.0)

@@ -228,6 +228,14 @@ BAD_CONFIGS = [
 ]
 
 
+@pytest.mark.parametrize('field', ['batch_size', 'data.image_size', 'score.batch_size',
+                                   'score.spread_share', 'loss.temperature',
+                                   'optim.num_epochs'])
+def test_a_field_that_must_be_positive_is_named_as_the_user_sets_it(field):
+    with pytest.raises(ConfigError, match=rf'^{field} must be positive, got 0'):
+        validate.validate_config(tiny_config(**{field: 0}))
+
+
 def _config_error_lines():
     source = open(validate.__file__).read().splitlines()
     return {i + 1 for i, line in enumerate(source) if 'raise ConfigError' in line}

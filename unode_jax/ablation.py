@@ -90,7 +90,8 @@ VARIANTS = (
     Variant('bn_inliers', BN, 'recomputed on clean inliers after training',
             (('score.bn_stats', 'inliers'),), scoring_only=True),
     Variant('spread_equal', BALANCE, 'eq. (15), balance spread with equal spreads '
-            '(score.spread_share = 1)', (('score.spread_share', 1.0),), scoring_only=True),
+            '(score.spread_share = 1)', (('score.balance', 'spread'), ('score.spread_share', 1.0)),
+            scoring_only=True),
 )
 VARIANT_NAMES = tuple(v.name for v in VARIANTS)
 BASE = 'autoaugood'  # Its run gives Table 5's "both", Table 6 and the baselines.

@@ -85,13 +85,14 @@ def validate_config(config, *, num_classes=None, num_devices=None):
         raise ConfigError(f'corruptions.severity must be 1..5, got {config.corruptions.severity}')
     _check_data(config.data)
     _check_pretrained(config)
-    positive = dict(batch_size=config.batch_size, image_size=config.data.image_size,
-                    log_every=config.log_every, checkpoint_every=config.checkpoint_every,
-                    keep_checkpoints=config.keep_checkpoints,
-                    score_batch_size=config.score.batch_size,
-                    ensemble=config.score.ensemble,
-                    spread_share=config.score.spread_share, temperature=config.loss.temperature,
-                    num_epochs=config.optim.num_epochs)
+    positive = {'batch_size': config.batch_size, 'data.image_size': config.data.image_size,
+                'log_every': config.log_every, 'checkpoint_every': config.checkpoint_every,
+                'keep_checkpoints': config.keep_checkpoints,
+                'score.batch_size': config.score.batch_size,
+                'score.ensemble': config.score.ensemble,
+                'score.spread_share': config.score.spread_share,
+                'loss.temperature': config.loss.temperature,
+                'optim.num_epochs': config.optim.num_epochs}
     for name, value in positive.items():
         if not value > 0:
             raise ConfigError(f'{name} must be positive, got {value!r}')
