@@ -54,7 +54,7 @@ def get_config():
     config.loss.ce_weight = 4.0
     # Batch 16: twice the updates of batch 32 at the same cost (digits classes 2, 3, 8, 9,
     # 40 epochs: binary term's AUROC 95.2 at batch 16, 92.4 at 32). 20 epochs (120 steps
-    # a class) keep --mode=all near 5 minutes on 2 cores.
+    # a class): --mode=all in 216 s on 2 cores (README "Speed").
     config.batch_size = 16
     config.optim.num_epochs = 20
     config.optim.warmup_epochs = 3
