@@ -246,8 +246,8 @@ def get_config():
     # paper's mean matching (sign-safe), eq. (13) on its cosine scale | appendix_c_norm =
     # appendix C's two steps literally: eq. (13) on the embedding-norm scale
     # <z, z_m/|z_m|>, lambda = mean |z_train| / mean P(inlier) on training | authors.
-    # Mean AUROC on digits / faces: spread 98.9 / 96.4, appendix_c 97.1 / 90.4,
-    # appendix_c_norm 96.9 / 75.9, authors 90.8 / 45.2. spread is the default: appendix C's
+    # Mean AUROC on digits / faces: spread 98.9 / 96.4, appendix_c 97.0 / 90.4,
+    # appendix_c_norm 96.7 / 75.9, authors 86.2 / 45.2. spread is the default: appendix C's
     # means leave the binary term, whose spread is far larger, in charge (README
     # "Ablations").
     config.score.balance = 'spread'
@@ -268,7 +268,7 @@ def get_config():
     # BatchNorm statistics used to score (unode_jax/precise_bn.py): train = the running
     # statistics of training, whose batches are half hard negatives | inliers = recomputed
     # on the clean training images after training. train is the default: inliers gave
-    # 98.8 against 98.9 on digits and 91.2 against 96.4 on faces (README "Ablations").
+    # 98.4 against 98.9 on digits and 91.2 against 96.4 on faces (README "Ablations").
     config.score.bn_stats = 'train'
     # What eq. (13)'s similarity compares: projection = z = g(f(x)) (the paper's) |
     # encoder = f(x), the feature g reads (the default: the projection head learns

@@ -61,7 +61,8 @@ def get_config():
     config.log_every = 10
     config.checkpoint_every = 100
     # 200: the 599 test images (and each corrupted copy) embed in 3 passes with 1 padded
-    # row, not 5 with 41 (128): 0.31 s against 0.33 s a set, ~5 s of the quick start.
+    # row, not 5 with 41 (128): 0.31 s against 0.33 s a set (measured before
+    # models/small_conv.py made every forward pass faster).
     config.score.batch_size = 200
     # A fifth of each class's training images held out to fit predict's threshold (the
     # paper trains on all): --mode=predict works on this run.

@@ -37,15 +37,14 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
                          precision=None, **kwargs):
     """lax.conv_general_dilated, with small-output 2-D convolutions on the CPU as a matmul."""
-    args = (lhs, rhs, window_strides, padding)
-    options = dict(lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
-                   dimension_numbers=dimension_numbers,
-                   feature_group_count=feature_group_count, precision=precision, **kwargs)
     pads = matmul_pads(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                        dimension_numbers, feature_group_count, kwargs)
-    if pads is None:
-        return lax.conv_general_dilated(*args, **options)
-    return dense_conv(lhs, rhs, window_strides, pads, precision)
+                       dimension_numbers, feature_group_count, kwargs)
+    if pads is not None:
+        return dense_conv(lhs, rhs, window_strides, pads, precision)
+    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+                                    rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+                                    feature_group_count=feature_group_count, precision=precision,
+                                    **kwargs)
 
 
 def matmul_pads(lhs, rhs, strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
