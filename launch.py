@@ -17,6 +17,7 @@ r"""UNODE: train and evaluate a novelty detector.
 import contextlib
 import faulthandler
 import importlib.util
+import logging as std_logging
 import os
 import sys
 
@@ -118,6 +119,10 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     if not FLAGS.debug:  # absl's faulthandler dumps every thread on an abort: --debug only.
         faulthandler.disable()
+        # orbax logs a failed background save (a full disk) at ERROR with its traceback,
+        # then raises it: the raised error is the one line.
+        std_logging.getLogger('absl').addFilter(
+            lambda record: '/orbax/' not in record.pathname.replace(os.sep, '/'))
     sys.stdout.reconfigure(errors='backslashreplace')  # File names that are not UTF-8.
     if FLAGS.config is None and MODES[FLAGS.mode].needs_config:
         sys.exit(f'error: --config is required for --mode={FLAGS.mode} ({FLAGS.workdir} has no '
@@ -161,7 +166,7 @@ def main(argv):
     except Exception as e:  # noqa: BLE001 -- one line for everything; --debug for the rest
         if FLAGS.debug:
             raise
-        sys.exit(error_line(e))
+        sys.exit(error_line(e, FLAGS.workdir))
 
 
 if __name__ == '__main__':

@@ -1,4 +1,9 @@
-"""Start N local processes of `launch.py` as one JAX cluster (tests/test_multihost.py)."""
+"""Start N local processes of `launch.py` as one JAX cluster (tests/test_multihost.py).
+
+Each process writes its output to logdir/p<i>.log; a cluster still running after its
+time limit (generous, children.TIMEOUT_S: the limit only stops a hung cluster) is killed and
+the test fails with the tail of every process's log.
+"""
 import os
 import signal
 import socket
@@ -6,7 +11,9 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import children
+
+ROOT = children.ROOT
 
 
 def free_port():
@@ -24,6 +31,20 @@ def process_env(devices):
     return env
 
 
+def _start_one(cmd, env, log_path):
+    """Popen of cmd in its own session, its stdout and stderr in log_path (kept as .log_path)."""
+    with open(log_path, 'w') as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    proc.log_path = log_path
+    return proc
+
+
+def read_log(proc):
+    with open(proc.log_path, errors='replace') as f:
+        return f.read()
+
+
 def start(args, processes, devices, logdir, heartbeat_s=10):
     """Popen of each process of a cluster running `python launch.py *args`; stdout and
     stderr in logdir/p<i>.log."""
@@ -33,12 +54,8 @@ def start(args, processes, devices, logdir, heartbeat_s=10):
         cluster = ([f'--coordinator_address=127.0.0.1:{port}', f'--num_processes={processes}',
                     f'--process_id={i}', f'--heartbeat_timeout_s={heartbeat_s}']
                    if processes > 1 else [])
-        log = open(os.path.join(logdir, f'p{i}.log'), 'w')
-        procs.append(subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, 'launch.py'), *args, *cluster], cwd=ROOT,
-            env=process_env(devices), stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True))
-        log.close()
+        procs.append(_start_one([sys.executable, children.LAUNCH, *args, *cluster],
+                                process_env(devices), os.path.join(logdir, f'p{i}.log')))
     return procs
 
 
@@ -50,45 +67,36 @@ def kill_all(procs):
         p.wait()
 
 
-def wait(procs, timeout):
-    """Every process's return code; all are killed (and TimeoutError raised) when one is
-    still running after `timeout` seconds."""
+def wait(procs, timeout=children.TIMEOUT_S):
+    """Every process's return code; when one is still running after `timeout` seconds, all
+    are killed and the test fails with each process's output."""
     deadline = time.monotonic() + timeout
     try:
         for p in procs:
             p.wait(timeout=max(deadline - time.monotonic(), 0.1))
     except subprocess.TimeoutExpired:
         kill_all(procs)
-        raise TimeoutError(f'cluster still running after {timeout} s: killed') from None
+        children.timed_out(f'a cluster of {len(procs)} processes', timeout, '\n'.join(
+            f'--- process {i} ({p.log_path}) ---\n{children.tail(read_log(p))}'
+            for i, p in enumerate(procs)))
     return [p.returncode for p in procs]
 
 
-def run(args, processes, devices, logdir, timeout=120, **kw):
+def run(args, processes, devices, logdir, timeout=children.TIMEOUT_S, **kw):
     """Runs a cluster to the end -> (return codes, each process's output)."""
     os.makedirs(logdir, exist_ok=True)
-    codes = wait(start(args, processes, devices, logdir, **kw), timeout)
-    logs = []
-    for i in range(processes):
-        with open(os.path.join(logdir, f'p{i}.log')) as f:
-            logs.append(f.read())
-    return codes, logs
+    procs = start(args, processes, devices, logdir, **kw)
+    codes = wait(procs, timeout)
+    return codes, [read_log(p) for p in procs]
 
 
-def run_python(code, processes, logdir, timeout=60):
+def run_python(code, processes, logdir, timeout=children.TIMEOUT_S):
     """Runs `python -c code COORDINATOR PROCESS_ID` as each process of a cluster of 1-device
     processes -> (return codes, outputs)."""
     os.makedirs(logdir, exist_ok=True)
     port = free_port()
-    procs = []
-    for i in range(processes):
-        log = open(os.path.join(logdir, f'p{i}.log'), 'w')
-        procs.append(subprocess.Popen(
-            [sys.executable, '-c', code, f'127.0.0.1:{port}', str(i)], cwd=ROOT,
-            env=process_env(1), stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-        log.close()
+    procs = [_start_one([sys.executable, '-c', code, f'127.0.0.1:{port}', str(i)],
+                        process_env(1), os.path.join(logdir, f'p{i}.log'))
+             for i in range(processes)]
     codes = wait(procs, timeout)
-    logs = []
-    for i in range(processes):
-        with open(os.path.join(logdir, f'p{i}.log')) as f:
-            logs.append(f.read())
-    return codes, logs
+    return codes, [read_log(p) for p in procs]

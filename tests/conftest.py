@@ -30,3 +30,31 @@ def trained_digits3(tmp_path_factory):
     run(tiny_config(**{'negatives.transforms': ('rotation', 'cutout', 'mixup'),
                        'negatives.weights': 'uniform', 'data.normal_class': 3}), str(workdir))
     return workdir
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """No network, and a record of every try: each connection attempt is noted as
+    (address, timeout) and refused at once, each tfds download_and_prepare noted and refused.
+    'Fails fast' is then checked without a clock: no download was started, and a probe of
+    the network is one connection with a short timeout."""
+    import errno
+    import socket
+    import types
+
+    import tensorflow_datasets as tfds
+
+    tried = types.SimpleNamespace(connections=[], downloads=[])
+
+    def connect(sock, address):
+        tried.connections.append((address, sock.gettimeout()))
+        raise OSError(errno.ENETUNREACH, 'network unreachable (the offline fixture)')
+
+    def download_and_prepare(builder, *args, **kwargs):
+        tried.downloads.append(builder.info.full_name)
+        raise AssertionError(f'download_and_prepare({builder.info.full_name}) was called')
+
+    monkeypatch.setattr(socket.socket, 'connect', connect)
+    monkeypatch.setattr(socket.socket, 'connect_ex', connect)
+    monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', download_and_prepare)
+    return tried

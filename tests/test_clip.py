@@ -135,16 +135,23 @@ def smooth_images(n, h, w, seed=0):
 
 def test_embed_equals_encoder_of_preprocess(encoder):
     images = smooth_images(5, 80, 100)  # Not 64 x 64: resized and cropped; 2 batches of 4.
-    x = clip.preprocess(images, 64)
+    # At the encoder's batch size, preprocess runs embed's programs on embed's batches.
+    x = clip.preprocess(images, 64, batch_size=encoder.batch_size)
     assert x.shape == (5, 64, 64, 3) and x.dtype == np.float32
     out = clip.embed(encoder, images, progress=True)
     assert out.shape == (5, 16) and out.dtype == np.float32
-    np.testing.assert_allclose(out, encoder(x), rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(out, encoder(x))
+    # Gray is RGB with equal channels. One channel is another program: the normalisation
+    # rounds differently (2.4e-7 seen), and a resized value within an ulp of a half level
+    # could round to the next level (none seen; each would move this encoder's output by
+    # ~6e-8, measured by adding a level at a pixel).
     gray = images[..., 0]
     rgb = np.repeat(gray[..., None], 3, -1)
-    np.testing.assert_allclose(clip.preprocess(gray, 64), clip.preprocess(rgb, 64), atol=1e-6)
+    level = 1 / 255 / min(clip.CLIP_STD)
+    diff = np.abs(clip.preprocess(gray, 64) - clip.preprocess(rgb, 64))
+    assert diff.max() <= level * 1.001 and np.sum(diff > 1e-6) <= 10, diff.max()
     np.testing.assert_allclose(clip.embed(encoder, gray[..., None]), clip.embed(encoder, rgb),
-                               atol=1e-6)
+                               atol=2e-6)
     with pytest.raises(ValueError, match='uint8'):
         clip.embed(encoder, images.astype(np.float32))
 

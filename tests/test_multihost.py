@@ -6,13 +6,14 @@ timeout that kills them all.
 """
 import json
 import os
+import shutil
 import signal
 import time
 
 import numpy as np
 import pytest
 
-from tests import cluster
+from tests import children, cluster
 from unode_jax import hosts
 from unode_jax.run import run
 
@@ -39,20 +40,22 @@ def _results(workdir):
         return json.load(f)['classes']['3']
 
 
-@pytest.fixture(scope='module')
-def one_host(tmp_path_factory):
-    """The reference: one process with the test session's 4 devices."""
+def _one_host(workdir, autoaug_json):
+    """The reference: one process with the test session's 4 devices, trained with the
+    AutoAugOOD weights in `autoaug_json` (placed in its workdir, where the weights' cache
+    finds them: the fingerprint covers the data and settings, not the device count)."""
     from configs import digits
     config = digits.get_config()
     for k, v in OVERRIDES.items():
         section, _, field = k.rpartition('.')
         setattr(config[section] if section else config, field, v)
-    workdir = tmp_path_factory.mktemp('one_host')
+    os.makedirs(workdir)
+    shutil.copy(autoaug_json, workdir)
     run(config, str(workdir))
     return workdir
 
 
-def test_two_hosts_train_resume_and_score_as_one(one_host, tmp_path):
+def test_two_hosts_train_resume_and_score_as_one(tmp_path):
     workdir = tmp_path / 'run'
     # Streamed from host memory (each host sends its own devices' rows of each step), against
     # the reference's images resident on the devices: the same samples and draws.
@@ -60,25 +63,34 @@ def test_two_hosts_train_resume_and_score_as_one(one_host, tmp_path):
     codes, logs = cluster.run(streamed, 2, 2, tmp_path / 'logs_train')
     assert codes == [0, 0], logs
     assert 'process 0 of 2: 2 of 4 devices' in logs[0] and 'streaming' in logs[0]
+    # Process 0 computed AutoAugOOD (its table, not a cached one) and sent the weights to
+    # process 1 (a process that trained with other weights would end with other parameters,
+    # which train() checks across processes).
+    assert 'AutoAugOOD weights: embedder random_cnn' in logs[0] and '(cached)' not in logs[0]
     # One writer: each step once in metrics.jsonl, and process 1 printed nothing of ours.
     steps = [m['step'] for m in _metrics(workdir)]
     assert steps == sorted(set(steps)) and steps
     assert 'class 3' not in logs[1] and 'step' not in logs[1].replace('Gloo', '')
-    # The same trajectory as one host with the same global batch.
+    # The same trajectory as one host with the same global batch and the same weights. The
+    # weights are the cluster's: computed afresh, one host's would differ in the last bits
+    # of the embeddings (process 0 has 2 devices, not 4: XLA:CPU may sum in another order),
+    # which the t-SNE amplifies (0.0974 against 0.0970 on an AVX2-only CPU), and a weight
+    # that moves can move a draw of which transform makes a negative.
+    weights = (workdir / 'autoaug.json').read_bytes()
+    one_host = _one_host(tmp_path / 'one_host', workdir / 'autoaug.json')
+    assert (one_host / 'autoaug.json').read_bytes() == weights  # reused, not recomputed
     for two, one in zip(_metrics(workdir), _metrics(one_host), strict=True):
         assert two['step'] == one['step']
+        # The cross-process all-reduce sums in another order: ~1e-7 a step.
         np.testing.assert_allclose(two['loss'], one['loss'], rtol=1e-4)
-    with open(os.path.join(workdir, 'autoaug.json')) as f, \
-            open(os.path.join(one_host, 'autoaug.json')) as g:
-        assert json.load(f)['weights'] == json.load(g)['weights']
     # A rerun of the same workdir resumes on both processes (at the last step: nothing to
     # train) and scores, every process embedding its share of the images.
     codes, logs = cluster.run(_flags(workdir, 'train_eval'), 2, 2, tmp_path / 'logs_eval')
     assert codes == [0, 0], logs
     assert len(_metrics(workdir)) == len(_metrics(one_host))
     two, one = _results(workdir), _results(one_host)
-    # The cross-process all-reduce sums in another order (losses agree to ~1e-7): a few
-    # near-tied test scores may swap.
+    # The parameters agree to the losses' ~1e-7: a few near-tied test scores may swap
+    # (one swapped pair of the 61 x 538 moves an AUROC by 3e-5).
     for key in ('auroc', 'auroc_sim', 'auroc_binary', 'auroc_untrained', 'auroc_pixel_knn'):
         assert two[key] == pytest.approx(one[key], abs=1e-3), key
     assert not (tmp_path / 'run' / '.unode.lock').exists()
@@ -91,17 +103,18 @@ def test_a_killed_peer_stops_the_other(tmp_path):
                                           '--config.negatives.weights=uniform']
     procs = cluster.start(long_run, 2, 2, str(tmp_path), heartbeat_s=5)
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + children.TIMEOUT_S
         while not (workdir / 'metrics.jsonl').exists():  # Training has started.
-            assert time.monotonic() < deadline and procs[0].poll() is None, 'never trained'
+            assert time.monotonic() < deadline and procs[0].poll() is None, (
+                f'never trained: {children.tail(cluster.read_log(procs[0]))}')
             time.sleep(0.5)
         os.killpg(procs[1].pid, signal.SIGKILL)
-        t0 = time.monotonic()
-        code, = cluster.wait(procs[:1], timeout=30)
+        # Process 0 stops (its 500 epochs would take hours) once the coordination service
+        # misses process 1's heartbeats; how soon depends on the machine's load, so no
+        # time is asserted beyond the wait's limit.
+        code, = cluster.wait(procs[:1])
         assert code != 0
-        assert time.monotonic() - t0 < 30
-        with open(tmp_path / 'p0.log') as f:
-            log = f.read()
+        log = cluster.read_log(procs[0])
         assert 'another task died' in log  # JAX's coordination service says why.
         assert 'Extension modules' not in log  # No faulthandler dump without --debug.
     finally:
@@ -186,7 +199,7 @@ def test_a_busy_workdir_stops_every_process_at_once(tmp_path):
     from unode_jax.lock import workdir_lock
     workdir = tmp_path / 'run'
     with workdir_lock(str(workdir), 'train'):
-        codes, logs = cluster.run(_flags(workdir, 'train'), 2, 1, tmp_path / 'logs', timeout=60)
+        codes, logs = cluster.run(_flags(workdir, 'train'), 2, 1, tmp_path / 'logs')
     assert codes == [1, 1], logs
     assert 'is in use by process' in logs[0]
     assert f'error: process 0 stopped while taking the lock of {workdir}' in logs[1]

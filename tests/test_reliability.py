@@ -6,12 +6,12 @@ launch.py itself to check that plumbing (rc 1, stderr exactly one line, --debug)
 """
 import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from tests import children
 from tests.tiny_config import tiny_config
 from unode_jax import errors, validate
 from unode_jax.errors import (USER_ERRORS, ConfigError, DamagedFileError, WorkdirBusyError,
@@ -24,10 +24,8 @@ FAST = {'negatives.transforms': ('rotation', 'cutout', 'mixup'), 'negatives.weig
         'data.normal_class': 3}
 
 
-def launch(*args, env=None, timeout=300):
-    return subprocess.run([sys.executable, os.path.join(ROOT, 'launch.py'), *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env=dict(os.environ, **(env or {})))
+def launch(*args, env=None):
+    return children.launch(*args, env=dict(os.environ, **(env or {})))
 
 
 def assert_one_line(r, *words):
@@ -151,8 +149,30 @@ def test_an_internal_error_is_one_line_that_points_to_debug():
     line = error_line(KeyError('params'))
     assert line == ("error: KeyError: 'params' (an internal error: rerun with --debug for the "
                     'traceback)')
-    assert error_line(OSError(28, 'No space left on device')) == \
-        'error: [Errno 28] No space left on device'
+    assert error_line(OSError(13, 'Permission denied')) == 'error: [Errno 13] Permission denied'
+
+
+def test_a_full_disk_is_one_line_naming_what_and_that_a_rerun_resumes():
+    """Any write that meets a full disk (the checkpoints' own case: tests/test_train.py)."""
+    resume = ('free some space and rerun the same command (it resumes from the last checkpoint '
+              'in /w)')
+    assert error_line(OSError(28, 'No space left on device', '/w/results.json'), '/w') == (
+        f'error: no space left on device writing /w/results.json: {resume}')
+    assert error_line(OSError(28, 'No space left on device'), '/w') == (
+        f'error: no space left on device writing in /w: {resume}')
+    # tensorstore's words, and a full disk under another error (raised from it).
+    tensorstore = ValueError("RESOURCE_EXHAUSTED: Failed to write 10 bytes to file 15: "
+                             "No space left on device [os_error_code='28']")
+    try:
+        try:
+            raise tensorstore
+        except ValueError as e:
+            raise RuntimeError('saving failed') from e
+    except RuntimeError as e:
+        assert errors.is_disk_full(e) and error_line(e, '/w').startswith(
+            'error: no space left on device writing in /w: ')
+    assert not errors.is_disk_full(OSError(13, 'Permission denied'))
+    assert not errors.is_disk_full(ValueError("os_error_code='2'"))
 
 
 def test_workdir_lock(tmp_path, capsys):

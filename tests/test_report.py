@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+from tests import children
 from unode_jax import metrics, report
 
 
@@ -66,15 +67,10 @@ def test_rebuild_equals_the_first_report_and_needs_the_scores(tmp_path):
 
 
 def test_universality_across_runs_via_launch(tmp_path):
-    import subprocess
-    import sys
     a, b = tmp_path / 'a', tmp_path / 'b'
     for d, classes in ((a, (0, 1, 2)), (b, (0, 1))):
         report.write_report(str(d), _fake_run(d, classes), plots=False)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    r = subprocess.run([sys.executable, os.path.join(root, 'launch.py'), '--mode=report',
-                        f'--workdir={tmp_path / "table1"}', f'--runs={a},{b}'],
-                       capture_output=True, text=True, timeout=300, cwd=root)
+    r = children.launch('--mode=report', f'--workdir={tmp_path / "table1"}', f'--runs={a},{b}')
     assert r.returncode == 0, r.stderr[-2000:]
     u = json.loads((tmp_path / 'table1' / 'universality.json').read_text())
     means = [json.loads((d / 'results.json').read_text())['metrics']['auroc']['mean']

@@ -1,5 +1,4 @@
 """Scoring (eq. 13-15) against numpy brute force, and the balancing weight."""
-import time
 
 import jax
 import numpy as np
@@ -41,13 +40,18 @@ def test_max_cosine_similarity_sharded_matches_brute_force(m, n, qc, bc, n_dev):
     np.testing.assert_allclose(got, brute_force(q, bank), atol=1e-5)
 
 
-def test_max_cosine_similarity_one_and_four_devices_identical():
+def test_max_cosine_similarity_one_and_four_devices_agree():
     assert len(jax.local_devices()) >= 4, 'tests/conftest.py sets 4 fake CPU devices'
     rng = np.random.default_rng(7)
     q, bank = _unnormalised(rng, 301, 32), _unnormalised(rng, 5003, 32)
     one, four = (score.max_cosine_similarity(q, bank, query_chunk=64, bank_chunk=256,
                                              devices=jax.local_devices()[:k]) for k in (1, 4))
-    np.testing.assert_array_equal(one, four)
+    # Every device computes the same 64 x 256 tiles, so the values have been bit for bit
+    # equal on every CPU tried; but 1 and 4 devices are two compiled programs, which XLA
+    # may round differently: a float32 cosine of unit vectors, D = 32 products summed, moves
+    # by at most about D * 2^-24 = 1.9e-6 with the order of the sum, and as much again with
+    # the normalisation's. A padded row or a lost shard would be off by far more.
+    np.testing.assert_allclose(one, four, rtol=0, atol=4e-6)
 
 
 def test_max_cosine_similarity_compiles_once_per_shape():
@@ -64,14 +68,13 @@ def test_max_cosine_similarity_compiles_once_per_shape():
         assert added == [1, 2]  # one tile program; normalising queries and bank blocks
 
 
-def test_max_cosine_similarity_large_bank_bounded():
-    # 300,000 x 128 bank: tiled, so no (200, 300000) similarity matrix is ever formed.
+def test_max_cosine_similarity_large_bank():
+    # 300,000 x 128 bank, tiled (one tile program for every size: the test above); its
+    # speed is benchmarks/knn.py's, not a test's.
     rng = np.random.default_rng(9)
     bank = rng.standard_normal((300_000, 128), np.float32)
     q = rng.standard_normal((200, 128), np.float32)
-    t0 = time.perf_counter()
     got = score.max_cosine_similarity(q, bank)
-    assert time.perf_counter() - t0 < 10
     np.testing.assert_allclose(got[:20], brute_force(q[:20], bank), atol=1e-5)
 
 

@@ -2,13 +2,13 @@
 import csv
 import dataclasses
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests import children
 from tests.tiny_config import tiny_config
 from unode_jax import predict as predict_lib
 from unode_jax import report, score
@@ -156,9 +156,8 @@ def test_predict_scores_a_mixed_folder(tmp_path, digits16):
            '--config.negatives.weights=uniform', '--config.progress_bar=False',
            "--config.negatives.transforms=('rotation','cutout','mixup')"]
     env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
-    r = subprocess.run(cmd + [f'--images={folder}'], capture_output=True, text=True,
-                       timeout=300, cwd=ROOT, env=env)
+    r = children.run(cmd + [f'--images={folder}'], env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert '6 files: ' in r.stdout and '2 unreadable' in r.stdout
-    r = subprocess.run(cmd + [f'--images={tmp_path}/none/*.png'], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    r = children.run(cmd + [f'--images={tmp_path}/none/*.png'], env=env)
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith('error:')

@@ -5,7 +5,6 @@ Fixtures: tests/fixtures/make_reader_fixtures.py (needs torch) writes tests/fixt
 import os
 import pickle
 import shutil
-import subprocess
 import sys
 import warnings
 import zipfile
@@ -13,6 +12,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from tests import children
 from unode_jax import torch_weights as tw
 from unode_jax.errors import CheckpointFormatError, UnsafeCheckpointError
 
@@ -275,4 +275,5 @@ def test_unwritable_directory(tmp_path, monkeypatch, expected):
 
 def test_reader_does_not_import_torch():
     code = 'import sys, unode_jax.torch_weights; assert "torch" not in sys.modules'
-    subprocess.run([sys.executable, '-c', code], check=True, cwd=ROOT)
+    r = children.run([sys.executable, '-c', code])
+    assert r.returncode == 0, r.stderr[-3000:]

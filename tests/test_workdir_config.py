@@ -1,24 +1,17 @@
 """A trained workdir carries its config: eval and predict without --config, eval-time
 overrides allowed, training fields refused (configs/saved.py, launch.py)."""
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 from PIL import Image
 
 from configs import saved
+from tests import children
 from tests.tiny_config import tiny_config
 from unode_jax.trained import save_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def launch(*args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, 'launch.py'), *map(str, args)],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+launch = children.launch
 
 
 def test_saved_config_reads_back_the_training_config(trained_digits3, tmp_path):

@@ -9,9 +9,12 @@ so a run killed mid-save leaves the previous checkpoint as the latest one. A com
 checkpoint damaged later (a truncated array file, a deleted _METADATA) is moved to
 <workdir>/checkpoints_unreadable/ and the one before it restored, with one line saying so;
 when no checkpoint restores (another config's model), nothing is moved and the run stops.
+A disk that fills up during a save stops the run with DiskFullError: which step was being
+written, and the step a rerun resumes from (the last complete checkpoint).
 """
 import json
 import os
+import re
 import shutil
 import sys
 
@@ -19,7 +22,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from unode_jax import hosts
-from unode_jax.errors import CheckpointMismatchError
+from unode_jax.errors import CheckpointMismatchError, DiskFullError, is_disk_full
 
 
 def _tree(state):
@@ -32,9 +35,10 @@ def _first_line(error):
 
 
 def _quiet_closed_loop_errors():
-    """After a failed restore, tensorstore still completes its other reads and calls back
-    into the event loop orbax has closed: dozens of 'Event loop is closed' tracebacks as
-    unraisable errors, later and from other threads. Those, and only those, are dropped."""
+    """After a failed restore or save, tensorstore still completes its other reads or writes
+    and calls back into the event loop orbax has closed: dozens of 'Event loop is closed'
+    tracebacks as unraisable errors, later and from other threads (a full disk: 126 of
+    them). Those, and only those, are dropped."""
     previous = sys.unraisablehook
     if getattr(previous, 'drops_closed_loop', False):
         return
@@ -63,7 +67,9 @@ class Checkpointer:
     """Saves every `every` steps (and on request), keeps the last `keep`."""
 
     def __init__(self, workdir, keep, create=True):
+        _quiet_closed_loop_errors()  # Before any write: they come from other threads.
         self.workdir = workdir
+        self._writing = None  # The step of the last save handed to orbax.
         self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
         self.manager = ocp.CheckpointManager(
             self.directory,
@@ -74,9 +80,28 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def save(self, step, state, meta):
-        """state: the train state as numpy arrays (jax.device_get), on every process."""
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(_tree(state)), meta=ocp.args.JsonSave(meta)))
+        """state: the train state as numpy arrays (jax.device_get), on every process. The
+        write goes on in the background; its failure is raised by the next save or close."""
+        try:
+            self.manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(_tree(state)), meta=ocp.args.JsonSave(meta)))
+        except Exception as e:
+            self._raise_disk_full(e, self._writing or step)  # Most likely the one before.
+            raise
+        self._writing = step
+
+    def _raise_disk_full(self, error, step):
+        """DiskFullError from a save's error, if the disk is full: the step whose write
+        failed (named in tensorstore's path, else `step`) and the one a rerun resumes from."""
+        if not is_disk_full(error):
+            return
+        found = re.search(r'/checkpoints/(\d+)\.', str(error))
+        failed = found.group(1) if found else step
+        complete = [int(n) for n in os.listdir(self.directory) if n.isdigit()]
+        kept = f'step {max(complete)}' if complete else 'the start'
+        raise DiskFullError(
+            f'no space left on device writing checkpoint {failed} in {self.directory}: free '
+            f'some space and rerun the same command (it resumes from {kept})') from error
 
     def restore(self, state):
         """The newest checkpoint that restores into `state`'s structure, or None if there
@@ -125,7 +150,11 @@ class Checkpointer:
               f'moved to {dest}, falling back to the one before it', flush=True)
 
     def close(self):
-        self.manager.wait_until_finished()
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:
+            self._raise_disk_full(e, self._writing)
+            raise
         self.manager.close()
 
 
