@@ -42,7 +42,10 @@ def get_config():
     # TensorFlow: pip install tensorflow-cpu==2.21.0), as the CLIP weights are; offline, or
     # with False, a missing one stops within seconds naming the folder to fill.
     config.data.download = True
-    # The .npz file for data.name='arrays'; the root folder of an image-folder dataset.
+    # The .npz file for data.name='arrays'; the root folder of an image-folder dataset; for
+    # mnist and fashion_mnist, a folder of their four idx files (gzipped or not), read
+    # instead of tfds (e.g. /usr/share/datasets/fashion-mnist from Debian's
+    # dataset-fashion-mnist package).
     config.data.path = config_dict.placeholder(str)
     config.data.image_size = 32  # Images are prepared as image_size x image_size x 3.
     # Image folders: None resizes each image straight to image_size^2; R scales its

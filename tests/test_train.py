@@ -314,17 +314,24 @@ def test_a_full_disk_is_one_line_and_the_rerun_resumes(tmp_path, straight, launc
 
 
 def test_ctrl_c_stops_with_one_line_and_the_rerun_resumes(tmp_path, straight, launch_env):
-    stopped = tmp_path / 'stopped'
-    metrics = stopped / 'metrics.jsonl'
-    proc = subprocess.Popen(_command(stopped, *RESUME_FLAGS), cwd=ROOT, env=launch_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + children.TIMEOUT_S
-    while proc.poll() is None and time.monotonic() < deadline and not (
-            metrics.exists() and len(metrics.read_text().splitlines()) >= 5
-            and any(n.isdigit() for n in _checkpoint_names(stopped))):
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    out, err = children.communicate(proc)
+    for attempt in range(3):
+        stopped = tmp_path / f'stopped{attempt}'
+        metrics = stopped / 'metrics.jsonl'
+        proc = subprocess.Popen(_command(stopped, *RESUME_FLAGS), cwd=ROOT, env=launch_env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Ctrl-C at step 5 or so of 24, once checkpoints 2 and 4 were handed to orbax: the
+        # stop finishes them first. Waiting for a checkpoint to appear on disk as well let
+        # a quick run finish its 24 steps first (seen once in a CI run).
+        deadline = time.monotonic() + children.TIMEOUT_S
+        while proc.poll() is None and time.monotonic() < deadline and not (
+                metrics.exists() and len(metrics.read_text().splitlines()) >= 5):
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGINT)
+        out, err = children.communicate(proc)
+        if proc.returncode != 0:
+            break  # Stopped by the Ctrl-C, not finished before it.
+    else:
+        pytest.fail('three runs in a row finished their 24 steps before the Ctrl-C')
     assert proc.returncode == 1 and err.count('\n') == 1, err[-3000:]
     assert re.fullmatch(r'error: stopped \(Ctrl-C\) at step \d+ of \d+ in \S+: rerun the same '
                         r'command to resume from step \d+\n', err), err
@@ -332,6 +339,28 @@ def test_ctrl_c_stops_with_one_line_and_the_rerun_resumes(tmp_path, straight, la
     restored = _latest_step(stopped)
     assert f'resume from step {restored}' in err
     _assert_resumed_as_straight(stopped, straight, launch_env, restored)
+
+
+def test_ctrl_c_while_the_loop_waits_for_a_checkpoint_still_stops(tmp_path, straight,
+                                                                   launch_env):
+    """Ctrl-C while the next save waits in orbax for checkpoint 2 to finish (orbax catches
+    BaseException there, and training used to go on to the end): the run stops at the next
+    step boundary with the one line, and the rerun ends as the unbroken run."""
+    workdir = tmp_path / 'run'
+    workdir.mkdir()
+    shutil.copy(straight[0] / 'autoaug.json', workdir)  # No t-SNE: a cache hit.
+    cmd = [sys.executable, os.path.join(ROOT, 'tests', 'fixtures',
+                                        'ctrl_c_in_checkpoint_wait_launch.py'),
+           *_command(workdir, *RESUME_FLAGS)[2:]]
+    r = children.run(cmd, env=dict(launch_env, UNODE_TEST_SIGINT_AT='2'))
+    assert r.returncode == 1 and r.stderr.count('\n') == 1, (r.stderr[-3000:],
+                                                             r.stdout[-3000:])
+    found = re.fullmatch(r'error: stopped \(Ctrl-C\) at step \d+ of 24 in \S+: rerun the same '
+                         r'command to resume from step (\d+)\n', r.stderr)
+    assert found, r.stderr
+    restored = int(found.group(1))
+    assert restored == _latest_step(workdir) and restored in (2, 4)
+    _assert_resumed_as_straight(workdir, straight, launch_env, restored)
 
 
 @pytest.mark.parametrize('damage', ['truncate an array file', 'delete _METADATA'])

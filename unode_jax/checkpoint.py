@@ -149,12 +149,16 @@ class Checkpointer:
         print(f'checkpoint {step} in {self.directory} is unreadable ({_first_line(error)}); '
               f'moved to {dest}, falling back to the one before it', flush=True)
 
-    def close(self):
+    def wait(self):
+        """Until the background write of the last save is done (its error raised here)."""
         try:
             self.manager.wait_until_finished()
         except Exception as e:
             self._raise_disk_full(e, self._writing)
             raise
+
+    def close(self):
+        self.wait()
         self.manager.close()
 
 

@@ -30,6 +30,7 @@ from unode_jax.augment.weights import has_negatives
 from unode_jax.checkpoint import Checkpointer, resume
 from unode_jax.sampling import image_indices, streamed_batches
 from unode_jax.errors import Interrupted
+from unode_jax.interrupt import deferred_sigint
 from unode_jax.models import build_model, frozen_mask, normalize_input
 from unode_jax.models.torchvision import load_torchvision_encoder
 
@@ -352,9 +353,12 @@ def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train
     bar = tqdm(total=total, initial=start, disable=not (config.progress_bar and writer),
                unit='step', dynamic_ncols=True, desc=os.path.basename(os.path.normpath(workdir)))
     t0, images_seen, step = time.time(), 0, start
-    try:
-        with open(metrics_path if writer else os.devnull, 'a') as log:
+    try:  # A Ctrl-C is taken between steps (interrupt.py: orbax's waits would drop it).
+        with deferred_sigint() as ctrl_c, open(metrics_path if writer else os.devnull,
+                                               'a') as log:
             for step in range(start, total):
+                if ctrl_c.requested:
+                    raise KeyboardInterrupt
                 if stream:
                     batch_r = dict(next(batches), **constant_r)
                 state_r, m = p_train_step(state_r, batch_r)
@@ -368,6 +372,9 @@ def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train
                     pending, t0, images_seen = [], time.time(), 0
                 if save:
                     ckpt.save(step + 1, jax.device_get(unreplicate(state_r)), meta)
+            ckpt.wait()
+            if ctrl_c.requested:
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         raise _interrupted(bar, ckpt, step, total, workdir) from None
     bar.close()

@@ -15,7 +15,7 @@ from unode_jax.baselines import BASELINES
 from unode_jax.data.corrupted import CORRUPTION_SOURCES, TFDS_CORRUPTIONS, corruption_source
 from unode_jax.data.corruptions import CORRUPTIONS
 from unode_jax.data.folders import MVTEC_CATEGORIES
-from unode_jax.data.registry import DATASETS
+from unode_jax.data.registry import DATASETS, names_with_idx
 from unode_jax.data.splits import holdout_split
 from unode_jax.plan import SETTINGS
 from unode_jax.errors import ConfigError
@@ -161,6 +161,9 @@ def _check_data(d):
     if kind == 'folder' and not d.path:
         raise ConfigError(f"data.name={d.name!r} reads an image folder: pass its root with "
                           '--config.data.path=DIR')
+    if kind == 'tfds' and d.path and DATASETS[d.name].idx_classes is None:
+        raise ConfigError(f'data.path is not read for data.name={d.name!r} (a tfds dataset; '
+                          f'a folder of idx files is read for {", ".join(names_with_idx())})')
     if d.resize is not None and not (isinstance(d.resize, int) and d.resize >= d.image_size):
         raise ConfigError(f'data.resize must be None or an int >= data.image_size '
                           f'({d.image_size}), got {d.resize!r}')

@@ -3,7 +3,8 @@ pipeline's way in: config.data -> a `Dataset` of uint8 NHWC RGB images at data.i
 
   kind     where the images come from                                 data.path
   bundled  a pip package (scikit-learn's digits, scikit-image's faces)  -
-  tfds     a prepared TFDS folder (data.data_dir; data.download=True prepares it)  -
+  tfds     a prepared TFDS folder (data.data_dir; data.download=True prepares it)  -, or
+           for MNIST-format datasets (mnist, fashion_mnist) a folder of idx files (idx.py)
   file     a user's .npz with x_train, y_train, x_test, y_test       FILE.npz
   folder   an image folder in its publisher's layout (folders.py)     its root
 
@@ -19,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from unode_jax import hosts
-from unode_jax.data import datasets, folders, folders_medical
+from unode_jax.data import datasets, folders, folders_medical, idx
 from unode_jax.data.prepare import to_rgb
 from unode_jax.data.tfds_loaders import EMNIST_LETTERS, TfdsSpec, load_tfds
 from unode_jax.data.types import Dataset
@@ -40,15 +41,23 @@ class Source:
     `loader(root, image_size=, resize=, strict=, progress=, **args(d, seed))` returning
     (Dataset, {path: reason} of skipped files). tfds: `cifar100_coarse -> TfdsSpec`.
     args: a folder loader's own arguments, from config.data and config.seed.
+    idx_classes: the class names of a tfds dataset that also reads from a folder of
+    MNIST-format idx files (data.path), in label order.
     """
     kind: str
     loader: Callable | None = None
     tfds: Callable | None = None
     args: Callable = _no_args
+    idx_classes: tuple | None = None
 
 
-def _tfds(tfds_name):
-    return Source('tfds', tfds=lambda coarse: TfdsSpec(tfds_name, 'label'))
+def _tfds(tfds_name, idx_classes=None):
+    return Source('tfds', tfds=lambda coarse: TfdsSpec(tfds_name, 'label'),
+                  idx_classes=idx_classes)
+
+
+FASHION_MNIST_CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal',
+                         'Shirt', 'Sneaker', 'Bag', 'Ankle boot')  # tfds's label names
 
 
 DATASETS = {
@@ -57,8 +66,8 @@ DATASETS = {
     'cifar10': _tfds('cifar10'),
     'cifar100': Source('tfds', tfds=lambda coarse: TfdsSpec(
         'cifar100', 'coarse_label' if coarse else 'label')),
-    'mnist': _tfds('mnist'),
-    'fashion_mnist': _tfds('fashion_mnist'),
+    'mnist': _tfds('mnist', tuple(str(i) for i in range(10))),
+    'fashion_mnist': _tfds('fashion_mnist', FASHION_MNIST_CLASSES),
     'emnist_letters': Source('tfds', tfds=lambda coarse: EMNIST_LETTERS),
     'svhn': _tfds('svhn_cropped'),
     'arrays': Source('file', datasets.load_arrays),
@@ -80,6 +89,11 @@ def names(*kinds):
     return tuple(n for n, s in DATASETS.items() if not kinds or s.kind in kinds)
 
 
+def names_with_idx():
+    """The dataset names that read a folder of idx files given data.path."""
+    return tuple(n for n, s in DATASETS.items() if s.idx_classes is not None)
+
+
 def load_dataset(name: str, *, data_dir=None, download: bool = False, image_size: int = 32,
                  path=None, cifar100_coarse: bool = True, cache_dir=None,
                  cache: bool = True) -> Dataset:
@@ -91,7 +105,8 @@ def load_dataset(name: str, *, data_dir=None, download: bool = False, image_size
       download: for TFDS datasets only: if the prepared data is missing, download and
         prepare it (needs internet and TensorFlow); offline it fails within seconds.
       image_size: output height and width (bilinear resize when different).
-      path: the .npz file for name='arrays'.
+      path: the .npz file for name='arrays'; for mnist and fashion_mnist, a folder of
+        their idx files, read instead of tfds (idx.py).
       cifar100_coarse: CIFAR-100 labels are the 20 superclasses if True, else the 100
         fine classes.
       cache_dir, cache: for TFDS datasets, the prepared-array cache (data/cache.py):
@@ -108,11 +123,17 @@ def load_dataset(name: str, *, data_dir=None, download: bool = False, image_size
     if source is None or source.kind == 'folder':
         raise ValueError(f'unknown dataset {name!r}; expected one of '
                          f'{names("bundled", "tfds", "file")}')
-    if source.kind == 'tfds':  # Already at image_size with 3 channels.
+    if source.kind == 'tfds' and path:
+        if source.idx_classes is None:
+            raise ValueError(f'data.path is not read for data.name={name!r} (a tfds dataset; '
+                             f'idx folders: {names_with_idx()})')
+        ds = idx.load_idx_folder(name, path, source.idx_classes)
+    elif source.kind == 'tfds':  # Already at image_size with 3 channels.
         return load_tfds(name, source.tfds(cifar100_coarse), data_dir=data_dir,
                          download=download, image_size=int(image_size), cache_dir=cache_dir,
                          cache=cache)
-    ds = source.loader(path) if source.kind == 'file' else source.loader()
+    else:
+        ds = source.loader(path) if source.kind == 'file' else source.loader()
     return dataclasses.replace(ds, x_train=to_rgb(ds.x_train, image_size),
                                x_test=to_rgb(ds.x_test, image_size))
 
