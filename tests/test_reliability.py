@@ -237,6 +237,7 @@ BAD_CONFIGS = [
     {'negatives.mixup_lam': (0.8, 0.2)}, {'score.crop_area': 0.0}, {'score.spread_share': 0.0},
     {'data.name': 'arrays'}, {'data.name': 'mvtec'}, {'data.resize': 8},
     {'data.isic_holdout': 1.5}, {'data.categories': ('bottel',)}, {'data.anomaly_dirs': ()},
+    {'data.name': 'cifar10', 'data.path': '/data/cifar'},
     {'data.setting': 'unlabeled'},
     {'data.setting': 'labeled', 'data.outlier_sets': ('rest',), 'score.balance': 'authors'},
     {'data.setting': 'labeled', 'data.outlier_sets': ('rest',), 'data.inlier_classes': (1,)},

@@ -3,9 +3,10 @@
 Python raises KeyboardInterrupt wherever the main thread is when SIGINT arrives. In the
 loop that is often inside orbax, whose CheckpointManager.wait_until_finished catches
 BaseException around its wait for the previous checkpoint's finalisation: a Ctrl-C there
-was logged and dropped, and training went on to the end. Within `deferred_sigint()` the
-first Ctrl-C only sets `requested`, which the loop checks after each step; a second one
-stops at once (the default behaviour), for a step that hangs.
+was logged and dropped with orbax's record of that checkpoint, so training went on to the
+end (a CI run), or stopped later saying it would resume from the start (a test of it).
+Within `deferred_sigint()` the first Ctrl-C only sets `requested`, which the loop checks
+(`check()`) between steps; a second one stops at once (the default), for a step that hangs.
 """
 import contextlib
 import signal
@@ -14,6 +15,11 @@ import threading
 
 class DeferredInterrupt:
     requested = False
+
+    def check(self):
+        """KeyboardInterrupt if a Ctrl-C came since the last check."""
+        if self.requested:
+            raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

@@ -329,8 +329,7 @@ def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train
     start = int(state.step)
     meta = dict(n_train=n, steps_per_epoch=steps_per_epoch, total_steps=total,
                 weights=[float(w) for w in weights], transforms=list(config.negatives.transforms))
-    if stream is None:
-        stream = images.nbytes > config.data.device_budget_mb * 2 ** 20
+    stream = images.nbytes > config.data.device_budget_mb * 2 ** 20 if stream is None else stream
     state_r = replicate(state)
     outliers = outliers if outliers is not None else images[:1]
     if stream:
@@ -357,8 +356,7 @@ def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train
         with deferred_sigint() as ctrl_c, open(metrics_path if writer else os.devnull,
                                                'a') as log:
             for step in range(start, total):
-                if ctrl_c.requested:
-                    raise KeyboardInterrupt
+                ctrl_c.check()
                 if stream:
                     batch_r = dict(next(batches), **constant_r)
                 state_r, m = p_train_step(state_r, batch_r)
@@ -373,8 +371,7 @@ def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train
                 if save:
                     ckpt.save(step + 1, jax.device_get(unreplicate(state_r)), meta)
             ckpt.wait()
-            if ctrl_c.requested:
-                raise KeyboardInterrupt
+            ctrl_c.check()
     except KeyboardInterrupt:
         raise _interrupted(bar, ckpt, step, total, workdir) from None
     bar.close()
