@@ -256,7 +256,7 @@ def get_config():
     config.score.balance = 'spread'
     # spread: the head's term is given spread_share times the similarity's spread on
     # held-out normal images (lambda = share * std(sim) / std(binary)); 1 = equal spreads.
-    # 0.1, chosen on digits' validation split (benchmarks/digits_seeds.py's, the test
+    # 0.1, chosen on digits' validation split (benchmarks/validation.py's, the test
     # images unread): at configs/digits.py's setting eq. (15) is 99.24 at 0.1, 99.25 at
     # 0.15, 98.74 at 1 (equal spreads), the similarity term alone 99.20; over the six
     # lambda/epoch settings screened there, 0.1 is the largest share whose worst setting

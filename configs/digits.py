@@ -43,7 +43,7 @@ def get_config():
     config.autoaug.embedder = 'random_cnn'
     config.autoaug.num_images = 64
     # lambda = 4 (the paper's 1: --config.loss.ce_weight=1) and 20 epochs, chosen on a
-    # validation split of digits' training images (benchmarks/digits_seeds.py's split, the
+    # validation split of digits' training images (benchmarks/validation.py's split, the
     # test images unread; seed 0, all 10 classes), mean AUROC of eq. (13), trained vs
     # untrained 97.61: lambda 1, 25 epochs 97.77 (above the untrained network in 4 of 10
     # classes; class 8 92.0 vs 95.3); lambda 4 99.21 (10 of 10); lambda 8 98.86 (9 of 10);
