@@ -31,10 +31,11 @@ def get_config():
 
     # --- data -----------------------------------------------------------------
     config.data = config_dict.ConfigDict()
-    # The datasets (unode_jax/data/registry.py): bundled, offline: digits | faces; tfds:
-    # cifar10 | cifar100 | mnist | fashion_mnist | emnist_letters | svhn; image folders
-    # (data.path = their root): mvtec | head_ct | isic2018 | fgvc_aircraft | imagenet30 |
-    # folder (yours: train/, test/normal/, test/anomaly/); arrays (a .npz, data.path).
+    # The datasets (unode_jax/data/registry.py): bundled, offline: digits | faces |
+    # textures; tfds: cifar10 | cifar100 | mnist | fashion_mnist | emnist_letters | svhn;
+    # image folders (data.path = their root): mvtec | head_ct | isic2018 | fgvc_aircraft |
+    # imagenet30 | folder (yours: train/, test/normal/, test/anomaly/); arrays (a .npz,
+    # data.path).
     config.data.name = 'cifar10'
     # tfds data_dir (None: ~/tensorflow_datasets)
     config.data.data_dir = config_dict.placeholder(str)
@@ -287,6 +288,15 @@ def get_config():
     # results: untrained = eq. (13) with the network before training (the learning
     # check: what training added); pixel_knn = eq. (13) on raw pixels.
     config.score.baselines = ('untrained', 'pixel_knn')
+
+    # --- reports (unode_jax/report.py) ---------------------------------------------------
+    config.report = config_dict.ConfigDict()
+    # The paper's AUROC (%) of each normal class, in class order, as the paper reports them
+    # (e.g. configs/fashion_mnist_cpu.py's PAPER_AUROC, Table 7c): a one-class run's table
+    # (printed, results.md, results.csv) shows them as a 'paper' column beside ours and the
+    # baselines, and in the mean row their mean over the classes in the table. One entry per
+    # class of the dataset (its number of classes), each in [0, 100]; () = none.
+    config.report.paper_auroc = ()
 
     # --- --mode=ablate: the paper's Tables 4-6 (unode_jax/ablation.py) --------------------
     config.ablation = config_dict.ConfigDict()

@@ -20,7 +20,7 @@ from configs import default
 
 CONFIG_FILE = 'config.json'
 # Fields that evaluation, prediction and reports read and training does not (prefixes).
-EVAL_FIELDS = ('score.', 'predict.', 'corruptions.', 'progress_bar', 'data.data_dir',
+EVAL_FIELDS = ('score.', 'predict.', 'corruptions.', 'report.', 'progress_bar', 'data.data_dir',
                'data.cache_dir', 'data.cache', 'data.download', 'data.path', 'data.strict')
 
 

@@ -126,6 +126,25 @@ def test_softmax_weights_follow_the_divergences():
     assert np.isfinite(autoaug.softmax_weights([1e4, 0.0])).all()
 
 
+def test_tau_sets_the_strength_of_the_weights_from_one_hot_to_uniform():
+    # js lies in [0, 1], so at tau = 1 no weight can exceed another more than e times:
+    # w_a / w_b = exp((j_a - j_b) / tau) exactly. tau is the knob that lets the divergence
+    # count more (near one-hot as tau -> 0) or less (uniform as tau -> infinity).
+    j = np.array([0.9, 0.2, 0.55, 0.0, 0.3])
+    taus = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 100.0)
+    ws = [autoaug.softmax_weights(j, tau) for tau in taus]
+    for tau, w in zip(taus, ws):
+        np.testing.assert_allclose(w.max() / w.min(), np.exp(np.ptp(j) / tau), rtol=1e-9)
+        assert int(np.argmax(w)) == 0  # The ranking never depends on tau.
+    h = [autoaug.entropy(w) for w in ws]
+    assert all(a < b for a, b in zip(h, h[1:]))  # Entropy rises with tau...
+    assert h[0] < 1e-10 and ws[0][0] > 1 - 1e-10  # ...from one-hot (the largest j)...
+    assert h[-1] > np.log(len(j)) - 1e-4  # ...to uniform.
+    np.testing.assert_allclose(ws[-1], 1 / len(j), atol=2e-3)
+    # At tau = 1 the default's bound: at most e times apart, whatever the data.
+    assert ws[taus.index(1.0)].max() / ws[taus.index(1.0)].min() <= np.e
+
+
 @pytest.fixture(scope='module')
 def digit_threes():
     ds = load_dataset('digits', image_size=32)

@@ -179,3 +179,17 @@ def test_default_py_documents_every_allowed_value():
     assert 'uniform' in _undocumented(unnamed, 'ablation.variants', V.VARIANT_NAMES)
     with pytest.raises(AssertionError, match='sets no config.data.nope'):
         _field_doc(lines, 'data.nope')
+
+
+def test_paper_auroc_is_one_percent_per_class():
+    config = importlib.import_module('configs.fashion_mnist_cpu').get_config()
+    assert len(config.report.paper_auroc) == 10
+    validate_config(config, num_classes=10)  # Fashion-MNIST's ten classes
+    with pytest.raises(ConfigError, match='report.paper_auroc has 10 entries but '
+                                          'fashion_mnist has 3 classes'):
+        validate_config(config, num_classes=3)
+    config.report.paper_auroc = (0.91,) * 9 + (100.5,)
+    with pytest.raises(ConfigError, match=r'each in \[0, 100\]'):
+        validate_config(config)
+    config.report.paper_auroc = ()
+    validate_config(config, num_classes=3)  # None: nothing to check

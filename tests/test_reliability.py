@@ -246,6 +246,8 @@ BAD_CONFIGS = [
     {'model.pretrained': '/nowhere.pth'},
     {'model.pretrained': 'PTH', 'model.name': 'resnet18', 'model.stem': 'cifar'},
     {'optim.peak_lr': float('nan')},
+    {'report.paper_auroc': (91.0, 0.95, 101.0)},
+    {'data.setting': 'unlabeled', 'data.outlier_sets': ('rest',), 'report.paper_auroc': (91.0,)},
 ]
 
 
@@ -283,12 +285,14 @@ def test_every_config_error_of_validate_reaches_the_user_as_one_line(tmp_path):
         finally:
             sys.settrace(None)
         user_line(e)
-    # The data-dependent checks.
-    for kw in (dict(num_devices=3), dict(num_classes=2)):
+    # The data-dependent checks (report.paper_auroc: 3 entries for digits' 10 classes).
+    for overrides, kw in (({'data.normal_class': 5}, dict(num_devices=3)),
+                          ({'data.normal_class': 5}, dict(num_classes=2)),
+                          ({'report.paper_auroc': (91.0, 99.3, 94.4)}, dict(num_classes=10))):
         sys.settrace(tracer)
         try:
             with pytest.raises(ConfigError) as e:
-                validate.validate_config(tiny_config(**{'data.normal_class': 5}), **kw)
+                validate.validate_config(tiny_config(**overrides), **kw)
         finally:
             sys.settrace(None)
         user_line(e)

@@ -63,7 +63,8 @@ class OneClassTest:
     def finish(self, rows, embedder=None):
         summary = report.summarize(rows, self.ds.name,
                                    negative_weights_source=self.config.negatives.weights,
-                                   autoaug_embedder=embedder)
+                                   autoaug_embedder=embedder,
+                                   paper_auroc=self.config.report.paper_auroc)
         print(report.format_table(summary), flush=True)
         report.write_report(self.workdir, summary)
         return summary

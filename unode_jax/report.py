@@ -47,9 +47,13 @@ def class_metrics(scores):
     return out
 
 
-def summarize(results, dataset, **extra):
-    """The summary of per-class results: each column's mean and (population) std."""
+def summarize(results, dataset, paper_auroc=(), **extra):
+    """The summary of per-class results: each column's mean and (population) std.
+    paper_auroc (config.report.paper_auroc): the paper's AUROC (%) of every class of the
+    dataset, shown beside ours; kept only when given."""
     stats = _stats(results)
+    if len(paper_auroc):
+        extra['paper_auroc'] = [float(v) for v in paper_auroc]
     return dict(dataset=dataset, positive_class=POSITIVE, mean_auroc=stats['auroc']['mean'],
                 metrics=stats, **extra, classes={str(r['normal_class']): r for r in results})
 
@@ -94,6 +98,15 @@ def _dir(workdir, summary, r):
         class_dir(workdir, r['normal_class'])
 
 
+def paper_column(summary):
+    """The paper's AUROC (%) of each row of a one-class summary that has paper_auroc, in
+    row order; None without them (multi-class summaries have none)."""
+    paper = summary.get('paper_auroc')
+    if not paper or _multiclass(summary):
+        return None
+    return [paper[r['normal_class']] for r in _rows(summary)]
+
+
 def _title(summary):
     if _multiclass(summary):
         return (f'**{summary["dataset"]}** ({summary["setting"]} multi-class) as inliers '
@@ -105,19 +118,21 @@ def format_table(summary):
     """The console table (%): one row per normal class, then mean and std."""
     first = ('#', 'outlier set') if _multiclass(summary) else ('class', 'name')
     cols = columns(_rows(summary))
+    paper = paper_column(summary)
     head = f'{first[0]:>6} {first[1]:>12}' + ''.join(f' {SHORT[k]:>9}' for k in cols) + \
-        f' {"inliers":>8} {"outliers":>9}'
+        (f' {"paper":>9}' if paper else '') + f' {"inliers":>8} {"outliers":>9}'
     lines = [head]
     if _multiclass(summary):
         lines.insert(0, f'inliers: {summary["dataset"]} ({summary["setting"]})')
-    for r in _rows(summary):
+    for i, r in enumerate(_rows(summary)):
         key, name = _key_name(r)
         lines.append(f'{key:>6} {str(name)[:12]:>12}' + ''.join(
-            f' {100 * r[k]:9.2f}' for k in cols) +
+            f' {100 * r[k]:9.2f}' for k in cols) + (f' {paper[i]:9.2f}' if paper else '') +
             f' {r["n_test_inliers"]:>8} {r["n_test_outliers"]:>9}')
     for stat in ('mean', 'std'):
         lines.append(f'{stat:>6} {summary["dataset"][:12]:>12}' + ''.join(
-            f' {100 * summary["metrics"][k][stat]:9.2f}' for k in cols))
+            f' {100 * summary["metrics"][k][stat]:9.2f}' for k in cols) +
+            (f' {np.mean(paper):9.2f}' if paper and stat == 'mean' else ''))
     return '\n'.join(lines) + f'\n({POSITIVE})' + learning_check(summary)
 
 
@@ -142,30 +157,37 @@ def to_csv(summary):
     w = csv.writer(f, lineterminator='\n')
     first = ['index', 'outlier_set'] if _multiclass(summary) else ['normal_class', 'class_name']
     cols = columns(_rows(summary))
-    w.writerow(first + list(cols) + ['n_test_inliers', 'n_test_outliers'])
-    for r in _rows(summary):
+    paper = paper_column(summary)  # As the other columns: a fraction, not percent.
+    w.writerow(first + list(cols) + (['paper_auroc'] if paper else []) +
+               ['n_test_inliers', 'n_test_outliers'])
+    for i, r in enumerate(_rows(summary)):
         w.writerow(list(_key_name(r)) + [f'{r[k]:.6f}' for k in cols] +
+                   ([f'{paper[i] / 100:.6f}'] if paper else []) +
                    [r['n_test_inliers'], r['n_test_outliers']])
     for stat in ('mean', 'std'):
+        mean = [f'{np.mean(paper) / 100:.6f}' if stat == 'mean' else ''] if paper else []
         w.writerow([stat, summary['dataset']] +
-                   [f'{summary["metrics"][k][stat]:.6f}' for k in cols] + ['', ''])
+                   [f'{summary["metrics"][k][stat]:.6f}' for k in cols] + mean + ['', ''])
     return f.getvalue()
 
 
 def to_markdown(summary):
     """As the paper's tables: % per class, then mean ± std."""
     keys = columns(_rows(summary))
-    cols = ['outliers' if _multiclass(summary) else 'class'] + [HEADERS[k] for k in keys]
+    paper = paper_column(summary)
+    cols = ['outliers' if _multiclass(summary) else 'class'] + [HEADERS[k] for k in keys] + \
+        (['AUROC paper'] if paper else [])
     lines = [f'{_title(summary)} ({POSITIVE}; FPR@95TPR: lower is better)',
              '', '| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
-    for r in _rows(summary):
+    for i, r in enumerate(_rows(summary)):
         key, name = _key_name(r)
         label = name if _multiclass(summary) else f'{key} ({name})'
-        lines.append(f'| {label} | ' +
-                     ' | '.join(f'{100 * r[k]:.1f}' for k in keys) + ' |')
+        lines.append(f'| {label} | ' + ' | '.join(
+            [f'{100 * r[k]:.1f}' for k in keys] + ([f'{paper[i]:.1f}'] if paper else [])) + ' |')
     lines.append('| **mean ± std** | ' + ' | '.join(
-        f'**{100 * summary["metrics"][k]["mean"]:.1f}** ± {100 * summary["metrics"][k]["std"]:.1f}'
-        for k in keys) + ' |')
+        [f'**{100 * summary["metrics"][k]["mean"]:.1f}** ± '
+         f'{100 * summary["metrics"][k]["std"]:.1f}' for k in keys] +
+        ([f'**{np.mean(paper):.1f}**'] if paper else [])) + ' |')
     check = learning_check(summary).strip()
     return '\n'.join(lines + ([check] if check else [])) + '\n'
 
@@ -254,9 +276,10 @@ def rebuild(workdir):
 
 
 def universality(run_dirs):
-    """Table 1's summary: each finished run's mean metrics, then their mean and std across
-    the runs (the paper's measure of universality across datasets)."""
-    runs = []
+    """Table 1's summary: each finished run's mean metrics, and the mean AUROC of each
+    baseline (baselines.py) that every run has, then their mean and std across the runs
+    (the paper's measure of universality across datasets), and the verdict line."""
+    summaries = []
     for d in run_dirs:
         path = os.path.join(d, 'results.json')
         if not os.path.exists(path):
@@ -264,24 +287,52 @@ def universality(run_dirs):
         s = read_json(path, f'rerun --mode=eval on {d} to rewrite it')
         if 'metrics' not in s:  # Written before these metrics existed: recompute them.
             s = rebuild(d)
-        runs.append(dict(run=d, dataset=s['dataset'], classes=len(_rows(s)),
-                         **{k: s['metrics'][k]['mean'] for k in COLUMNS}))
+        summaries.append((d, s))
+    keys = COLUMNS + baseline_columns([s['metrics'] for _, s in summaries])
+    runs = [dict(run=d, dataset=s['dataset'], classes=len(_rows(s)),
+                 **{k: s['metrics'][k]['mean'] for k in keys}) for d, s in summaries]
     across = {k: dict(mean=float(np.mean([r[k] for r in runs])),
-                      std=float(np.std([r[k] for r in runs]))) for k in COLUMNS}
-    return dict(positive_class=POSITIVE, runs=runs, across=across)
+                      std=float(np.std([r[k] for r in runs]))) for k in keys}
+    u = dict(positive_class=POSITIVE, columns=list(keys), runs=runs, across=across)
+    return dict(u, verdict=universality_verdict(u))
+
+
+def universality_verdict(u):
+    """One line: ours (eq. 15) across the runs against the baseline of the best mean: the
+    difference of the means, and ours' std relative to the smallest baseline std ('' when
+    no baseline is in every run)."""
+    base = [k for k in u['columns'] if k not in COLUMNS]
+    if not base:
+        return ''
+    a, n = u['across'], len(u['runs'])
+    best = max(base, key=lambda k: a[k]['mean'])
+    tight = min(base, key=lambda k: a[k]['std'])
+    name = {key: label for _, key, label in BASELINES.values()}
+    what = 'datasets' if len({r['dataset'] for r in u['runs']}) == n else 'runs'
+    if a[tight]['std'] > 0:
+        spread = f'{a["auroc"]["std"] / a[tight]["std"]:.2f}x ' + (
+            'its std' if tight == best else
+            f'the smallest baseline std ({name[tight]} {100 * a[tight]["std"]:.1f})')
+    else:
+        spread = f'std {100 * a["auroc"]["std"]:.1f} against 0 ({name[tight]})'
+    return (f'ours {100 * a["auroc"]["mean"]:.1f} ± {100 * a["auroc"]["std"]:.1f} across {n} '
+            f'{what}; best baseline ({name[best]}) {100 * a[best]["mean"]:.1f} ± '
+            f'{100 * a[best]["std"]:.1f}: {100 * (a["auroc"]["mean"] - a[best]["mean"]):+.1f} '
+            f'points, {spread}')
 
 
 def universality_markdown(u):
-    cols = ['dataset', 'classes'] + [HEADERS[k] for k in COLUMNS]
+    keys = u['columns']
+    cols = ['dataset', 'classes'] + [HEADERS[k] for k in keys]
     lines = [f'Universality (Table 1): mean over each run\'s classes, then mean ± std across '
              f'runs ({POSITIVE})', '', '| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
     for r in u['runs']:
         lines.append(f'| {r["dataset"]} | {r["classes"]} | ' +
-                     ' | '.join(f'{100 * r[k]:.1f}' for k in COLUMNS) + ' |')
+                     ' | '.join(f'{100 * r[k]:.1f}' for k in keys) + ' |')
     lines.append(f'| **mean ± std** | {len(u["runs"])} runs | ' + ' | '.join(
         f'**{100 * u["across"][k]["mean"]:.1f}** ± {100 * u["across"][k]["std"]:.1f}'
-        for k in COLUMNS) + ' |')
-    return '\n'.join(lines) + '\n'
+        for k in keys) + ' |')
+    return '\n'.join(lines + (['', u['verdict']] if u['verdict'] else [])) + '\n'
 
 
 def write_universality(out_dir, run_dirs):

@@ -80,6 +80,7 @@ def validate_config(config, *, num_classes=None, num_devices=None):
     if a.num_images < 0 or 0 < a.num_images < 10:
         raise ConfigError(f'autoaug.num_images must be 0 (all) or >= 10, got {a.num_images}')
     _check_settings(config)
+    _check_paper_auroc(config, num_classes)
     _check_corruptions(config)
     if config.corruptions.severity not in (1, 2, 3, 4, 5):
         raise ConfigError(f'corruptions.severity must be 1..5, got {config.corruptions.severity}')
@@ -197,6 +198,23 @@ def _check_settings(config):
         raise ConfigError(f'predict.holdout must be in [0, 0.5], got {p.holdout}')
     if not 0 < p.quantile < 1:
         raise ConfigError(f'predict.quantile must be in (0, 1), got {p.quantile}')
+
+
+def _check_paper_auroc(config, num_classes):
+    """report.paper_auroc: the paper's AUROC (%) of each class; its length needs the data."""
+    d, paper = config.data, tuple(config.report.paper_auroc)
+    if not paper:
+        return
+    if d.setting != 'one_class':
+        raise ConfigError(f'report.paper_auroc is per normal class (data.setting=one_class), '
+                          f'not data.setting={d.setting!r}: set --config.report.paper_auroc=()')
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 100
+               for v in paper):
+        raise ConfigError(f'report.paper_auroc holds AUROCs in percent, each in [0, 100], '
+                          f'got {paper}')
+    if num_classes is not None and len(paper) != num_classes:
+        raise ConfigError(f'report.paper_auroc has {len(paper)} entries but {d.name} has '
+                          f'{num_classes} classes: one AUROC per class, in class order')
 
 
 def _check_corruptions(config):

@@ -7,6 +7,7 @@ exposure file.
   * 'faces'   -- scikit-image's bundled lfw_subset: 100 25x25 faces (Labeled Faces
                  in the Wild) and 100 non-face patches of natural images; class 0 =
                  face, 1 = non-face; offline, a second real dataset for ablations.
+  * 'textures' -- patches of scikit-image's bundled textures, in textures.py.
   * 'arrays'  -- a user's .npz file, read without pickle.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 pipeline's way in: config.data -> a `Dataset` of uint8 NHWC RGB images at data.image_size.
 
   kind     where the images come from                                 data.path
-  bundled  a pip package (scikit-learn's digits, scikit-image's faces)  -
+  bundled  a pip package (scikit-learn's digits, scikit-image's faces and textures)  -
   tfds     a prepared TFDS folder (data.data_dir; data.download=True prepares it)  -, or
            for MNIST-format datasets (mnist, fashion_mnist) a folder of idx files (idx.py)
   file     a user's .npz with x_train, y_train, x_test, y_test       FILE.npz
@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from unode_jax import hosts
-from unode_jax.data import datasets, folders, folders_medical, idx
+from unode_jax.data import datasets, folders, folders_medical, idx, textures
 from unode_jax.data.prepare import to_rgb
 from unode_jax.data.tfds_loaders import EMNIST_LETTERS, TfdsSpec, load_tfds
 from unode_jax.data.types import Dataset
@@ -63,6 +63,7 @@ FASHION_MNIST_CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 
 DATASETS = {
     'digits': Source('bundled', datasets.load_digits),
     'faces': Source('bundled', datasets.load_faces),
+    'textures': Source('bundled', textures.load_textures),
     'cifar10': _tfds('cifar10'),
     'cifar100': Source('tfds', tfds=lambda coarse: TfdsSpec(
         'cifar100', 'coarse_label' if coarse else 'label')),
