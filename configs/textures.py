@@ -10,7 +10,7 @@ grid's stride is 8). Why it exists: rotation is harmless on these textures (a pa
 grass turned by 90 degrees is still grass), so AutoAugOOD should give the rotation
 negative a low weight here, where it gives it a high one on digits and Fashion-MNIST.
 Every setting is the quick start's (configs/digits.py) except the data, what the image
-size forces (32 px), digits' own lambda (below) and the budget. Needs scikit-image
+size forces (32 px) and the budget. Needs scikit-image
 (requirements.txt). Cost: see README. No paper number.
 """
 from configs import digits
@@ -20,9 +20,6 @@ def get_config():
     config = digits.get_config()
     config.data.name = 'textures'
     config.data.image_size = 32
-    # configs/digits.py's lambda = 4 was chosen on digits' validation split and is its own
-    # (faces prefers the paper's 1); the default lambda = 1 here, as on faces.
-    config.loss.ce_weight = 1.0
     # Batch 16 (digits'): 394 training patches a class (the fifth held out) make 24 steps an
     # epoch, so 5 epochs are digits' 120 steps a class; 1 warmup epoch is 24 steps (digits'
     # 3 are 18).

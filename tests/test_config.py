@@ -193,3 +193,34 @@ def test_paper_auroc_is_one_percent_per_class():
         validate_config(config)
     config.report.paper_auroc = ()
     validate_config(config, num_classes=3)  # None: nothing to check
+
+
+# What a CPU config may set for itself (issue 24's "one recipe"): the data, the image size,
+# the batch and the budget, and how it is run and reported. Every method setting (loss and
+# lambda, temperature, negatives and their weights, score and balance, optimiser and schedule
+# shape) is the quick start's (configs/digits.py).
+CPU_CONFIGS = ('faces', 'textures', 'fashion_mnist_cpu')
+PER_DATASET = ('data.', 'batch_size', 'optim.num_epochs', 'optim.warmup_epochs',
+               'optim.decay_epochs',  # A formula of num_epochs (configs/default.py).
+               'log_every', 'checkpoint_every', 'score.batch_size', 'predict.holdout', 'report.')
+
+
+def _flat(d, prefix=''):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f'{prefix}{k}.'))
+        else:
+            out[f'{prefix}{k}'] = v
+    return out
+
+
+@pytest.mark.parametrize('name', CPU_CONFIGS)
+def test_cpu_configs_share_one_recipe(name):
+    recipe = _flat(importlib.import_module('configs.digits').get_config().to_dict())
+    config = _flat(importlib.import_module(f'configs.{name}').get_config().to_dict())
+    assert set(config) == set(recipe)
+    differ = sorted(k for k in config if config[k] != recipe[k])
+    assert differ, f'configs/{name}.py is configs/digits.py'
+    assert [k for k in differ if not k.startswith(PER_DATASET)] == [], (
+        f'configs/{name}.py sets method fields of its own: one recipe for every CPU config')
