@@ -416,7 +416,7 @@ def test_quick_start_detects_novel_digits_and_sweep_resumes(tmp_path, monkeypatc
     monkeypatch.setattr(train_lib, 'train', recording_train)  # as run.py calls it
     config = digits.get_config()
     config.progress_bar = False
-    config.optim.num_epochs = 10  # the quick start's 40, shortened for the test
+    config.optim.num_epochs = 10  # the quick start's 20, shortened for the test
     # --mode=all: the sweep, its reports, then every corruption of the test set (Table 2).
     config.corruptions.names = ('gaussian_noise', 'rotate')
     summary = run(config, str(tmp_path), mode='all', classes=(0, 1))
