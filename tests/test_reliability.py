@@ -336,3 +336,11 @@ def test_a_checkpoint_of_another_model_stops_without_moving_anything(tmp_path):
     ckpt = Checkpointer(str(tmp_path), 2)
     assert int(ckpt.restore(state).step) == 4
     ckpt.close()
+
+
+def test_a_comma_list_for_a_tuple_field_says_how_a_tuple_is_written(tmp_path):
+    r = launch('--config=configs/textures.py', f'--workdir={tmp_path / "w"}', '--mode=ablate',
+               '--config.ablation.variants=uniform,rotation')
+    assert r.returncode != 0 and r.stderr.count('\n') == 1, r.stderr
+    assert "entry='uniform,rotation' is not one of" in r.stderr
+    assert '''a tuple is written --config.ablation.variants="('a','b')"''' in r.stderr

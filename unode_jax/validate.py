@@ -47,9 +47,9 @@ ENTRY_CHOICES = {'ablation.variants': VARIANT_NAMES, 'score.baselines': BASELINE
 OPTIONAL_CHOICES = {'model.stem': STEMS}
 
 
-def _one_of(name, value, allowed):
+def _one_of(name, value, allowed, hint=''):
     if value not in allowed:
-        raise ConfigError(f'{name}={value!r} is not one of {tuple(allowed)}')
+        raise ConfigError(f'{name}={value!r} is not one of {tuple(allowed)}{hint}')
 
 
 def _field(config, dotted):
@@ -65,7 +65,10 @@ def validate_config(config, *, num_classes=None, num_devices=None):
         _one_of(field, _field(config, field), allowed)
     for field, allowed in ENTRY_CHOICES.items():
         for v in _field(config, field):
-            _one_of(f'{field} entry', v, allowed)
+            # --config.x=a,b arrives as the one entry 'a,b': say how a tuple is written.
+            hint = (f'; a tuple is written --config.{field}="(\'a\',\'b\')"'
+                    if isinstance(v, str) and ',' in v else '')
+            _one_of(f'{field} entry', v, allowed, hint)
     for field, allowed in OPTIONAL_CHOICES.items():
         if _field(config, field) is not None:
             _one_of(field, _field(config, field), allowed)
