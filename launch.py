@@ -40,6 +40,8 @@ flags.DEFINE_string('workdir', None, 'Where checkpoints, metrics and results go.
 flags.DEFINE_enum('mode', 'train_eval', list(MODES), 'What to do (unode_jax/modes.py).')
 flags.DEFINE_list('runs', None, '--mode=report: finished workdirs (e.g. one per dataset) to '
                   'summarise across, as Table 1, into --workdir/universality.{json,md}.')
+flags.DEFINE_list('classes', None, 'One-class sweep (data.normal_class=-1): only these '
+                  'classes, in this order, e.g. --classes=0,6,9 (default: every class).')
 flags.DEFINE_string('images', None, '--mode=predict: a folder (searched recursively) or a glob '
                     'of PNG/JPEG images to score.')
 flags.DEFINE_float('threshold', None, '--mode=predict: score below which an image is novel '
@@ -129,6 +131,10 @@ def main(argv):
                  'config.json of a trained model)')
     if FLAGS.runs and FLAGS.mode != 'report':
         sys.exit('error: --runs goes with --mode=report')
+    if FLAGS.classes and not all(c.strip().isdigit() for c in FLAGS.classes):
+        sys.exit(f'error: --classes takes class numbers, e.g. --classes=0,6,9, got '
+                 f'{",".join(FLAGS.classes)}')
+    classes = [int(c) for c in FLAGS.classes] if FLAGS.classes else None
     try:
         cluster = hosts.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                                    FLAGS.process_id, FLAGS.heartbeat_timeout_s)
@@ -156,8 +162,8 @@ def main(argv):
             if FLAGS.runs:
                 print(report.write_universality(FLAGS.workdir, FLAGS.runs), end='')
             else:
-                run(FLAGS.config, FLAGS.workdir, FLAGS.mode, images=FLAGS.images,
-                    threshold=FLAGS.threshold)
+                run(FLAGS.config, FLAGS.workdir, FLAGS.mode, classes=classes,
+                    images=FLAGS.images, threshold=FLAGS.threshold)
     except KeyboardInterrupt:
         if FLAGS.debug:
             raise

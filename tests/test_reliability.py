@@ -296,13 +296,18 @@ def test_every_config_error_of_validate_reaches_the_user_as_one_line(tmp_path):
         finally:
             sys.settrace(None)
         user_line(e)
-    for config, y in ((tiny_config(**{'data.normal_class': 1}), np.array([0, 0, 2])),
-                      (tiny_config(**{'batch_size': 64, 'data.normal_class': 0}),
-                       np.zeros(40, int))):
+    # Then launch.py's --classes: a class the dataset lacks, and a sweep that is not one.
+    y3 = np.repeat([0, 1, 2], 64)
+    for config, y, classes in (
+            (tiny_config(**{'data.normal_class': 1}), np.array([0, 0, 2]), None),
+            (tiny_config(**{'batch_size': 64, 'data.normal_class': 0}), np.zeros(40, int),
+             None),
+            (tiny_config(**{'data.normal_class': -1}), y3, [0, 3]),
+            (tiny_config(**{'data.normal_class': 1}), y3, [0, 2])):
         sys.settrace(tracer)
         try:
             with pytest.raises(ConfigError) as e:
-                validate.check_training_sizes(config, y, ('a', 'b', 'c'))
+                validate.check_training_sizes(config, y, ('a', 'b', 'c'), classes)
         finally:
             sys.settrace(None)
         user_line(e)

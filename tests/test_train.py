@@ -385,7 +385,9 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(
 def test_bad_override_fails_with_one_line(tmp_path):
     for flag, word in [('--config.data.name=nope', 'data.name'),
                        ('--config.batch_size=0', 'batch_size'),
-                       ('--config.data.normal_class=12', 'normal_class')]:
+                       ('--config.data.normal_class=12', 'normal_class'),
+                       # --classes reaches run(): the dataset's classes are checked there.
+                       ('--classes=3,12', 'digits has classes 0..9, got [12]')]:
         r = _launch(tmp_path / 'bad', flag)
         assert r.returncode != 0
         last = r.stderr.strip().splitlines()[-1]
@@ -395,7 +397,9 @@ def test_bad_override_fails_with_one_line(tmp_path):
                        ('--config.optim.peak_lrr=1', 'no such field in the config; nearest: '
                                                      'optim.peak_lr'),
                        ('--config.optim.peak_lr=x', 'could not convert'),
-                       ('--nope=1', "Unknown command line flag 'nope'")]:
+                       ('--nope=1', "Unknown command line flag 'nope'"),
+                       ('--classes=0,six', '--classes takes class numbers, e.g. --classes=0,6,9, '
+                                           'got 0,six')]:
         r = _launch(tmp_path / 'bad', flag)
         assert r.returncode == 1 and r.stderr.count('\n') == 1, r.stderr[-2000:]
         assert r.stderr.startswith('error: ') and want in r.stderr, r.stderr

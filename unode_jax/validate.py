@@ -128,6 +128,12 @@ def check_training_sizes(config, y_train, class_names, classes=None, training=Tr
     batch_size of them once predict.holdout's are set aside; checked before any work."""
     d = config.data
     counts = np.bincount(y_train, minlength=len(class_names))
+    if classes and (d.setting != 'one_class' or d.normal_class >= 0):
+        raise ConfigError('--classes picks the classes of a one-class sweep: it needs '
+                          "data.setting='one_class' and data.normal_class=-1")
+    bad = [k for k in classes or () if not 0 <= k < len(counts)]
+    if bad:
+        raise ConfigError(f'--classes: {d.name} has classes 0..{len(counts) - 1}, got {bad}')
     if d.setting == 'one_class':
         todo = [d.normal_class] if d.normal_class >= 0 else (classes or range(len(counts)))
         groups = [(f'class {k} ({class_names[k]})', int(counts[k])) for k in todo]
