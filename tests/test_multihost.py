@@ -152,6 +152,41 @@ def test_row_shares_cover_every_row_once_in_order(n, n_proc, align):
     assert rows == list(range(n))
 
 
+def _fake_machine(root, pci=(), dev=()):
+    """A sysfs PCI bus with (vendor, device) ids, and /dev nodes, under root."""
+    for i, (vendor, device) in enumerate(pci):
+        d = root / 'sys/bus/pci/devices' / f'0000:00:{i:02x}.0'
+        d.mkdir(parents=True)
+        (d / 'vendor').write_text(vendor + '\n')
+        (d / 'device').write_text(device + '\n')
+    for node in dev:
+        (root / node).parent.mkdir(parents=True, exist_ok=True)
+        (root / node).write_text('')
+    return str(root)
+
+
+def test_a_tpu_vm_is_told_from_a_gpu_machine_by_its_pci_devices(tmp_path):
+    gvnic, nvme, h200 = ('0x1ae0', '0x0042'), ('0x1ae0', '0x001f'), ('0x10de', '0x2335')
+    # A GCE GPU VM: Google's network card and disk, an NVIDIA GPU, VFIO and accel nodes.
+    gpu_vm = _fake_machine(tmp_path / 'gpu', pci=[gvnic, nvme, h200],
+                           dev=['dev/vfio/0', 'dev/accel0', 'dev/nvidia0'])
+    assert hosts.tpu_chips(gpu_vm) == 0 and hosts.detected_cluster({}, gpu_vm) is None
+    # A v4 host (four chips) and a v5e host: a Cloud TPU from the bus alone.
+    v4 = _fake_machine(tmp_path / 'v4', pci=[gvnic] + [('0x1ae0', '0x005e')] * 4)
+    assert hosts.tpu_chips(v4) == 4 and hosts.detected_cluster({}, v4) == 'Cloud TPU'
+    v5e = _fake_machine(tmp_path / 'v5e', pci=[('0x1ae0', '0x0063')])
+    assert hosts.detected_cluster({}, v5e) == 'Cloud TPU'
+    # No sysfs at all (a container without it): nothing detected, no error.
+    assert hosts.tpu_chips(str(tmp_path / 'none')) == 0
+    # A device node that cannot be read is skipped.
+    broken = tmp_path / 'broken/sys/bus/pci/devices/x'
+    broken.mkdir(parents=True)
+    (broken / 'vendor').write_text('0x1ae0')
+    assert hosts.tpu_chips(str(tmp_path / 'broken')) == 0
+    # This machine (a CPU machine of CI's kind) is no TPU VM.
+    assert hosts.tpu_chips() == 0
+
+
 HELPERS = """
 import sys
 import numpy as np

@@ -16,6 +16,7 @@ the backend. With one process every function here is the identity or a no-op.
 """
 from __future__ import annotations
 
+import glob
 import os
 
 import jax
@@ -23,24 +24,43 @@ import numpy as np
 
 from unode_jax.errors import PeerError
 
+# Google's PCI vendor id, and the device ids of its TPU chips (v2/v3, v4, v5p, v5e, v6e,
+# 7x; as jax's own hardware check lists them). Google's other PCI devices (a GCE VM's
+# gVNIC network card or NVMe disk) and /dev/vfio or /dev/accel nodes (any VFIO or
+# accelerator driver: a GPU host may have them) do not make a machine a TPU VM.
+GOOGLE_PCI_VENDOR = '0x1ae0'
+TPU_PCI_DEVICES = ('0x0027', '0x0056', '0x005e', '0x0062', '0x0063', '0x006f', '0x0076')
+
+
+def tpu_chips(sys_root='/'):
+    """How many TPU chips sit on this machine's PCI bus (read from sysfs under sys_root)."""
+    n = 0
+    for vendor in glob.glob(os.path.join(sys_root, 'sys/bus/pci/devices/*/vendor')):
+        try:
+            with open(vendor) as f, open(os.path.join(os.path.dirname(vendor), 'device')) as g:
+                n += f.read().strip() == GOOGLE_PCI_VENDOR and g.read().strip() in TPU_PCI_DEVICES
+        except OSError:  # A device that went away, or an unreadable node: not a TPU.
+            continue
+    return n
+
+
 # How a cluster is recognised when no --coordinator_address is given; jax then reads the
 # coordinator, the process count and this process's id from the environment (a Cloud TPU
 # VM: its metadata; one host of TPUs is a cluster of one process).
 CLUSTER_ENVIRONMENTS = (
-    ('Cloud TPU', lambda env: bool(env.get('TPU_WORKER_HOSTNAMES')
-                                   or env.get('MEGASCALE_COORDINATOR_ADDRESS')
-                                   or os.path.exists('/dev/accel0')
-                                   or os.path.exists('/dev/vfio/0'))),
-    ('Slurm', lambda env: int(env.get('SLURM_NTASKS', '1') or 1) > 1
+    ('Cloud TPU', lambda env, root: bool(env.get('TPU_WORKER_HOSTNAMES')
+                                         or env.get('MEGASCALE_COORDINATOR_ADDRESS')
+                                         or tpu_chips(root))),
+    ('Slurm', lambda env, root: int(env.get('SLURM_NTASKS', '1') or 1) > 1
      and 'SLURM_STEP_ID' in env),
-    ('Open MPI', lambda env: int(env.get('OMPI_COMM_WORLD_SIZE', '1') or 1) > 1),
+    ('Open MPI', lambda env, root: int(env.get('OMPI_COMM_WORLD_SIZE', '1') or 1) > 1),
 )
 
 
-def detected_cluster(env=None):
+def detected_cluster(env=None, sys_root='/'):
     """The name of the multi-process environment this process runs in, or None."""
     env = os.environ if env is None else env
-    return next((name for name, found in CLUSTER_ENVIRONMENTS if found(env)), None)
+    return next((name for name, found in CLUSTER_ENVIRONMENTS if found(env, sys_root)), None)
 
 
 def initialize(coordinator_address=None, num_processes=None, process_id=None,
