@@ -103,7 +103,10 @@ def get_config():
     config.model.stem = config_dict.placeholder(str)
     config.model.proj_dim = 128  # Projection head g: Linear(d, d) - ReLU - Linear(d, proj_dim).
     config.model.normalize_feature = False  # L2-normalise f before the heads (authors, pretrained).
-    config.model.dtype = 'float32'  # Compute dtype: float32 | bfloat16 (outputs stay float32).
+    # Compute dtype: auto (bfloat16 on a GPU or TPU, float32 on a CPU) | float32 | bfloat16;
+    # parameters, BatchNorm statistics, logits and losses stay float32. results.json
+    # records the dtype a run computed in (compute_dtype).
+    config.model.dtype = 'auto'
     config.model.input_norm = 'half'  # half: (x - 0.5) / 0.5 (authors, scratch) | imagenet.
     # A torchvision ImageNet state dict (.pth, e.g. resnet18 or wide_resnet50_2) to start
     # the encoder from; read without torch. The authors' pretrained setting also sets

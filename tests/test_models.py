@@ -89,6 +89,18 @@ def test_bf16_compute_gives_float32_outputs():
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables))
 
 
+def test_auto_dtype_is_bfloat16_on_accelerators_and_float32_on_a_cpu():
+    from unode_jax.models import compute_dtype
+    assert compute_dtype('auto') == jnp.float32  # this machine: a CPU
+    for backend in ('gpu', 'cuda', 'rocm', 'tpu'):
+        assert compute_dtype('auto', backend) == jnp.bfloat16
+    assert compute_dtype('auto', 'cpu') == jnp.float32
+    assert compute_dtype('float32', 'tpu') == jnp.float32  # explicit wins
+    assert compute_dtype('bfloat16', 'cpu') == jnp.bfloat16
+    with pytest.raises(ValueError, match='model.dtype must be one of'):
+        compute_dtype('float16')
+
+
 def test_unknown_model_name_lists_valid_names():
     with pytest.raises(ValueError, match='resnet18_cifar'):
         create_model('resnet1000')

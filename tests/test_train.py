@@ -439,6 +439,7 @@ def test_quick_start_detects_novel_digits_and_sweep_resumes(tmp_path, monkeypatc
         # measured: under 0.08, over 0.95 and over 0.998.
         assert r['fpr95'] < 0.5 and r['aupr_in'] > 0.5 and r['aupr_out'] > 0.95, r
         assert r['negative_weights_source'] == 'auto' and r['autoaug_embedder']['name'] == 'random_cnn'
+        assert r['compute_dtype'] == 'float32'  # model.dtype='auto' on a CPU
         # The learning check and pixel kNN are columns of every run.
         assert 0.5 < r['auroc_untrained'] < 1 and r['auroc_pixel_knn'] > 0.95
         assert (tmp_path / f'class_{c}' / 'autoaug.json').exists()

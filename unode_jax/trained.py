@@ -20,6 +20,7 @@ from unode_jax.augment import autoaug
 from unode_jax.checkpoint import Checkpointer
 from unode_jax.data.splits import holdout_split
 from unode_jax.evaluate import embed
+from unode_jax.models import compute_dtype
 from unode_jax.plan import ModelRun
 
 CONFIG_FILE = 'config.json'
@@ -57,7 +58,8 @@ class TrainedModel:
                     autoaug_embedder=self.embedder, outlier_exposure=config.negatives.outliers,
                     score_balance=config.score.balance,
                     spread_share=config.score.spread_share, ensemble=config.score.ensemble,
-                    holdout=config.predict.holdout)
+                    holdout=config.predict.holdout,
+                    compute_dtype=compute_dtype(config.model.dtype).name)
 
 
 def head_of(config):
