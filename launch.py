@@ -26,7 +26,7 @@ from ml_collections import config_flags
 
 from configs import saved
 
-from unode_jax import hosts, report
+from unode_jax import compile_cache, hosts, report
 from unode_jax.errors import error_line
 from unode_jax.lock import workdir_lock
 from unode_jax.modes import MODES
@@ -46,6 +46,9 @@ flags.DEFINE_string('images', None, '--mode=predict: a folder (searched recursiv
                     'of PNG/JPEG images to score.')
 flags.DEFINE_float('threshold', None, '--mode=predict: score below which an image is novel '
                    '(default: fitted on held-out normal training images, see predict.holdout).')
+flags.DEFINE_string('compilation_cache', 'auto', "JAX's persistent compilation cache: auto "
+                    '(on a GPU or TPU, under ~/.cache/unode_jax/xla; off on a CPU), a folder, '
+                    'or none (unode_jax/compile_cache.py).')
 flags.DEFINE_string('coordinator_address', None, 'Multi-host: host:port of process 0, the '
                     'same on every process (absent: detected on Cloud TPU, under Slurm or '
                     'Open MPI; else one process).')
@@ -148,6 +151,8 @@ def main(argv):
                 return  # Files only (--mode=report): process 0's work.
         if MODES[FLAGS.mode].needs_config:
             validate_config(FLAGS.config)  # Before any data, device or compile work.
+        if MODES[FLAGS.mode].devices:
+            compile_cache.enable(FLAGS.compilation_cache)
         with contextlib.ExitStack() as lock:
             error = None
             if hosts.is_writer():  # Process 0 holds the workdir for every process.
