@@ -26,7 +26,7 @@ from ml_collections import config_flags
 
 from configs import saved
 
-from unode_jax import compile_cache, hosts, report
+from unode_jax import hosts, report, xla_options
 from unode_jax.errors import error_line
 from unode_jax.lock import workdir_lock
 from unode_jax.modes import MODES
@@ -48,7 +48,7 @@ flags.DEFINE_float('threshold', None, '--mode=predict: score below which an imag
                    '(default: fitted on held-out normal training images, see predict.holdout).')
 flags.DEFINE_string('compilation_cache', 'auto', "JAX's persistent compilation cache: auto "
                     '(on a GPU or TPU, under ~/.cache/unode_jax/xla; off on a CPU), a folder, '
-                    'or none (unode_jax/compile_cache.py).')
+                    'or none (unode_jax/xla_options.py).')
 flags.DEFINE_string('coordinator_address', None, 'Multi-host: host:port of process 0, the '
                     'same on every process (absent: detected on Cloud TPU, under Slurm or '
                     'Open MPI; else one process).')
@@ -138,6 +138,8 @@ def main(argv):
         sys.exit(f'error: --classes takes class numbers, e.g. --classes=0,6,9, got '
                  f'{",".join(FLAGS.classes)}')
     classes = [int(c) for c in FLAGS.classes] if FLAGS.classes else None
+    if FLAGS.config is not None and MODES[FLAGS.mode].devices:
+        xla_options.deterministic_ops(FLAGS.config)  # Before anything starts the backend.
     try:
         cluster = hosts.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                                    FLAGS.process_id, FLAGS.heartbeat_timeout_s)
@@ -152,7 +154,7 @@ def main(argv):
         if MODES[FLAGS.mode].needs_config:
             validate_config(FLAGS.config)  # Before any data, device or compile work.
         if MODES[FLAGS.mode].devices:
-            compile_cache.enable(FLAGS.compilation_cache)
+            xla_options.enable(FLAGS.compilation_cache)
         with contextlib.ExitStack() as lock:
             error = None
             if hosts.is_writer():  # Process 0 holds the workdir for every process.

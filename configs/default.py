@@ -28,6 +28,10 @@ from unode_jax.augment.weights import PAPER_TRANSFORMS
 def get_config():
     config = config_dict.ConfigDict()
     config.seed = 0  # Every random draw is keyed by (seed, step, global sample index).
+    # On a GPU: XLA's deterministic reductions and scatters (--xla_gpu_deterministic_ops),
+    # so the same run on the same GPU gives the same bits, at some speed (README
+    # "Reproducibility"). A CPU run is deterministic either way.
+    config.deterministic = False
 
     # --- data -----------------------------------------------------------------
     config.data = config_dict.ConfigDict()

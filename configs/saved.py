@@ -21,7 +21,8 @@ from configs import default
 CONFIG_FILE = 'config.json'
 # Fields that evaluation, prediction and reports read and training does not (prefixes).
 EVAL_FIELDS = ('score.', 'predict.', 'corruptions.', 'report.', 'progress_bar', 'data.data_dir',
-               'data.cache_dir', 'data.cache', 'data.download', 'data.path', 'data.strict')
+               'data.cache_dir', 'data.cache', 'data.download', 'data.path', 'data.strict',
+               'deterministic')
 
 
 def saved_config_path(workdir):

@@ -1,4 +1,10 @@
-"""JAX's persistent compilation cache, so that a rerun, a resume or the next run of the
+"""XLA's process-wide options, set by launch.py before the first compile.
+
+deterministic_ops(config): config.deterministic adds --xla_gpu_deterministic_ops=true to
+XLA_FLAGS (before the backend starts): a GPU then picks deterministic reductions and
+scatters (slower), so that the same run on the same GPU gives the same bits.
+
+JAX's persistent compilation cache, so that a rerun, a resume or the next run of the
 same config loads its compiled steps instead of compiling them again (minutes for
 WRN-50-2 on an accelerator).
 
@@ -37,3 +43,18 @@ def enable(flag):
     if path is not None:
         jax.config.update('jax_compilation_cache_dir', path)
     return path
+
+
+DETERMINISTIC_FLAG = '--xla_gpu_deterministic_ops=true'
+
+
+def xla_flags(deterministic, flags=''):
+    """XLA_FLAGS with (or as given without) the deterministic-ops flag."""
+    if not deterministic or DETERMINISTIC_FLAG in flags.split():
+        return flags
+    return f'{flags} {DETERMINISTIC_FLAG}'.strip()
+
+
+def deterministic_ops(config):
+    """Sets XLA_FLAGS for config.deterministic (before anything starts the backend)."""
+    os.environ['XLA_FLAGS'] = xla_flags(config.deterministic, os.environ.get('XLA_FLAGS', ''))
