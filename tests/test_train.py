@@ -521,7 +521,7 @@ def test_outlier_exposure_ensemble_and_authors_score(tmp_path, images):
     assert result['n_test_inliers'] == 12 and result['n_test_outliers'] == len(outliers)
 
 
-def test_streaming_from_host_matches_resident_training(tmp_path, images, capsys):
+def test_streaming_from_host_matches_resident_training(tmp_path, images, capsys, monkeypatch):
     """A training set over data.device_budget_mb streams from host memory, each step's
     images gathered on the host, with the same samples and draws: the same parameters."""
     config = tiny_config(**{'negatives.transforms': SMALL_SET, 'optim.num_epochs': 2,
@@ -541,6 +541,41 @@ def test_streaming_from_host_matches_resident_training(tmp_path, images, capsys)
     def losses(d):
         return [json.loads(l)['loss'] for l in (tmp_path / d / 'metrics.jsonl').open()]
     np.testing.assert_allclose(losses('b'), losses('a'), rtol=1e-6)
+    # Where jax has no CPU backend (JAX_PLATFORMS=cuda or tpu), the indices are computed on
+    # the first local device: here that is the CPU again, so the same program gives the
+    # same bits.
+    real = jax.local_devices
+
+    def no_cpu_backend(*args, backend=None, **kwargs):
+        if backend == 'cpu':
+            raise RuntimeError("Unknown backend cpu. Available backends are ['cuda']")
+        return real(*args, backend=backend, **kwargs)
+    monkeypatch.setattr(jax, 'local_devices', no_cpu_backend)
+    assert sampling.index_device() == real()[0]
+    without_cpu = train_lib.train(config, str(tmp_path / 'c'), images, weights, labels=labels,
+                                  n_pad=30)
+    for a, b in zip(jax.tree.leaves(streamed.params), jax.tree.leaves(without_cpu.params)):
+        np.testing.assert_array_equal(b, a)
+
+
+def test_prefetch_puts_each_batch_ahead_on_the_devices_as_pmap_lays_them_out():
+    """sampling.prefetch: jax.device_put to the local devices, `size` batches in flight,
+    in order, with the sharding of pmap's own outputs (no recompile of the step)."""
+    n = jax.local_device_count()
+    pulled = []
+
+    def batches():
+        for i in range(5):
+            pulled.append(i)
+            yield dict(x=np.full((n, 2), i, np.int32))
+    it = sampling.prefetch(batches(), train_lib.AXIS, size=2)
+    first = next(it)
+    assert pulled == [0, 1]  # the next batch is on the devices while a step uses this one
+    rest = list(it)
+    assert [int(b['x'][0, 0]) for b in [first] + rest] == [0, 1, 2, 3, 4]
+    pmapped = jax.pmap(lambda x: x, axis_name=train_lib.AXIS)(np.zeros((n, 2), np.int32))
+    assert first['x'].sharding == pmapped.sharding
+    assert isinstance(first['x'], jax.Array) and first['x'].shape == (n, 2)
 
 
 def test_resume_drops_metrics_past_the_checkpoint_and_a_half_written_line(tmp_path):

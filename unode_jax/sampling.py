@@ -1,6 +1,9 @@
 """Which training images each step sees: every draw keyed by (seed, step, global position),
 so the trajectory does not depend on the device count, nor on whether the images live on
-the devices or stream from host memory."""
+the devices or stream from host memory (streamed_batches, put ahead by prefetch)."""
+import collections
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,18 +44,44 @@ def streamed_batches(config, images, targets, n_pad, start, total, n_dev, positi
     process of a multi-host run produces only its own devices' rows of each global batch.
 
     For training sets over data.device_budget_mb: the indices are image_indices' (run on
-    the CPU; threefry and the sort are the same on every backend), so a streamed run
-    visits the same samples with the same random draws as a resident one.
+    index_device(); threefry and the sort are the same on every backend), so a streamed
+    run visits the same samples with the same random draws as a resident one.
     """
     g = config.batch_size
-    cpu = jax.local_devices(backend='cpu')[0]  # This process's own.
+    where = index_device()
     # n_pad as the resident run's, so the permutations match even where the draws depend
     # on the array's length (jax_threefry_partitionable=False).
     indices = jax.jit(lambda step: image_indices(jax.random.key(config.seed), step,
                                                  jnp.arange(g), len(images), n_pad, g))
     rows = np.asarray(positions if positions is not None else range(n_dev))
     for step in range(start, total):
-        with jax.default_device(cpu):
+        with jax.default_device(where):
             idx, partner = np.asarray(indices(jnp.int32(step)))
         idx, partner = idx.reshape(n_dev, -1)[rows], partner.reshape(n_dev, -1)[rows]
         yield dict(images=images[idx], partners=images[partner], targets=targets[idx])
+
+
+def index_device():
+    """Where streamed_batches computes each step's indices: this process's CPU, off the
+    accelerator's queue (where they would wait behind the step in flight); the first local
+    device when jax runs without a CPU backend (JAX_PLATFORMS=cuda or tpu)."""
+    try:
+        return jax.local_devices(backend='cpu')[0]
+    except RuntimeError:  # "Unknown backend cpu": JAX_PLATFORMS does not list it.
+        return jax.local_devices()[0]
+
+
+def prefetch(batches, axis_name, size=2):
+    """batches (host arrays, leading axis = this process's devices) put on the devices,
+    `size` in flight, with jax.device_put, split over the local devices in
+    jax.local_devices() order as pmap's own outputs are (so the step never recompiles)."""
+    mesh = jax.sharding.Mesh(np.array(jax.local_devices()), (axis_name,))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis_name))
+    batches = iter(batches)
+
+    def put(n):
+        return [jax.device_put(b, sharding) for b in itertools.islice(batches, n)]
+    queue = collections.deque(put(size))
+    while queue:
+        yield queue.popleft()
+        queue.extend(put(1))

@@ -19,7 +19,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import flax.jax_utils
 import optax
 from flax.training import train_state
 from tqdm import tqdm
@@ -28,7 +27,7 @@ from unode_jax import hosts, losses, optim, torch_weights
 from unode_jax.augment import negatives, views
 from unode_jax.augment.weights import has_negatives
 from unode_jax.checkpoint import Checkpointer, resume
-from unode_jax.sampling import image_indices, streamed_batches
+from unode_jax.sampling import image_indices, prefetch, streamed_batches
 from unode_jax.errors import Interrupted
 from unode_jax.interrupt import deferred_sigint
 from unode_jax.models import build_model, frozen_mask, normalize_input
@@ -339,9 +338,9 @@ def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train
         # Each step's images, partners and targets go ahead of time; the rest once.
         constant_r = replicate(dict(neg_weights=np.asarray(weights, np.float32),
                                     outliers=outliers))
-        batches = flax.jax_utils.prefetch_to_device(
+        batches = prefetch(
             streamed_batches(config, images[:n], targets[:n], len(images), start, total,
-                             n_dev, local_device_positions()), 2)
+                             n_dev, local_device_positions()), AXIS)
     else:
         batch_r = replicate(device_batch(images, targets, weights, outliers, n_valid=n))
     p_train_step = (p_train_step if p_train_step is not None and not stream
