@@ -90,6 +90,41 @@ def test_max_cosine_similarity_rejects_bad_shapes():
 def test_leave_one_out_excludes_self():
     z = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     np.testing.assert_allclose(score.leave_one_out_max_cosine(z), [np.sqrt(0.5)] * 3, atol=1e-6)
+    assert score.leave_one_out_max_cosine(z[:1]).tolist() == [1.0]  # no other row
+
+
+def test_leave_one_out_on_the_devices_is_the_numpy_restatement_across_tiles_and_devices():
+    """The tiled kernel with each row's own column masked, over several query chunks and
+    bank blocks (50 rows in chunks of 4, blocks of 8 rows per device), equals the direct
+    N x N product with its diagonal removed; a duplicated row is another image (cosine 1).
+    Float32 cosines of 16-d unit vectors: within 1e-6."""
+    z = np.random.default_rng(0).normal(size=(50, 16)).astype(np.float32)
+    z[7] = 3 * z[31]  # the same direction: each is the other's nearest, cosine 1
+    zn = z / np.linalg.norm(z, axis=1, keepdims=True)
+    sim = zn.astype(np.float64) @ zn.T.astype(np.float64)
+    np.fill_diagonal(sim, -np.inf)
+    want = sim.max(axis=1)
+    got = score.leave_one_out_max_cosine(z, query_chunk=4, bank_chunk=8)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert abs(got[7] - 1) < 1e-6 and abs(got[31] - 1) < 1e-6
+    # The tile does not depend on the device count: the same bits on one device.
+    one = score.leave_one_out_max_cosine(z, query_chunk=4, bank_chunk=8,
+                                         devices=jax.local_devices()[:1])
+    np.testing.assert_array_equal(one, got)
+    # max_cosine_similarity of the bank against itself is 1 everywhere (no mask there).
+    np.testing.assert_allclose(score.max_cosine_similarity(z, z, query_chunk=4, bank_chunk=8),
+                               1.0, atol=1e-6)
+
+
+def test_a_bank_s_leave_one_out_is_computed_once_for_every_balance(monkeypatch):
+    calls = []
+    real = score.leave_one_out_max_cosine
+    monkeypatch.setattr(score, 'leave_one_out_max_cosine',
+                        lambda z: calls.append(len(z)) or real(z))
+    rng = np.random.default_rng(1)
+    bank = dict(z=rng.normal(size=(20, 8)), logits=rng.normal(size=(20, 2)))
+    weights = [score.score_weight(bank, b) for b in ('appendix_c', 'spread', 'appendix_c')]
+    assert calls == [20] and weights[0] == weights[2]
 
 
 def test_balance_weight_is_positive_and_bounded():
@@ -235,3 +270,18 @@ def test_appendix_c_norm_balance_restated():
     hostile = dict(train, logits=np.stack([np.full(20, 50.0), np.zeros(20)], 1))
     w = score.score_weight(hostile, 'appendix_c_norm')
     assert 0 < w <= np.linalg.norm(train['z'], axis=1).mean() / 1e-3
+
+
+def test_pixel_features_in_batches_are_the_whole_set_resized_at_once():
+    """baselines.pixel_features converts and resizes PIXEL_BATCH images at a time (bounded
+    host memory); each image is resized alone either way, so the features are the same."""
+    from unode_jax import baselines
+    rng = np.random.default_rng(0)
+    n = baselines.PIXEL_BATCH + 5  # two batches, the second short
+    big = rng.integers(0, 256, size=(n, 80, 80, 3), dtype=np.uint8)
+    whole = np.asarray(jax.image.resize(big.astype(np.float32) / 255.0, (n, 64, 64, 3),
+                                        'linear', antialias=True)).reshape(n, -1)
+    np.testing.assert_allclose(baselines.pixel_features(big), whole, atol=1e-6)
+    small = rng.integers(0, 256, size=(3, 16, 16, 1), dtype=np.uint8)  # not resized
+    np.testing.assert_array_equal(baselines.pixel_features(small),
+                                  small.reshape(3, -1).astype(np.float32) / 255.0)

@@ -61,19 +61,28 @@ def _block_max_fn(mesh):
     CPU can deadlock when many multi-device programs are queued. The tile shape does
     not depend on the number of devices, so 1 and k devices compute the same
     products and give bit-identical maxima. n_valid (traced, so it never
-    recompiles) masks the padding rows of the last block.
+    recompiles) masks the padding rows of the last block; bank row b_start + j is
+    masked for query q_start + i where the two are one image (leave-one-out; q_start
+    < -N for none).
     """
     P = jax.sharding.PartitionSpec
 
-    def tile(q, b, n_valid, best):
+    def tile(q, b, n_valid, best, q_start, b_start):
         row = jax.lax.axis_index('bank') * b.shape[0] + jnp.arange(b.shape[0])
         # HIGHEST: on GPUs the default f32 matmul may round through TF32/bf16.
         sim = jnp.matmul(q, b.T, precision=jax.lax.Precision.HIGHEST)
-        sim = jnp.where((row < n_valid)[None, :], sim, -jnp.inf)
+        same = (b_start + row)[None, :] == (q_start + jnp.arange(q.shape[0]))[:, None]
+        sim = jnp.where((row < n_valid)[None, :] & ~same, sim, -jnp.inf)
         return jnp.maximum(best, sim.max(axis=1)[None])
 
-    return jax.jit(jax.shard_map(tile, mesh=mesh, in_specs=(P(), P('bank'), P(), P('bank')),
+    return jax.jit(jax.shard_map(tile, mesh=mesh,
+                                 in_specs=(P(), P('bank'), P(), P('bank'), P(), P()),
                                  out_specs=P('bank')), donate_argnums=3)
+
+
+def _check_chunks(query_chunk, bank_chunk):
+    if query_chunk < 1 or bank_chunk < 1:
+        raise ValueError(f'chunk sizes must be >= 1; got {query_chunk} and {bank_chunk}')
 
 
 def max_cosine_similarity(queries, bank, *, query_chunk=512, bank_chunk=4096,
@@ -98,8 +107,7 @@ def max_cosine_similarity(queries, bank, *, query_chunk=512, bank_chunk=4096,
             f'need queries (M, D) and bank (N, D); got {queries.shape} and {bank.shape}')
     if bank.shape[0] == 0:
         raise ValueError('the feature bank is empty')
-    if query_chunk < 1 or bank_chunk < 1:
-        raise ValueError(f'chunk sizes must be >= 1; got {query_chunk} and {bank_chunk}')
+    _check_chunks(query_chunk, bank_chunk)
     if queries.shape[0] == 0:
         return np.zeros((0,), np.float32)
     return hosts.split_rows(
@@ -107,8 +115,32 @@ def max_cosine_similarity(queries, bank, *, query_chunk=512, bank_chunk=4096,
         queries, align=query_chunk)
 
 
-def _local_max_cosine(queries, bank, query_chunk, bank_chunk, devices):
-    """max_cosine_similarity on this process's devices."""
+def leave_one_out_max_cosine(z, *, query_chunk=512, bank_chunk=4096, devices=None):
+    """For each row of z, the largest cosine to any *other* row (the self-match excluded):
+    max_cosine_similarity's tiled kernel on the devices with each row's own column masked
+    (a single row: 1.0). A multi-host run splits the rows as max_cosine_similarity does."""
+    z = np.asarray(z, np.float32)
+    if z.ndim != 2 or len(z) == 0:
+        raise ValueError(f'need a non-empty (N, D) bank; got {z.shape}')
+    _check_chunks(query_chunk, bank_chunk)
+    if len(z) == 1:
+        return np.ones(1, np.float32)
+    return hosts.split_rows(
+        lambda q, first: _local_max_cosine(q, z, query_chunk, bank_chunk, devices, first),
+        z, align=query_chunk)
+
+
+def bank_leave_one_out(bank):
+    """leave_one_out_max_cosine of bank['z'], computed once per bank (kept in bank): the
+    balances of eq. (15) compared in one evaluation all read it."""
+    if 'loo_max_cosine' not in bank:
+        bank['loo_max_cosine'] = leave_one_out_max_cosine(bank['z'])
+    return bank['loo_max_cosine']
+
+
+def _local_max_cosine(queries, bank, query_chunk, bank_chunk, devices, self_start=None):
+    """max_cosine_similarity on this process's devices; self_start: the bank row of the
+    first query when the queries are the bank's own rows (leave-one-out), else None."""
     mesh = _mesh(tuple(jax.local_devices() if devices is None else devices))
     n_dev = mesh.devices.size
     # Small inputs need no full-size chunk; powers of two keep the compile count small.
@@ -117,21 +149,26 @@ def _local_max_cosine(queries, bank, query_chunk, bank_chunk, devices):
     block = n_dev * bank_chunk
     bank_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('bank'))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+    def scalar(v):
+        return jax.device_put(np.int32(v), replicated)
     # Upload and normalise block by block so the host never holds a padded copy.
     blocks = []
     for start in range(0, bank.shape[0], block):
         rows = _pad_rows(bank[start:start + block], block)
-        n_valid = jax.device_put(np.int32(min(block, bank.shape[0] - start)), replicated)
-        blocks.append((_normalize(jax.device_put(rows, bank_sharding)), n_valid))
+        blocks.append((_normalize(jax.device_put(rows, bank_sharding)),
+                       scalar(min(block, bank.shape[0] - start)), scalar(start)))
     block_max = _block_max_fn(mesh)
+    no_self = -2 * (bank.shape[0] + queries.shape[0] + query_chunk)
     out = []
     for start in range(0, queries.shape[0], query_chunk):
         q = queries[start:start + query_chunk]
         qn = _normalize(jax.device_put(_pad_rows(q, query_chunk), replicated))
+        q_start = scalar(no_self if self_start is None else self_start + start)
         best = jax.device_put(np.full((n_dev, query_chunk), -np.inf, np.float32),
                               bank_sharding)
-        for b, n_valid in blocks:  # dispatch is asynchronous: no sync inside the loop
-            best = block_max(qn, b, n_valid, best)
+        for b, n_valid, b_start in blocks:  # dispatch is asynchronous: no sync in the loop
+            best = block_max(qn, b, n_valid, best, q_start, b_start)
         out.append((best, len(q)))
     return np.concatenate([np.asarray(best).max(axis=0)[:n] for best, n in out])
 
@@ -180,18 +217,6 @@ def balance_weight(train_sim, train_prob, floor=1e-3):
     return float(max(np.mean(train_sim), floor) / max(np.mean(train_prob), floor))
 
 
-def leave_one_out_max_cosine(z, chunk=1024) -> np.ndarray:
-    """For each row of z, the largest cosine to any *other* row (the self-match excluded)."""
-    z = np.asarray(z, np.float32)
-    zn = np.asarray(l2_normalize(jnp.asarray(z)))
-    out = np.empty(len(z), np.float32)
-    for s in range(0, len(z), chunk):
-        sim = zn[s:s + chunk] @ zn.T
-        sim[np.arange(sim.shape[0]), s + np.arange(sim.shape[0])] = -np.inf
-        out[s:s + chunk] = sim.max(axis=1) if len(z) > 1 else 1.0
-    return out
-
-
 def spread_weight(sim, term, share=1.0, floor=1e-6, cap=1e6):
     """lambda = share * std(sim) / std(term) on normal images: the head's term of eq. (15)
     then varies `share` times as much as the similarity on normal data, so neither
@@ -212,10 +237,10 @@ def score_weight(train, balance='appendix_c', head='binary', reference=None, sha
         if reference is not None and len(reference['z']) >= 2:
             return spread_weight(max_cosine_similarity(reference['z'], train['z']),
                                  head_term(reference['logits'], head), share)
-        return spread_weight(leave_one_out_max_cosine(train['z']),
+        return spread_weight(bank_leave_one_out(train),
                              head_term(train['logits'], head), share)
     if balance == 'appendix_c':
-        return balance_weight(leave_one_out_max_cosine(train['z']),
+        return balance_weight(bank_leave_one_out(train),
                               head_term(train['logits'], head))
     if balance == 'appendix_c_norm':
         return balance_weight(np.linalg.norm(np.asarray(train['z'], np.float64), axis=1),
