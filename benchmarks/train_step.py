@@ -2,6 +2,7 @@
 
   python benchmarks/train_step.py                       # resnet18_cifar, batch 32, 10 timed steps
   python benchmarks/train_step.py --json_out=/tmp/step.json
+  python benchmarks/train_step.py --model=wide_resnet50_2 --stem=cifar --batch=128 --notorch
 
 Both sides do the authors' work per step (our config set to their behaviour): B inlier
 images, per view a flip and one negative per image (rotation 90/180/270 with p=0.3,
@@ -34,7 +35,7 @@ import numpy as np  # noqa: E402
 from configs import default  # noqa: E402
 from unode_jax import losses, optim  # noqa: E402
 from unode_jax import train as train_lib  # noqa: E402
-from unode_jax.models import normalize_input  # noqa: E402
+from unode_jax.models import DTYPES, STEMS, compute_dtype, normalize_input  # noqa: E402
 from unode_jax.augment import weights as weights_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -42,6 +43,11 @@ flags.DEFINE_string('model', 'resnet18_cifar', 'Our encoder (configs/default.py 
                     'torch baseline exists for resnet18_cifar only.')
 flags.DEFINE_integer('batch', 32, 'Inlier images per step (the model sees 4x rows).')
 flags.DEFINE_integer('image_size', 32, 'Image side in pixels.')
+flags.DEFINE_enum('dtype', 'auto', list(DTYPES), 'model.dtype: the compute dtype (auto: '
+                  'bfloat16 on a GPU or TPU, float32 on a CPU).')
+flags.DEFINE_string('stem', None, 'model.stem for the torchvision-layout ResNets '
+                    f'({", ".join(STEMS)}; default: the model\'s own). The paper\'s CIFAR configs: '
+                    '--model=wide_resnet50_2 --stem=cifar.')
 flags.DEFINE_integer('steps', 10, 'Timed rounds (one step of each measurement per round); '
                      'medians are reported.')
 flags.DEFINE_integer('warmup', 2, 'Untimed steps before each measurement.')
@@ -90,17 +96,23 @@ def warm(fn, n):
 
 def xla_flops(compiled):
     """FLOPs of a compiled program from XLA's cost analysis (a dict in jax 0.10; older
-    versions return a list with one dict per program)."""
-    ca = compiled.cost_analysis()
+    versions return a list with one dict per program); None where the backend gives none."""
+    try:
+        ca = compiled.cost_analysis()
+    except Exception:  # noqa: BLE001 -- a backend without cost analysis
+        return None
     if isinstance(ca, (list, tuple)):
         ca = ca[0] if ca else {}
-    return float(ca.get('flops', 0.0)) if ca else 0.0
+    flops = float((ca or {}).get('flops', 0.0))
+    return flops if flops > 0 else None
 
 
-def authors_config(model, batch, image_size):
+def authors_config(model, batch, image_size, dtype='auto', stem=None):
     """Our default config set to the authors' training step."""
     c = default.get_config()
     c.model.name = model
+    c.model.dtype = dtype
+    c.model.stem = stem
     c.batch_size = batch
     c.data.image_size = image_size
     c.negatives.transforms = tuple(NEG_PROBS)
@@ -476,10 +488,12 @@ def print_table(ours, theirs, batch, image_size):
              if theirs else f'{"-":>14s}'))
     print('-' * len(header))
     for part, name in (('full', 'full step'), ('model', 'model only'), ('views', 'views only')):
-        r = ours[part]
+        r = ours[part]  # A backend whose cost analysis gives no FLOPs: '-'.
+        gflop = r['flops'] / 1e9 if r.get('flops') else None
+        rate = r['flop_per_s'] / 1e9 if r.get('flop_per_s') else None
         print(f'ours {name:11s} compile {r["compile_s"]:5.1f} s   '
-              f'XLA FLOPs/step {r["flops"] / 1e9:9.3f} G   '
-              f'achieved {r["flop_per_s"] / 1e9:8.3f} GFLOP/s')
+              f'XLA FLOPs/step {f(gflop, "9.3f"):>9s} G   '
+              f'achieved {f(rate, "8.3f"):>8s} GFLOP/s')
     if theirs:
         flops = theirs['flops_model_counter']
         print(f'torch model only: FlopCounter (conv + matmul) {flops / 1e9:.1f} GFLOP/step, '
@@ -492,12 +506,13 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
     b, s = FLAGS.batch, FLAGS.image_size
-    config = authors_config(FLAGS.model, b, s)
+    config = authors_config(FLAGS.model, b, s, FLAGS.dtype, FLAGS.stem)
     images_np = np.random.default_rng(0).integers(0, 256, (FLAGS.num_images, s, s, 3), np.uint8)
     load0 = os.getloadavg()[0]
     print(f'{platform.processor() or platform.machine()}, {num_cores()} cores, '
           f'load average {load0:.2f}; jax {jax.__version__} on {jax.local_device_count()} '
-          f'{jax.default_backend()} device(s); model {FLAGS.model}')
+          f'{jax.default_backend()} device(s); model {FLAGS.model}, stem '
+          f'{FLAGS.stem or "(its own)"}, {compute_dtype(FLAGS.dtype).name}')
 
     t0 = time.perf_counter()
     ours, fns = setup_jax(config, images_np, FLAGS.warmup)
@@ -536,7 +551,8 @@ def main(argv):
           + (': other processes shared the CPU, times are inflated (see "best" and the per-step '
              'times in --json_out)' if max(load0, load1) > num_cores() + 0.5 else ''))
     if FLAGS.json_out:
-        out = dict(model=FLAGS.model, batch=b, rows=4 * b, image_size=s, steps=FLAGS.steps,
+        out = dict(model=FLAGS.model, stem=FLAGS.stem, dtype=compute_dtype(FLAGS.dtype).name,
+                   batch=b, rows=4 * b, image_size=s, steps=FLAGS.steps,
                    warmup=FLAGS.warmup, jax_version=jax.__version__, load_average=(load0, load1),
                    ours=ours, torch=theirs,
                    torch_note=torch_note,
