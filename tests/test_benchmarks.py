@@ -37,3 +37,11 @@ def test_train_step_table_prints_without_flops():
     ours = {part: dict(compile_s=1.0, flops=None, **bench.summarize([0.5, 0.7], 4, None))
             for part in ('full', 'model', 'views')}
     bench.print_table(ours, None, 4, 16)  # raises if a missing count is formatted
+
+
+def test_flops_benchmark_prints_the_step_s_flops_and_memory():
+    r = children.run([sys.executable, os.path.join(ROOT, 'benchmarks/flops.py'),
+                      '--config=configs/digits.py', '--memory'])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'XLA FLOPs per training step' in r.stdout
+    assert 'memory of the step on one cpu device at batch 16 (float32)' in r.stdout, r.stdout

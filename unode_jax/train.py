@@ -23,7 +23,7 @@ import optax
 from flax.training import train_state
 from tqdm import tqdm
 
-from unode_jax import hosts, losses, optim, torch_weights
+from unode_jax import hosts, losses, memory, optim, torch_weights
 from unode_jax.augment import negatives, views
 from unode_jax.augment.weights import has_negatives
 from unode_jax.checkpoint import Checkpointer, resume
@@ -343,8 +343,8 @@ def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train
                              n_dev, local_device_positions()), AXIS)
     else:
         batch_r = replicate(device_batch(images, targets, weights, outliers, n_valid=n))
-    p_train_step = (p_train_step if p_train_step is not None and not stream
-                    else make_p_train_step(config))
+    fresh = p_train_step is None or stream  # A new step: checked against device memory.
+    p_train_step = p_train_step if not fresh else make_p_train_step(config)
 
     pending = []  # (step, device metrics) since the last host sync
     writer = hosts.is_writer()  # Process 0 alone logs and shows progress.
@@ -358,6 +358,9 @@ def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train
                 ctrl_c.check()
                 if stream:
                     batch_r = dict(next(batches), **constant_r)
+                if fresh and step == start:  # memory.py: a step that cannot fit stops here.
+                    memory.check_step_fits(p_train_step, (state_r, batch_r), config.batch_size,
+                                           n_dev)
                 state_r, m = p_train_step(state_r, batch_r)
                 pending.append((step + 1, m))
                 images_seen += config.batch_size
