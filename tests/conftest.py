@@ -1,10 +1,38 @@
-"""Test set-up: 4 fake CPU devices, set before JAX starts."""
+"""Test set-up: 4 fake CPU devices, set before JAX starts.
+
+On a machine with a GPU or TPU the suite still runs on the CPU (JAX_PLATFORMS=cpu unless
+set). With JAX_PLATFORMS=cuda (or tpu) it runs on the accelerator; then a test marked
+`devices(n)` is skipped where there are fewer than n devices, and one marked
+`cpu_only(why)` (it checks the CPU backend itself, or a bit-for-bit CPU guarantee) is
+skipped, each with its reason.
+"""
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pytest  # noqa: E402
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'devices(n): needs n devices (the CPU run has 4 fake '
+                                       'ones; skipped where there are fewer)')
+    config.addinivalue_line('markers', 'cpu_only(why): checks the CPU backend itself or a CPU '
+                                       'guarantee (skipped on an accelerator)')
+
+
+def pytest_collection_modifyitems(config, items):
+    import jax
+    backend, n = jax.default_backend(), jax.device_count()
+    for item in items:
+        need = item.get_closest_marker('devices')
+        if need and n < need.args[0]:
+            item.add_marker(pytest.mark.skip(
+                reason=f'needs {need.args[0]} devices; this {backend} run has {n} (on a CPU, '
+                       'tests/conftest.py makes 4)'))
+        cpu = item.get_closest_marker('cpu_only')
+        if cpu and backend != 'cpu':
+            item.add_marker(pytest.mark.skip(reason=f'CPU only on {backend}: {cpu.args[0]}'))
 
 
 @pytest.fixture

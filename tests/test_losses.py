@@ -77,7 +77,8 @@ def test_own_negatives_are_excluded():
 
 
 @pytest.mark.parametrize('kind', losses.LOSS_KINDS)
-@pytest.mark.parametrize('n_dev', [2, 4])
+@pytest.mark.parametrize('n_dev', [pytest.param(2, marks=pytest.mark.devices(2)),
+                                   pytest.param(4, marks=pytest.mark.devices(4))])
 def test_sharded_loss_and_gradient_equal_single_device(zs, kind, n_dev):
     zs = [jnp.asarray(z, jnp.float32) for z in zs]
 

@@ -26,33 +26,32 @@ def test_fitting_batch_restated():
 def step_and_args():
     config = tiny_config(**{'negatives.transforms': SMALL_SET, 'batch_size': 8})
     images = np.random.default_rng(0).integers(0, 256, size=(24, 16, 16, 3), dtype=np.uint8)
-    devices = jax.local_devices()[:2]
+    devices = jax.local_devices()[:2]  # 2 (one on a single accelerator)
     state = train_lib.create_train_state(jax.random.key(0), config, 16, train_lib.AXIS)
     state = state.replace(opt_state=optim.set_steps_per_epoch(state.opt_state, 3))
     batch = train_lib.device_batch(images, np.ones(24, np.int32), np.full(3, 1 / 3), images[:1],
                                    n_valid=24)
-    return (config, train_lib.make_p_train_step(config, devices),
+    return (len(devices), train_lib.make_p_train_step(config, devices),
             (train_lib.replicate(state, devices), train_lib.replicate(batch, devices)))
 
 
 def test_the_step_s_memory_is_xla_s_analysis_and_a_small_device_names_the_batch_that_fits(
         step_and_args):
-    config, step, args = step_and_args
-    assert memory.check_step_fits(step, args, 8, 2) is None  # a CPU reports no limit
-    mem = memory.check_step_fits(step, args, 8, 2, limit=2 ** 40)
+    n, step, args = step_and_args
+    assert memory.check_step_fits(step, args, 8, n, limit=0) is None  # no limit reported
+    mem = memory.check_step_fits(step, args, 8, n, limit=2 ** 40)
     assert 0 < mem['temp'] < mem['total'] and mem['arguments'] > 0
     fixed = mem['total'] - mem['temp']
-    # Room for exactly one row a device: batch 2 on 2 devices.
-    limit = fixed + mem['temp'] // 4 + 1
+    # Room for exactly one row a device (8 // n rows a device at batch 8): batch n.
+    limit = fixed + mem['temp'] // (8 // n) + 1
     with pytest.raises(memory.DeviceMemoryError) as e:
-        memory.check_step_fits(step, args, 8, 2, limit=limit)
+        memory.check_step_fits(step, args, 8, n, limit=limit)
     line = error_line(e.value)
-    assert '\n' not in line and '--config.batch_size=2 fits' in line, line
+    assert '\n' not in line and f'--config.batch_size={n} fits' in line, line
     assert 'at batch_size=8' in line
     # Not even the state and the images: streaming is what helps.
     with pytest.raises(memory.DeviceMemoryError, match='device_budget_mb=0'):
-        memory.check_step_fits(step, args, 8, 2, limit=fixed // 2)
-
+        memory.check_step_fits(step, args, 8, n, limit=fixed // 2)
 
 def test_a_run_whose_step_cannot_fit_stops_before_its_first_step(tmp_path, monkeypatch):
     config = tiny_config(**{'negatives.transforms': SMALL_SET})

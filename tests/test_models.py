@@ -271,6 +271,7 @@ def test_normalize_feature_gives_unit_norm(tiny):
                                rtol=1e-5)
 
 
+@pytest.mark.devices(4)
 def test_pmap_batchnorm_syncs_statistics(tiny):
     n_dev = 4
     assert jax.local_device_count() >= n_dev, 'conftest should set XLA_FLAGS'

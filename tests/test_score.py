@@ -27,7 +27,7 @@ def _unnormalised(rng, n, d):
     return (rng.normal(size=(n, d)) * rng.uniform(0.1, 10, size=(n, 1))).astype(np.float32)
 
 
-@pytest.mark.parametrize('n_dev', [1, 4])
+@pytest.mark.parametrize('n_dev', [1, pytest.param(4, marks=pytest.mark.devices(4))])
 @pytest.mark.parametrize('m, n, qc, bc', [(1037, 3001, 128, 128), (129, 2049, 1024, 8192),
                                           (3, 517, 2, 64)])
 def test_max_cosine_similarity_sharded_matches_brute_force(m, n, qc, bc, n_dev):
@@ -40,6 +40,7 @@ def test_max_cosine_similarity_sharded_matches_brute_force(m, n, qc, bc, n_dev):
     np.testing.assert_allclose(got, brute_force(q, bank), atol=1e-5)
 
 
+@pytest.mark.devices(4)
 def test_max_cosine_similarity_one_and_four_devices_agree():
     assert len(jax.local_devices()) >= 4, 'tests/conftest.py sets 4 fake CPU devices'
     rng = np.random.default_rng(7)
@@ -54,6 +55,7 @@ def test_max_cosine_similarity_one_and_four_devices_agree():
     np.testing.assert_allclose(one, four, rtol=0, atol=4e-6)
 
 
+@pytest.mark.devices(4)
 def test_max_cosine_similarity_compiles_once_per_shape():
     devices = tuple(jax.local_devices()[:4])
     rng = np.random.default_rng(8)

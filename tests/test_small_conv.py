@@ -14,6 +14,7 @@ from jax import lax
 from unode_jax.models import create_model, small_conv
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
+pytestmark = pytest.mark.cpu_only('the matmul form replaces XLA\'s convolution on the CPU only')
 
 
 def numpy_conv(x, w, strides, pads):

@@ -20,6 +20,8 @@ from unode_jax.checkpoint import truncate_metrics
 from unode_jax import train as train_lib
 
 SMALL_SET = ('rotation', 'cutout', 'mixup')  # fewer branches: faster compiles in tests
+RESUMED_BITWISE = ('a resumed run ends with the unbroken run\'s parameters bit for bit on a CPU '
+                   '(README "Reproducibility"; a GPU sums in another order each run)')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -45,6 +47,7 @@ def images():
     return rng.integers(0, 256, size=(24, 16, 16, 3), dtype=np.uint8)
 
 
+@pytest.mark.devices(4)
 @pytest.mark.parametrize('kind, mode, per, n_devs', [('paper', 'compose', 'batch', (2, 4)),
                                                      ('authors', 'single', 'sample', (4,))])
 def test_devices_give_the_same_steps(images, kind, mode, per, n_devs):
@@ -197,6 +200,7 @@ def _assert_resumed_as_straight(workdir, straight, env, restored, said=''):
     assert lines[:restored] == kept
 
 
+@pytest.mark.cpu_only(RESUMED_BITWISE)
 def test_kill_and_resume_ends_with_the_same_parameters(tmp_path, straight, launch_env):
     killed = tmp_path / 'killed'
     metrics = killed / 'metrics.jsonl'
@@ -228,6 +232,7 @@ def test_kill_and_resume_ends_with_the_same_parameters(tmp_path, straight, launc
     assert 'FPR@95' in r.stdout and (killed / 'results.md').exists()
 
 
+@pytest.mark.cpu_only(RESUMED_BITWISE)
 def test_kill_during_a_checkpoint_write_resumes_from_the_last_complete_one(
         tmp_path, straight, launch_env):
     killed = tmp_path / 'killed'
@@ -286,6 +291,7 @@ FULL_DISK_LINE = (r'error: no space left on device writing checkpoint 4 in (\S+)
                   r'free some space and rerun the same command \(it resumes from step 2\)\n')
 
 
+@pytest.mark.cpu_only(RESUMED_BITWISE)
 @pytest.mark.parametrize('disk', ['tmpfs', 'injected'])
 def test_a_full_disk_is_one_line_and_the_rerun_resumes(tmp_path, straight, launch_env, disk,
                                                        request):
@@ -313,6 +319,7 @@ def test_a_full_disk_is_one_line_and_the_rerun_resumes(tmp_path, straight, launc
     _assert_resumed_as_straight(workdir, straight, launch_env, 2)
 
 
+@pytest.mark.cpu_only(RESUMED_BITWISE)
 def test_ctrl_c_stops_with_one_line_and_the_rerun_resumes(tmp_path, straight, launch_env):
     for attempt in range(3):
         stopped = tmp_path / f'stopped{attempt}'
@@ -341,6 +348,7 @@ def test_ctrl_c_stops_with_one_line_and_the_rerun_resumes(tmp_path, straight, la
     _assert_resumed_as_straight(stopped, straight, launch_env, restored)
 
 
+@pytest.mark.cpu_only(RESUMED_BITWISE)
 def test_ctrl_c_while_the_loop_waits_for_a_checkpoint_still_stops(tmp_path, straight,
                                                                    launch_env):
     """Ctrl-C while the next save waits in orbax for checkpoint 2 to finish (orbax catches
@@ -363,6 +371,7 @@ def test_ctrl_c_while_the_loop_waits_for_a_checkpoint_still_stops(tmp_path, stra
     _assert_resumed_as_straight(workdir, straight, launch_env, restored)
 
 
+@pytest.mark.cpu_only(RESUMED_BITWISE)
 @pytest.mark.parametrize('damage', ['truncate an array file', 'delete _METADATA'])
 def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(
         tmp_path, straight, launch_env, damage):
@@ -536,11 +545,15 @@ def test_streaming_from_host_matches_resident_training(tmp_path, images, capsys,
                                n_pad=30)
     assert 'streaming 24 training images' in capsys.readouterr().out
     assert int(streamed.step) == int(resident.step) == 2 * len(images) // config.batch_size
+    # On a CPU the same program on the same rows; a GPU's scatter-adds sum in another order
+    # each run (README "Reproducibility"), which 6 steps keep within 1e-3.
+    tol = dict(rtol=1e-6, atol=1e-7) if jax.default_backend() == 'cpu' else dict(rtol=1e-3,
+                                                                                 atol=1e-5)
     for a, b in zip(jax.tree.leaves(resident.params), jax.tree.leaves(streamed.params)):
-        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(b, a, **tol)
     def losses(d):
         return [json.loads(l)['loss'] for l in (tmp_path / d / 'metrics.jsonl').open()]
-    np.testing.assert_allclose(losses('b'), losses('a'), rtol=1e-6)
+    np.testing.assert_allclose(losses('b'), losses('a'), rtol=tol['rtol'])
     # Where jax has no CPU backend (JAX_PLATFORMS=cuda or tpu), the indices are computed on
     # the first local device: here that is the CPU again, so the same program gives the
     # same bits.
@@ -554,8 +567,9 @@ def test_streaming_from_host_matches_resident_training(tmp_path, images, capsys,
     assert sampling.index_device() == real()[0]
     without_cpu = train_lib.train(config, str(tmp_path / 'c'), images, weights, labels=labels,
                                   n_pad=30)
+    cpu = jax.default_backend() == 'cpu'
     for a, b in zip(jax.tree.leaves(streamed.params), jax.tree.leaves(without_cpu.params)):
-        np.testing.assert_array_equal(b, a)
+        np.testing.assert_allclose(b, a, **(dict(rtol=0, atol=0) if cpu else tol))
 
 
 def test_prefetch_puts_each_batch_ahead_on_the_devices_as_pmap_lays_them_out():
