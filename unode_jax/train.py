@@ -11,6 +11,7 @@ except every `log_every` steps for metrics. Every random draw is keyed by
 number of devices.
 """
 import functools
+import itertools
 import json
 import os
 import time
@@ -298,6 +299,23 @@ def training_arrays(config, x_train, labels=None, n_pad=None):
     return images, targets, int(labels.max()) + 2
 
 
+def step_batches(config, images, targets, weights, outliers, n, start, total, stream):
+    """Each step's replicated batch from step start on: the device-resident arrays every
+    step, or (stream) each step's images, partners and targets sent ahead of time from
+    host memory with the weights and outliers sent once."""
+    outliers = outliers if outliers is not None else images[:1]
+    if not stream:
+        return itertools.repeat(replicate(device_batch(images, targets, weights, outliers,
+                                                       n_valid=n)))
+    print(f'streaming {n} training images ({images.nbytes / 2 ** 20:.0f} MiB, over '
+          f'data.device_budget_mb={config.data.device_budget_mb}) from host memory', flush=True)
+    constant_r = replicate(dict(neg_weights=np.asarray(weights, np.float32), outliers=outliers))
+    batches = prefetch(streamed_batches(config, images[:n], targets[:n], len(images), start,
+                                        total, jax.device_count(), local_device_positions()),
+                       AXIS)
+    return (dict(batch, **constant_r) for batch in batches)
+
+
 def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train_step=None,
           outliers=None, stream=None):
     """Train on the normal images x_train (n, H, W, 3) uint8; returns the final TrainState.
@@ -330,19 +348,7 @@ def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train
                 weights=[float(w) for w in weights], transforms=list(config.negatives.transforms))
     stream = images.nbytes > config.data.device_budget_mb * 2 ** 20 if stream is None else stream
     state_r = replicate(state)
-    outliers = outliers if outliers is not None else images[:1]
-    if stream:
-        print(f'streaming {n} training images ({images.nbytes / 2 ** 20:.0f} MiB, over '
-              f'data.device_budget_mb={config.data.device_budget_mb}) from host memory',
-              flush=True)
-        # Each step's images, partners and targets go ahead of time; the rest once.
-        constant_r = replicate(dict(neg_weights=np.asarray(weights, np.float32),
-                                    outliers=outliers))
-        batches = prefetch(
-            streamed_batches(config, images[:n], targets[:n], len(images), start, total,
-                             n_dev, local_device_positions()), AXIS)
-    else:
-        batch_r = replicate(device_batch(images, targets, weights, outliers, n_valid=n))
+    batches = step_batches(config, images, targets, weights, outliers, n, start, total, stream)
     fresh = p_train_step is None or stream  # A new step: checked against device memory.
     p_train_step = p_train_step if not fresh else make_p_train_step(config)
 
@@ -356,8 +362,7 @@ def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train
                                                'a') as log:
             for step in range(start, total):
                 ctrl_c.check()
-                if stream:
-                    batch_r = dict(next(batches), **constant_r)
+                batch_r = next(batches)
                 if fresh and step == start:  # memory.py: a step that cannot fit stops here.
                     memory.check_step_fits(p_train_step, (state_r, batch_r), config.batch_size,
                                            n_dev)
