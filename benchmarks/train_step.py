@@ -88,6 +88,13 @@ def summarize(times, batch, flops=None):
     return out
 
 
+def peak_memory_gib():
+    """The most device memory held at once so far on the first local device, in GiB, where
+    the backend reports it (GPU, TPU); None on a CPU."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    return stats['peak_bytes_in_use'] / 2 ** 30 if 'peak_bytes_in_use' in stats else None
+
+
 def warm(fn, n):
     for _ in range(n):
         fn()
@@ -546,13 +553,16 @@ def main(argv):
             theirs[part].update(summarize(times[f'torch_{part}'], b))
 
     print_table(ours, theirs, b, s)
+    peak = peak_memory_gib()
+    if peak is not None:
+        print(f'peak device memory (all three programs, device 0): {peak:.2f} GiB')
     load1 = os.getloadavg()[0]
     print(f'load average (1 min) at start {load0:.2f}, at end {load1:.2f} on {num_cores()} cores'
           + (': other processes shared the CPU, times are inflated (see "best" and the per-step '
              'times in --json_out)' if max(load0, load1) > num_cores() + 0.5 else ''))
     if FLAGS.json_out:
         out = dict(model=FLAGS.model, stem=FLAGS.stem, dtype=compute_dtype(FLAGS.dtype).name,
-                   batch=b, rows=4 * b, image_size=s, steps=FLAGS.steps,
+                   batch=b, rows=4 * b, image_size=s, steps=FLAGS.steps, peak_memory_gib=peak,
                    warmup=FLAGS.warmup, jax_version=jax.__version__, load_average=(load0, load1),
                    ours=ours, torch=theirs,
                    torch_note=torch_note,

@@ -45,3 +45,49 @@ def test_flops_benchmark_prints_the_step_s_flops_and_memory():
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'XLA FLOPs per training step' in r.stdout
     assert 'memory of the step on one cpu device at batch 16 (float32)' in r.stdout, r.stdout
+
+
+def test_device_check_runs_every_stage_and_writes_its_summary(tmp_path):
+    """benchmarks/device_check.sh end to end at tiny sizes on the CPU (DEVICE_CHECK_TINY):
+    versions, a pytest subset, a timed step, Fashion-MNIST class 0 from idx files, the
+    step's memory in both dtypes; summary.{json,txt} in $OUT, exit code 0."""
+    from tests.test_idx import write_idx_folder
+    write_idx_folder(tmp_path / 'idx', n_train=400, n_test=100, size=28)
+    out = tmp_path / 'out'
+    r = children.run(['bash', os.path.join(ROOT, 'benchmarks/device_check.sh')],
+                     env=dict(os.environ, PYTHON=sys.executable, DEVICE_CHECK_TINY='1',
+                              OUT=str(out), DEVICE_CHECK_BUDGET_S='3000',
+                              DEVICE_CHECK_FMNIST=str(tmp_path / 'idx')))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['tiny'] and summary['env']['backend'] == 'cpu'
+    assert summary['env']['versions']['jax'] and summary['tests']['ok'], summary['tests']
+    (step,) = summary['steps']
+    assert step['ok'] and step['dtype'] == 'float32' and step['s_per_step'] > 0
+    assert step['peak_memory_gib'] is None and step['mfu'] is None  # a CPU reports neither
+    fm = summary['fashion_mnist']
+    assert fm['ok'] and fm['epochs'] == 1 and fm['compute_dtype'] == 'float32'
+    assert all(0 <= fm[k] <= 1 for k in ('auroc', 'auroc_untrained', 'auroc_pixel_knn'))
+    assert [m['dtype'] for m in summary['memory']] == ['float32', 'bfloat16']
+    assert all(m['ok'] and 'memory of the step' in m['line'] for m in summary['memory'])
+    text = (out / 'summary.txt').read_text()
+    assert text.startswith('device check (tiny): ') and 'Fashion-MNIST class 0, 1 epochs' in text
+
+
+def test_device_check_names_missing_packages_in_one_line(tmp_path):
+    """A machine without one of the packages (dm_pix hidden by a sitecustomize that makes
+    its import fail) stops before any stage with one line naming it and the way to get it."""
+    (tmp_path / 'sitecustomize.py').write_text(
+        'import sys\n'
+        'class Hide:\n'
+        '    def find_spec(self, name, path=None, target=None):\n'
+        "        if name == 'dm_pix':\n"
+        '            raise ModuleNotFoundError(name)\n'
+        'sys.meta_path.insert(0, Hide())\n')
+    env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(tmp_path),
+               OUT=str(tmp_path / 'out'))
+    r = children.run(['bash', os.path.join(ROOT, 'benchmarks/device_check.sh')], env=env)
+    assert r.returncode == 2 and r.stdout == '', r.stdout[-2000:]
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith('error: missing Python packages: dm_pix; install them with pip')
+    assert 'DEVICE_CHECK_WHEELS=DIR' in line and not (tmp_path / 'out').exists()
