@@ -57,6 +57,29 @@ def test_against_numpy_restatements(seed):
     assert flipped['auroc'] == pytest.approx(m['auroc'])
 
 
+def test_fpr95_where_roc_curve_drops_the_point():
+    """Normal scores 0..19 and two novel images at 0 and 1: threshold 1 keeps 19 of 20
+    normal images and accepts 1 of 2 novel ones (roc_curve's default drops that point)."""
+    is_normal = np.r_[np.ones(20, bool), np.zeros(2, bool)]
+    score = np.r_[np.arange(20.0), 0.0, 1.0]
+    assert metrics.fpr_at_tpr(is_normal, score) == 0.5
+    assert fpr_at_95(is_normal, score) == 0.5
+
+
+@pytest.mark.parametrize('seed', range(40))
+def test_fpr95_against_a_direct_count_on_tie_patterns(seed):
+    """Scores from a few levels, so ties mix normal and novel images in every pattern."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(4, 60))
+    is_normal = rng.random(n) < rng.uniform(0.2, 0.9)
+    is_normal[:2] = True, False
+    score = rng.integers(0, int(rng.integers(2, 12)), n).astype(np.float64)
+    for tpr in (0.95, 0.8, 0.5):
+        direct = next(np.mean(score[~is_normal] >= t) for t in np.unique(score)[::-1]
+                      if np.mean(score[is_normal] >= t) >= tpr)
+        assert metrics.fpr_at_tpr(is_normal, score, tpr) == direct
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError, match='both normal and novel'):
         metrics.auroc([1, 1], [0.1, 0.2])

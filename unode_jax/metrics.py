@@ -1,8 +1,9 @@
 """Detection metrics. Normal (inlier) is the positive class; higher score = more normal.
 
-OpenOOD and many OOD papers count the other way (outliers positive): our AUPR-In is
-their AUPR-Out and vice versa, and our FPR@95 is the fraction of novel images
-accepted when 95% of normal images are.
+Names: AUPR-In finds the normal images, AUPR-Out the novel ones. OpenOOD's v1.5 release
+(openood/evaluators/metrics.py, outliers positive) names them the other way round, its
+AUPR-In being our AUPR-Out; its current main branch uses the names as here. FPR@95 is
+the fraction of novel images accepted when 95% of normal images are.
 """
 import numpy as np
 from sklearn import metrics as skm
@@ -45,7 +46,9 @@ def fpr_at_tpr(is_normal, score, tpr=0.95) -> float:
     """Fraction of novel images scoring at or above the highest threshold that keeps at
     least `tpr` of the normal images (the first ROC point with TPR >= tpr)."""
     is_normal, score = _check(is_normal, score)
-    fpr_curve, tpr_curve, _ = skm.roc_curve(is_normal, score)
+    # Every threshold: by default roc_curve drops collinear points, and where tied groups
+    # hold equal numbers of normal and novel images the first point past tpr can go.
+    fpr_curve, tpr_curve, _ = skm.roc_curve(is_normal, score, drop_intermediate=False)
     return float(fpr_curve[np.argmax(tpr_curve >= tpr - 1e-12)])
 
 

@@ -6,7 +6,7 @@ a multi-class run a row per outlier test set (summary['outlier_sets'], ood_<name
 Every number is computed from the per-image scores saved in scores.npz, so
 `launch.py --mode=report --workdir=DIR` rebuilds every report of a finished run
 without a model, a dataset or a device. Normal images are the positive class in
-every metric (OpenOOD counts the other way: its AUPR-In is our AUPR-Out).
+every metric (OpenOOD v1.5 names the AUPRs the other way: its AUPR-In is our AUPR-Out).
 """
 import csv
 import io
