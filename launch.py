@@ -4,6 +4,7 @@ r"""UNODE: train and evaluate a novelty detector.
   python launch.py --config=configs/cifar10.py --workdir=DIR --config.data.normal_class=3
   python launch.py --config=configs/digits.py --workdir=DIR --mode=all  # + corrupted (Table 2)
   python launch.py --workdir=DIR/class_3 --mode=predict --images='new/*.png'  # predictions.csv
+  python launch.py --workdir=DIR/class_3 --mode=export --out=EXPORT  # unode_jax/exported.py
   python launch.py --workdir=DIR/class_3 --mode=eval --config.score.ensemble=10  # its config
   python launch.py --config=configs/mvtec.py --workdir=DIR --config.data.path=/data/mvtec \
       --config.data.normal_class=-1   # an image-folder dataset: data.path is its root
@@ -16,7 +17,6 @@ r"""UNODE: train and evaluate a novelty detector.
 """
 import contextlib
 import faulthandler
-import importlib.util
 import logging as std_logging
 import os
 import sys
@@ -27,6 +27,7 @@ from ml_collections import config_flags
 from configs import saved
 
 from unode_jax import hosts, report, xla_options
+from unode_jax.config_files import load_config_file
 from unode_jax.errors import error_line
 from unode_jax.lock import workdir_lock
 from unode_jax.modes import MODES
@@ -46,6 +47,8 @@ flags.DEFINE_string('images', None, '--mode=predict: a folder (searched recursiv
                     'of PNG/JPEG images to score.')
 flags.DEFINE_float('threshold', None, '--mode=predict: score below which an image is novel '
                    '(default: fitted on held-out normal training images, see predict.holdout).')
+flags.DEFINE_string('out', None, '--mode=export: the folder to write the exported model to '
+                    '(unode_jax/export.py).')
 flags.DEFINE_string('compilation_cache', 'auto', "JAX's persistent compilation cache: auto "
                     '(on a GPU or TPU, under ~/.cache/unode_jax/xla; off on a CPU), a folder, '
                     'or none (unode_jax/xla_options.py).')
@@ -75,7 +78,7 @@ def parse_flags(argv):
         return FLAGS(argv)
     except (AttributeError, KeyError, OSError, flags.Error) as e:
         try:
-            bad = path and unknown_override(argv, _load_config(file, arg))
+            bad = path and unknown_override(argv, load_config_file(file, arg or None))
         except Exception:  # noqa: BLE001 -- the config file itself is broken: absl's message
             bad = None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -110,14 +113,6 @@ def with_saved_config(argv):
     return [argv[0], f'--config={SAVED_CONFIG}:{workdir}'] + argv[1:]
 
 
-def _load_config(path, arg=''):
-    """get_config() of a config file, as config_flags loads it (for the error message)."""
-    spec = importlib.util.spec_from_file_location('unode_config', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg) if arg else module.get_config()
-
-
 def main(argv):
     if len(argv) > 1:
         sys.exit(f'error: unexpected arguments {argv[1:]} (flags are --name=value)')
@@ -134,6 +129,8 @@ def main(argv):
                  'config.json of a trained model)')
     if FLAGS.runs and FLAGS.mode != 'report':
         sys.exit('error: --runs goes with --mode=report')
+    if FLAGS.out and FLAGS.mode != 'export':
+        sys.exit('error: --out goes with --mode=export')
     if FLAGS.classes and not all(c.strip().isdigit() for c in FLAGS.classes):
         sys.exit(f'error: --classes takes class numbers, e.g. --classes=0,6,9, got '
                  f'{",".join(FLAGS.classes)}')
@@ -170,7 +167,7 @@ def main(argv):
                 print(report.write_universality(FLAGS.workdir, FLAGS.runs), end='')
             else:
                 run(FLAGS.config, FLAGS.workdir, FLAGS.mode, classes=classes,
-                    images=FLAGS.images, threshold=FLAGS.threshold)
+                    images=FLAGS.images, threshold=FLAGS.threshold, out=FLAGS.out)
     except KeyboardInterrupt:
         if FLAGS.debug:
             raise

@@ -235,6 +235,11 @@ def get_config():
     config.checkpoint_every = 1000  # Steps between checkpoints (and one at the end).
     config.keep_checkpoints = 2
     config.progress_bar = True
+    # TensorBoard event files in each model's folder (<workdir>/tensorboard, or
+    # class_<c>/tensorboard in a sweep): the training metrics at every log_every steps and
+    # each evaluation's AUROCs, by process 0, without TensorFlow (unode_jax/metrics_log.py).
+    # On by default: a few KB a run, and the curves are where users look first.
+    config.tensorboard = True
 
     # --- corrupted test sets (Table 2): --mode=corrupted (or all) ------------------------
     config.corruptions = config_dict.ConfigDict()

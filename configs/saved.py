@@ -22,7 +22,7 @@ CONFIG_FILE = 'config.json'
 # Fields that evaluation, prediction and reports read and training does not (prefixes).
 EVAL_FIELDS = ('score.', 'predict.', 'corruptions.', 'report.', 'progress_bar', 'data.data_dir',
                'data.cache_dir', 'data.cache', 'data.download', 'data.path', 'data.strict',
-               'deterministic')
+               'deterministic', 'tensorboard')
 
 
 def saved_config_path(workdir):

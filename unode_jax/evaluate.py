@@ -25,6 +25,12 @@ def _embed_batch(variables, images, key, *, apply_fn, input_norm, crop_area, fea
         # The authors' test-time views: crop area fixed, no flip, jitter and gray random.
         keys = jax.random.split(key, x.shape[0])
         x = views.random_views(keys, x, flip=False, crop_area=crop_area)
+    return forward(apply_fn, variables, x, input_norm, features)
+
+
+def forward(apply_fn, variables, x, input_norm, features):
+    """(z (N, D), logits (N, C)), float32, of float images x in [0, 1] in evaluation mode:
+    what eq. (13) compares (score.features) and the head's logits (export.py traces it)."""
     out = apply_fn(variables, normalize_input(x, input_norm), train=False)
     return out[FEATURES[features]].astype(jnp.float32), out['logits'].astype(jnp.float32)
 

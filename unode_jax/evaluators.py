@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from unode_jax import predict as predict_lib
-from unode_jax import report, score
+from unode_jax import report
 from unode_jax.baselines import Baselines
 from unode_jax.data import corrupted as tfds_corrupted
 from unode_jax.data import images as images_lib
@@ -27,6 +27,7 @@ from unode_jax.data.splits import multiclass_split, one_class_test
 from unode_jax.errors import ConfigError
 from unode_jax.evaluate import embed, evaluate_corrupted, evaluate_multiclass, evaluate_one_class
 from unode_jax.files import write_json, write_npz
+from unode_jax.metrics_log import log_evaluation
 
 # Corrupted test sets are made once and kept for the next model up to this size (MiB);
 # past it each model remakes them (seeded: the same images).
@@ -56,6 +57,7 @@ class OneClassTest:
                       class_name=self.ds.class_names[run.normal_class], steps=model.step,
                       **model.weights_record(config), **result)
         save_scores(model.directory, run.is_normal, scores)
+        log_evaluation(model.directory, model.step, result, config.tensorboard)
         if run.in_sweep:  # A finished class: a resumed sweep reads it back (run.py).
             write_json(os.path.join(model.directory, 'results.json'), result)
         return result
@@ -94,6 +96,8 @@ class MultiClassTest:
             save_scores(report.row_dir(model.directory, name), scores[name]['is_normal'],
                         scores[name])
             rows.append(dict(index=i, outlier_set=name, **r))
+            log_evaluation(model.directory, model.step, r, config.tensorboard,
+                           prefix=f'eval_{name}')
         return report.summarize_multiclass(
             rows, ds.name, config.data.setting, steps=model.step, head_term=model.head,
             inlier_classes=[ds.class_names[c] for c in (config.data.inlier_classes or
@@ -232,8 +236,7 @@ def predict_images(config, model, paths, threshold=None):
                                            progress=config.progress_bar)
     scores = {}
     if len(x):
-        s = score.unode_scores(model.bank, embed(model.state, x, config), model.balance,
-                               model.head, model.weight)
+        s = model.scores(x, config)
         scores = {paths[i]: {k: float(s[k][j]) for k in ('score', 'sim', 'binary')}
                   for j, i in enumerate(ok)}
     out = os.path.join(model.directory, 'predictions.csv')

@@ -6,6 +6,7 @@
   eval        score the test set with the trained models (e.g. other score.* settings)
   corrupted   score the corrupted test sets with the trained models (Table 2)
   predict     score new images (--images) with one trained model -> predictions.csv
+  export      one trained model as a folder (--out) that jax and numpy alone score
   ablate      a train_eval run per variant of the paper's ablations (ablation.py)
   report      rebuild the reports from the saved scores (no config, data or model)
 
@@ -33,6 +34,7 @@ MODES = {
     'eval': Mode(evals=('test',), needs_test=True),
     'corrupted': Mode(evals=('corrupted',), needs_test=True, one_class_only=True),
     'predict': Mode(evals=('predict',)),
+    'export': Mode(),
     'ablate': Mode(train=True, evals=('test',), one_class_only=True),
     'report': Mode(needs_config=False, devices=False),
 }

@@ -31,6 +31,7 @@ from unode_jax.data.datasets import load_outliers
 from unode_jax.data.registry import load_data
 from unode_jax.errors import ConfigError, DamagedFileError
 from unode_jax.evaluators import evaluator, predict_images
+from unode_jax.export import export_model
 from unode_jax.files import read_json
 from unode_jax.modes import MODES
 from unode_jax.plan import plan_runs, predict_dir
@@ -49,13 +50,14 @@ def _finished(run, mode):
         return None
 
 
-def run(config, workdir, mode='train_eval', classes=None, images=None, threshold=None):
+def run(config, workdir, mode='train_eval', classes=None, images=None, threshold=None,
+        out=None):
     """Train and/or evaluate as `mode` (modes.py) and config.data.setting say; returns the
     summary of the mode's first evaluator (None when it has none).
 
     One-class: normal_class = -1 sweeps every class (or those in `classes`) in turn, and
     a stopped sweep resumes, skipping finished classes. 'predict' scores `images` (a
-    folder or glob) with the trained model.
+    folder or glob) with the trained model, 'export' writes it to the folder `out`.
     """
     if mode not in MODES:
         raise ValueError(f'--mode must be one of {tuple(MODES)}, got {mode!r}')
@@ -75,6 +77,12 @@ def run(config, workdir, mode='train_eval', classes=None, images=None, threshold
         paths = images_lib.list_images(images)  # Nothing there: stops before the restore.
         model = load_trained(config, predict_dir(config, workdir), config.data.image_size)
         return predict_images(config, model, paths, threshold)
+    if mode == 'export':  # One trained model as a folder jax and numpy alone can score.
+        if not out:
+            raise ConfigError('--mode=export needs --out=FOLDER')
+        model = load_trained(config, predict_dir(config, workdir), config.data.image_size)
+        print(f'wrote {export_model(model, config, out)}', flush=True)
+        return out
     if mode == 'ablate':  # Tables 4-6: a one-class train_eval run per variant.
         return ablation.run_ablation(config, workdir, run, classes)
 

@@ -12,7 +12,6 @@ number of devices.
 """
 import functools
 import itertools
-import json
 import os
 import time
 from typing import Any
@@ -31,6 +30,7 @@ from unode_jax.checkpoint import Checkpointer, resume
 from unode_jax.sampling import image_indices, prefetch, streamed_batches
 from unode_jax.errors import Interrupted
 from unode_jax.interrupt import deferred_sigint
+from unode_jax.metrics_log import METRICS_FILE, MetricsLog
 from unode_jax.models import build_model, frozen_mask, normalize_input
 from unode_jax.models.torchvision import load_torchvision_encoder
 
@@ -270,11 +270,8 @@ def _fetched_metrics(pending, ckpt):
 
 
 def _log_metrics(log, bar, rows, images_per_s):
-    """Appends the rows to metrics.jsonl and shows the last on the progress bar."""
-    for row in rows:
-        row['images_per_s'] = images_per_s
-        log.write(json.dumps(row) + '\n')
-    log.flush()
+    """Appends the rows to metrics.jsonl (and TensorBoard); shows the last on the bar."""
+    log.write([dict(row, images_per_s=images_per_s) for row in rows])
     bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}", img_s=f'{images_per_s:.0f}')
     bar.update(rows[-1]['step'] - bar.n)
 
@@ -340,8 +337,7 @@ def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train
     state = create_train_state(jax.random.key(config.seed), config, x_train.shape[1], AXIS,
                                num_classes)
     ckpt = Checkpointer(workdir, config.keep_checkpoints)
-    metrics_path = os.path.join(workdir, 'metrics.jsonl')
-    state = resume(ckpt, state, metrics_path)
+    state = resume(ckpt, state, os.path.join(workdir, METRICS_FILE))
     state = state.replace(opt_state=optim.set_steps_per_epoch(state.opt_state, steps_per_epoch))
     start = int(state.step)
     meta = dict(n_train=n, steps_per_epoch=steps_per_epoch, total_steps=total,
@@ -358,8 +354,8 @@ def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train
                unit='step', dynamic_ncols=True, desc=os.path.basename(os.path.normpath(workdir)))
     t0, images_seen, step = time.time(), 0, start
     try:  # A Ctrl-C is taken between steps (interrupt.py: orbax's waits would drop it).
-        with deferred_sigint() as ctrl_c, open(metrics_path if writer else os.devnull,
-                                               'a') as log:
+        with deferred_sigint() as ctrl_c, MetricsLog(workdir, config.tensorboard,
+                                                            start) as log:
             for step in range(start, total):
                 ctrl_c.check()
                 batch_r = next(batches)

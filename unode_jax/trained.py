@@ -49,6 +49,12 @@ class TrainedModel:
     def step(self):
         return int(self.state.step)
 
+    def scores(self, x, config):
+        """eq. (15) ('score'), (13) ('sim') and (14)'s head term ('binary') of the prepared
+        images x (uint8 (N, S, S, 3)), float64: what evaluation and predict score with."""
+        return score.unode_scores(self.bank, embed(self.state, x, config), self.balance,
+                                  self.head, self.weight)
+
     def weights_record(self, config):
         """What results.json records of how this model was trained and scored."""
         w = self.negative_weights
@@ -166,4 +172,4 @@ def load_trained(config, directory, image_size) -> TrainedModel:
                                 f'{int(state.step)}: rerun --mode=eval to refresh it')
     return TrainedModel(None, directory, state, dict(z=bank['z'], logits=bank['logits']),
                         bank['weight'], bank['head'], bank['balance'], bank['holdout_scores'],
-                        bank['quantile'])
+                        config.predict.quantile)  # An evaluation field: it may be changed.

@@ -228,6 +228,18 @@ def prepare(x: np.ndarray, image_size: int, resize: int | None = None) -> np.nda
     return np.ascontiguousarray(x)
 
 
+def prepare_batch(x, image_size: int, resize: int | None = None) -> np.ndarray:
+    """uint8 images (N, H, W) or (N, H, W, C), C = 1 or 3 -> uint8 (N, S, S, 3), each
+    prepared as `prepare` prepares one read from a file (the Python API's input)."""
+    x = np.asarray(x)
+    if x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] not in (1, 3)):
+        raise ValueError(f'images must be uint8 (N, H, W) or (N, H, W, C) with C = 1 or 3, '
+                         f'got {x.dtype} {x.shape}')
+    if not len(x):
+        raise ValueError('no images given')
+    return np.stack([prepare(im, image_size, resize) for im in x])
+
+
 def read_image(path, image_size: int, *, resize: int | None = None,
                pre_crop=None) -> np.ndarray:
     """One PNG / JPEG file -> uint8 (image_size, image_size, 3), prepared by `prepare`.

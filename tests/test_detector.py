@@ -1,0 +1,136 @@
+"""The Python API (unode_jax.Detector): fit on arrays, score, is_novel, load a workdir; the
+same scores as the command line's --mode=predict; its errors."""
+import csv
+import gc
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from tests.tiny_config import tiny_config
+from unode_jax import Detector
+from unode_jax.data import images as images_lib
+from unode_jax.detector import prepare_images
+from unode_jax.errors import ConfigError
+from unode_jax.run import run
+
+FAST = {'negatives.transforms': ('rotation', 'cutout', 'mixup'), 'negatives.weights': 'uniform',
+        'predict.holdout': 0.2}
+
+
+@pytest.fixture(scope='module')
+def digits():
+    """sklearn's 8 x 8 digits as uint8 (N, 8, 8): the API takes any size and no channel."""
+    d = load_digits()
+    return (d.images * 15).astype(np.uint8), d.target
+
+
+@pytest.fixture(scope='module')
+def fitted(digits, tmp_path_factory):
+    x, y = digits
+    workdir = tmp_path_factory.mktemp('api') / 'run'
+    det = Detector(tiny_config(), str(workdir), **FAST).fit(x[y == 0])
+    return det, str(workdir)
+
+
+def test_fit_score_and_is_novel(fitted, digits):
+    det, workdir = fitted
+    x, y = digits
+    s = det.score(x[:50])
+    assert s.dtype == np.float64 and s.shape == (50,) and np.isfinite(s).all()
+    terms = det.score_terms(x[:50])
+    np.testing.assert_array_equal(terms['score'], s)
+    assert set(terms) >= {'score', 'sim', 'binary'}
+    # The threshold: the 0.05 quantile of the held-out fifth of class 0's images.
+    n0 = int((y == 0).sum())
+    held = det.model.holdout_scores
+    assert len(held) == round(0.2 * n0) and det.threshold == np.quantile(held, 0.05)
+    np.testing.assert_array_equal(det.is_novel(x[:50]), s < det.threshold)
+    np.testing.assert_array_equal(det.is_novel(x[:50], threshold=-np.inf), np.zeros(50, bool))
+    # A CLI-readable workdir: its config, checkpoint and bank.
+    assert {'config.json', 'bank.npz', 'checkpoints'} <= set(os.listdir(workdir))
+
+
+def test_load_scores_as_the_detector_that_trained_it(fitted, digits):
+    det, workdir = fitted
+    x, _ = digits
+    loaded = Detector.load(workdir)
+    np.testing.assert_array_equal(loaded.score(x[:40]), det.score(x[:40]))
+    assert loaded.threshold == det.threshold
+    # Evaluation fields may change on load, training fields may not.
+    assert Detector.load(workdir, **{'predict.quantile': 0.5}).threshold == \
+        np.quantile(det.model.holdout_scores, 0.5)
+    with pytest.raises(ConfigError, match='optim.num_epochs: .* trained with its own value'):
+        Detector.load(workdir, **{'optim.num_epochs': 3})
+
+
+def test_cli_predict_on_pngs_equals_the_api_on_the_decoded_images(fitted, digits, tmp_path):
+    """--mode=predict on PNG files and Detector.load(...).score on the arrays decoded from
+    them: one code path, the same scores (predictions.csv keeps 6 decimals)."""
+    det, workdir = fitted
+    x, _ = digits
+    folder = tmp_path / 'new'
+    folder.mkdir()
+    for i in range(6):  # gray 8 x 8, and RGB at another size and aspect
+        im = Image.fromarray(x[i])
+        (im if i % 2 else im.convert('RGB').resize((20, 13))).save(folder / f'{i}.png')
+    paths = sorted(str(p) for p in folder.iterdir())
+    path, counts = run(det.config, workdir, mode='predict', images=str(folder))
+    assert counts['error'] == 0
+    with open(path) as f:
+        cli = {r['path']: r['score'] for r in csv.DictReader(f)}
+    decoded = [np.asarray(Image.open(p)) for p in paths]
+    api = [Detector.load(workdir).score(d[None])[0] for d in decoded]
+    assert [cli[p] for p in paths] == [f'{s:.6f}' for s in api]
+
+
+def test_prepare_matches_the_folder_datasets_preparation(digits):
+    x, _ = digits
+    config = tiny_config()
+    out = prepare_images(x[:5], config)
+    assert out.shape == (5, 16, 16, 3) and out.dtype == np.uint8
+    for a, b in zip(out, x[:5]):
+        np.testing.assert_array_equal(a, images_lib.prepare(b, 16))
+    rgb = np.repeat(x[:3, :, :, None], 3, axis=-1)
+    np.testing.assert_array_equal(prepare_images(rgb, config), out[:3])
+
+
+def test_a_temporary_workdir_goes_with_the_detector(digits):
+    x, y = digits
+    det = Detector(tiny_config(), **FAST).fit(x[y == 1])
+    folder = det.workdir
+    assert os.path.isfile(os.path.join(folder, 'bank.npz'))
+    del det
+    gc.collect()
+    assert not os.path.exists(folder)
+
+
+def test_errors(digits, tmp_path):
+    x, _ = digits
+    config = tiny_config()
+    with pytest.raises(ConfigError, match='override optim.no_such_field: no such config field'):
+        Detector(config, **{'optim.no_such_field': 1})
+    with pytest.raises(ConfigError, match='override batch_size='):
+        Detector(config, **{'batch_size': 'eight'})
+    with pytest.raises(ConfigError, match='no such file'):
+        Detector('configs/no_such.py')
+    assert config.batch_size == 8  # the caller's config is not changed by overrides
+    Detector(config, **{'batch_size': 4})
+    assert config.batch_size == 8
+    with pytest.raises(RuntimeError, match='not fitted'):
+        Detector(config).score(x[:2])
+    with pytest.raises(ValueError, match='uint8'):
+        Detector(config).fit(x.astype(np.float32))
+    with pytest.raises(ConfigError, match='fewer than batch_size=8'):
+        Detector(config, str(tmp_path / 'few')).fit(x[:5])
+    with pytest.raises(ConfigError, match='no config.json'):
+        Detector.load(str(tmp_path))
+
+
+def test_a_config_file_by_path_from_another_directory(tmp_path, monkeypatch):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.chdir(tmp_path)
+    det = Detector(os.path.join(root, 'configs', 'digits.py'), **{'optim.num_epochs': 1})
+    assert det.config.data.name == 'digits' and det.config.optim.num_epochs == 1

@@ -1,0 +1,102 @@
+"""Export: a trained model as a folder that jax and numpy alone score, within 1e-5 of the
+trained model, on batch sizes the export never saw; from the API and the command line."""
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from tests import children
+from tests.tiny_config import tiny_config
+from unode_jax import Detector, exported
+from unode_jax.errors import ConfigError
+
+FAST = {'negatives.transforms': ('rotation', 'cutout', 'mixup'), 'negatives.weights': 'uniform',
+        'predict.holdout': 0.2}
+FORBIDDEN = ('flax', 'optax', 'orbax', 'tensorflow_datasets', 'tensorflow')
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    d = load_digits()
+    x = (d.images * 15).astype(np.uint8)
+    root = tmp_path_factory.mktemp('export')
+    det = Detector(tiny_config(), str(root / 'run'), **FAST).fit(x[d.target == 3])
+    return det, x, root
+
+
+def test_the_export_scores_as_the_trained_model(trained):
+    det, x, root = trained
+    path = det.export(str(root / 'exp'))
+    assert sorted(os.listdir(path)) == ['arrays.npz', 'model.jax', 'model.json']
+    model = exported.load(path)
+    for n in (3, 300):  # 300: two calls, the second padded to 64 rows
+        want, got = det.score_terms(x[:n]), model.score_terms(x[:n])
+        for k in ('score', 'sim', 'binary'):
+            assert got[k].dtype == np.float64 and got[k].shape == (n,)
+            np.testing.assert_allclose(got[k], want[k], rtol=0, atol=1e-5)
+    assert model.threshold == det.threshold
+    np.testing.assert_array_equal(model.is_novel(x[:50], threshold=0.0), np.zeros(50, bool))
+    info = json.loads((root / 'exp' / 'model.json').read_text())
+    assert info['input']['image_size'] == 16 and info['input']['dtype'] == 'uint8'
+    assert info['score'].startswith('higher = more normal') and len(info['config_sha256']) == 64
+    assert 'cpu' in info['platforms'] and info['step'] == det.model.step
+
+
+def test_loading_the_export_needs_only_jax_and_numpy(trained, tmp_path):
+    det, x, root = trained
+    path = det.export(str(root / 'exp_alone'))
+    np.save(tmp_path / 'x.npy', x[:7])
+    code = ('import json, sys\n'
+            'import numpy as np\n'
+            'from unode_jax import exported\n'
+            f'm = exported.load({path!r})\n'
+            f's = m.score(np.load({str(tmp_path / "x.npy")!r}))\n'
+            f'print(json.dumps(dict(s=s.tolist(), modules=[n for n in sys.modules '
+            f'if n.split(".")[0] in {FORBIDDEN!r}])))\n')
+    r = children.run([sys.executable, '-c', code])
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out['modules'] == []
+    np.testing.assert_allclose(out['s'], det.score(x[:7]), rtol=0, atol=1e-5)
+
+
+def test_the_command_line_export_is_the_same_model(trained):
+    det, x, root = trained
+    r = children.launch(f'--workdir={root / "run"}', '--mode=export', f'--out={root / "cli"}')
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f'wrote {root / "cli"}' in r.stdout
+    np.testing.assert_allclose(exported.load(str(root / 'cli')).score(x[:20]),
+                               det.score(x[:20]), rtol=0, atol=1e-5)
+    r = children.launch(f'--workdir={root / "run"}', '--mode=export')
+    assert r.returncode != 0 and r.stderr.strip() == 'error: --mode=export needs --out=FOLDER'
+    r = children.launch(f'--workdir={root / "run"}', '--mode=eval', f'--out={root / "x"}')
+    assert r.stderr.strip() == 'error: --out goes with --mode=export'
+
+
+def test_bad_exports_and_targets(trained, tmp_path):
+    det, x, root = trained
+    with pytest.raises(FileNotFoundError, match='not an exported model: no model.jax'):
+        exported.load(str(tmp_path))
+    (tmp_path / 'busy').mkdir()
+    (tmp_path / 'busy' / 'mine.txt').write_text('keep')
+    with pytest.raises(ConfigError, match='exists and is not an export'):
+        det.export(str(tmp_path / 'busy'))
+    assert (tmp_path / 'busy' / 'mine.txt').read_text() == 'keep'
+    with pytest.raises(ConfigError, match='score.ensemble=1'):
+        Detector.load(str(root / 'run'), **{'score.ensemble': 4}).export(str(tmp_path / 'e'))
+    path = det.export(str(tmp_path / 'exp'))
+    (tmp_path / 'exp' / 'arrays.npz').write_bytes(b'not a zip')
+    with pytest.raises(Exception, match='arrays.npz'):
+        exported.load(path)
+    path = det.export(str(tmp_path / 'exp'))  # an export is replaced
+    (tmp_path / 'exp' / 'model.jax').write_bytes(b'\x00' * 64)
+    with pytest.raises(ValueError, match='model.jax does not read'):
+        exported.load(path)
+    path = det.export(str(tmp_path / 'exp'))
+    info = json.loads((tmp_path / 'exp' / 'model.json').read_text())
+    (tmp_path / 'exp' / 'model.json').write_text(json.dumps(dict(info, format=99)))
+    with pytest.raises(ValueError, match='export format 99'):
+        exported.load(path)

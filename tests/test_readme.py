@@ -1,0 +1,26 @@
+"""The README's Python API example runs as written (its export folder moved into the
+test's temporary folder)."""
+import os
+import re
+import sys
+
+from tests import children
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def api_example():
+    text = open(os.path.join(ROOT, 'README.md'), encoding='utf-8').read()
+    section = text[text.index('### Python API'):]
+    return re.search(r'```python\n(.*?)```', section, re.S).group(1)
+
+
+def test_the_python_api_example_runs(tmp_path):
+    code = api_example()
+    assert 'Detector(' in code and 'exported.load(' in code and '.export(' in code
+    code = code.replace('/tmp/unode_digits_1', str(tmp_path / 'export'))
+    r = children.run([sys.executable, '-c', code])
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    auroc = float(re.search(r'AUROC (\d+\.\d)', r.stdout).group(1))
+    assert auroc > 90, r.stdout  # digits class 1 against the other nine
+    assert sorted(os.listdir(tmp_path / 'export')) == ['arrays.npz', 'model.jax', 'model.json']

@@ -1,0 +1,72 @@
+"""Config files as code: get_config() of a configs/*.py file, dotted-name overrides, and
+the config a trained workdir saved (configs/saved.py), for launch.py and the Python API."""
+import importlib.util
+import os
+import sys
+
+from ml_collections import config_dict
+
+from unode_jax.errors import ConfigError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAVED_CONFIG = os.path.join(REPO, 'configs', 'saved.py')
+
+
+def load_module(path):
+    """The Python file at path as a module, with the folder above its own importable so
+    that a config's `from configs import default` works from any working directory."""
+    if not os.path.isfile(path):
+        raise ConfigError(f'config {path}: no such file (the configs are in configs/)')
+    root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+    added = root not in sys.path
+    if added:
+        sys.path.insert(0, root)
+    try:
+        spec = importlib.util.spec_from_file_location('unode_config_file', path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        if added:
+            sys.path.remove(root)
+
+
+def load_config_file(path, arg=None):
+    """get_config() (or get_config(arg)) of a config file; `path:arg` as launch.py's
+    --config writes it."""
+    if arg is None and ':' in path and not os.path.isfile(path):
+        path, arg = path.split(':', 1)
+    module = load_module(path)
+    return module.get_config(arg) if arg else module.get_config()
+
+
+def with_overrides(config, overrides):
+    """config with dotted-name overrides ({'optim.num_epochs': 10}); a name that is no
+    field, or a value of the wrong type, is a ConfigError naming it."""
+    for name, value in overrides.items():
+        *parents, leaf = name.split('.')
+        node = config
+        for part in parents:
+            node = node.get(part) if isinstance(node, config_dict.ConfigDict) else None
+        if not isinstance(node, config_dict.ConfigDict) or leaf not in node:
+            raise ConfigError(f'override {name}: no such config field')
+        try:
+            setattr(node, leaf, value)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f'override {name}={value!r}: {e}') from None
+    return config
+
+
+def saved_config(workdir, overrides=()):
+    """The config a trained workdir (or a sweep's class_<c>/) was trained with; an override
+    of a field that training read is a ConfigError (only saved.EVAL_FIELDS may change)."""
+    saved = load_module(SAVED_CONFIG)
+    for name in overrides:
+        if not name.startswith(saved.EVAL_FIELDS):
+            raise ConfigError(f'{name}: {workdir} was trained with its own value of this field; '
+                              'only evaluation fields can change without retraining '
+                              f'({", ".join(f.rstrip(".") for f in saved.EVAL_FIELDS)})')
+    try:
+        return saved.get_config(workdir)
+    except FileNotFoundError as e:
+        raise ConfigError(str(e).replace('; pass --config=configs/NAME.py', '')) from None

@@ -1,0 +1,127 @@
+"""A trained model as a self-contained folder a service loads with jax and numpy alone:
+`Detector.export(path)` or `launch.py --mode=export --workdir=RUN --out=PATH`.
+
+  PATH/model.jax    the inference function, serialized with jax.export: the network in
+                    evaluation mode on uint8 images (N, S, S, 3) prepared at the model's
+                    size (N any: a symbolic dimension), the largest cosine similarity to
+                    the bank (eq. 13), the head's term (eq. 14) and eq. (15) with the
+                    model's lambda; lowered for cpu, cuda and tpu (or, where a platform
+                    cannot be lowered here, for this machine's backend alone)
+  PATH/arrays.npz   its arguments: the network's variables, the unit-norm bank, lambda
+  PATH/model.json   what it expects: input size, dtype, channels, resize, score
+                    direction, threshold, the training config's SHA-256, platforms
+
+unode_jax/exported.py loads it (`unode_jax.exported.load(PATH).score(x)`), and prepares
+images as the folder datasets do (data/images.py). The function computes in float32 (the
+trained model's score is float64 on the host): scores agree to ~1e-6 times lambda.
+"""
+import hashlib
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from unode_jax import hosts, score
+from unode_jax.errors import ConfigError
+from unode_jax.evaluate import forward
+from unode_jax.files import write_json
+from unode_jax.losses import l2_normalize
+from unode_jax.models import compute_dtype
+
+FORMAT = 1  # model.json's 'format': what exported.py reads.
+PLATFORMS = ('cpu', 'cuda', 'tpu')
+FILES = ('model.jax', 'arrays.npz', 'model.json')
+SEP = '/'  # arrays.npz keys: the argument pytree's dict path, joined.
+
+
+def head_term(logits, kind):
+    """score.head_term in jnp (float32): eq. (14)'s P(inlier), or the labeled head's."""
+    p = jax.nn.softmax(logits, axis=-1)
+    if kind == 'binary':
+        return p[:, 1]
+    return p[:, :-1].max(axis=1) if kind == 'msp' else 1.0 - p[:, -1]
+
+
+def score_function(apply_fn, config, head, balance):
+    """f(variables, bank, images) -> dict(score, sim, binary) of score.unode_scores."""
+    input_norm, features = config.model.input_norm, config.score.features
+
+    def f(variables, bank, images):
+        z, logits = forward(apply_fn, variables, images.astype(jnp.float32) / 255.0,
+                            input_norm, features)
+        sim = jnp.max(jnp.matmul(l2_normalize(z), bank['z'].T,
+                                 precision=jax.lax.Precision.HIGHEST), axis=1)
+        norm = jnp.linalg.norm(z, axis=1)
+        if balance == 'appendix_c_norm':  # as score.unode_scores
+            sim = sim * norm
+        if balance == 'authors':
+            sim, binary = sim * norm / bank['mean_norm'], logits[:, 0]
+        else:
+            binary = head_term(logits, head)
+        return dict(score=sim + bank['weight'] * binary, sim=sim, binary=binary)
+    return f
+
+
+def config_sha256(config):
+    return hashlib.sha256(config.to_json_best_effort(sort_keys=True).encode()).hexdigest()
+
+
+def flatten(tree):
+    return {SEP.join(k): np.asarray(v) for k, v in
+            traverse_util.flatten_dict(jax.device_get(tree)).items()}
+
+
+def export_model(model, config, path):
+    """Writes model (trained.TrainedModel) scored as config says into the folder path;
+    returns path. An existing folder is replaced only if it holds an export."""
+    if config.score.ensemble != 1:
+        raise ConfigError(f'export scores with one view of each image: pass '
+                          f'--config.score.ensemble=1 (got {config.score.ensemble})')
+    if model.head not in score.HEAD_TERMS or model.balance not in score.BALANCES:
+        raise ConfigError(f'export: unknown head {model.head!r} or balance {model.balance!r}')
+    if os.path.exists(path) and not (os.path.isdir(path) and set(os.listdir(path)) <= set(FILES)):
+        raise ConfigError(f'--out={path} exists and is not an export: pick a new folder')
+    z = np.asarray(model.bank['z'], np.float32)
+    bank = dict(z=np.asarray(l2_normalize(jnp.asarray(z))), weight=np.float32(model.weight),
+                mean_norm=np.float32(np.mean(np.linalg.norm(z.astype(np.float64), axis=1))))
+    variables = dict(params=model.state.params, batch_stats=model.state.batch_stats)
+    args = dict(variables=flatten(variables), bank=bank)
+    size = config.data.image_size
+    fn = jax.jit(score_function(model.state.apply_fn, config, model.head, model.balance))
+    structs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args)
+    (n,) = jax.export.symbolic_shape('n')
+    images = jax.ShapeDtypeStruct((n, size, size, 3), jnp.uint8)
+    unflat = {k: traverse_util.unflatten_dict(v, sep=SEP) if k == 'variables' else v
+              for k, v in structs.items()}
+    try:
+        exported = jax.export.export(fn, platforms=PLATFORMS)(unflat['variables'],
+                                                              unflat['bank'], images)
+    except Exception:  # noqa: BLE001 -- a platform this jaxlib cannot lower for
+        exported = jax.export.export(fn)(unflat['variables'], unflat['bank'], images)
+    expects = dict(image_size=size, dtype='uint8', channels=[1, 3], resize=config.data.resize,
+                   layout='(N, H, W) or (N, H, W, C), any H and W')
+    info = dict(format=FORMAT, input=expects,
+                score='higher = more normal; novel where score < threshold',
+                threshold=None if np.isnan(model.threshold) else model.threshold,
+                quantile=model.quantile,
+                holdout_images=int(len(model.holdout_scores)), weight=float(model.weight),
+                head=model.head, balance=model.balance, step=model.step,
+                config_sha256=config_sha256(config), model=config.model.name,
+                compute_dtype=compute_dtype(config.model.dtype).name,
+                platforms=list(exported.platforms), jax_version=jax.__version__)
+    if not hosts.is_writer():  # Process 0 of a multi-host run writes it.
+        return path
+    tmp = path.rstrip(os.sep) + '.tmp'
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    with open(os.path.join(tmp, 'model.jax'), 'wb') as f:
+        f.write(exported.serialize())
+    np.savez(os.path.join(tmp, 'arrays.npz'),
+             **{f'{k}{SEP}{name}': v for k, part in args.items() for name, v in part.items()})
+    write_json(os.path.join(tmp, 'model.json'), info)
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,102 @@
+"""An exported model (export.py) in a service, with jax and numpy alone (no flax, optax,
+orbax or tensorflow_datasets is imported):
+
+  from unode_jax import exported
+  model = exported.load('exports/digits_class1')
+  s = model.score(x)           # uint8 (N, H, W) or (N, H, W, C), any size; float64 (N,)
+  novel = model.is_novel(x)    # s < model.threshold (fitted on held-out normal images)
+
+The files are read without executing anything: JSON, a .npz without pickles, and
+jax.export's serialized StableHLO. Images are prepared as in training (data/images.py)
+and scored in batches of up to BATCH, each padded to a power of two so that a service
+compiles a handful of shapes, not one per request size.
+"""
+import os
+
+import jax
+import numpy as np
+
+from unode_jax.data.images import prepare_batch
+from unode_jax.files import read_json, read_npz
+
+FORMAT = 1  # The model.json 'format' this reader reads (export.FORMAT).
+BATCH = 256
+SEP = '/'
+
+
+class ExportedModel:
+    def __init__(self, path):
+        missing = [f for f in ('model.jax', 'arrays.npz', 'model.json')
+                   if not os.path.isfile(os.path.join(path, f))]
+        if missing:
+            raise FileNotFoundError(f'{path} is not an exported model: no {", ".join(missing)} '
+                                    '(write one with Detector.export or --mode=export)')
+        fix = 'export the model again'
+        self.info = read_json(os.path.join(path, 'model.json'), fix)
+        if self.info.get('format') != FORMAT:
+            raise ValueError(f'{path}: export format {self.info.get("format")!r}, this reader '
+                             f'reads {FORMAT}: export the model again with this version')
+        arrays = read_npz(os.path.join(path, 'arrays.npz'), fix)
+        self.variables = _unflatten({k[len('variables/'):]: v for k, v in arrays.items()
+                                     if k.startswith('variables/')})
+        self.bank = {k[len('bank/'):]: v for k, v in arrays.items() if k.startswith('bank/')}
+        with open(os.path.join(path, 'model.jax'), 'rb') as f:
+            try:
+                self.function = jax.export.deserialize(bytearray(f.read()))
+            except Exception as e:  # noqa: BLE001 -- any parse failure of an untrusted file
+                raise ValueError(f'{path}/model.jax does not read ({type(e).__name__}): '
+                                 f'{fix}') from None
+        if jax.default_backend() not in self.function.platforms:
+            raise ValueError(f'{path} was exported for {", ".join(self.function.platforms)}, '
+                             f'not this machine\'s {jax.default_backend()}: export it on one')
+        self.image_size = int(self.info['input']['image_size'])
+        self.resize = self.info['input']['resize']
+
+    @property
+    def threshold(self):
+        t = self.info['threshold']
+        return float('nan') if t is None else float(t)
+
+    def score_terms(self, x):
+        """{'score': eq. (15), 'sim': eq. (13), 'binary': the head's term}, float64 (N,)."""
+        x = prepare_batch(x, self.image_size, self.resize)
+        parts = []
+        for start in range(0, len(x), BATCH):
+            chunk = x[start:start + BATCH]
+            padded = np.zeros((_pow2_at_least(len(chunk)),) + chunk.shape[1:], np.uint8)
+            padded[:len(chunk)] = chunk
+            out = self.function.call(self.variables, self.bank, padded)
+            parts.append({k: np.asarray(v, np.float64)[:len(chunk)] for k, v in out.items()})
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def score(self, x):
+        """eq. (15) of each image, float64 (N,); higher = more normal."""
+        return self.score_terms(x)['score']
+
+    def is_novel(self, x, threshold=None):
+        threshold = self.threshold if threshold is None else float(threshold)
+        if np.isnan(threshold):
+            raise ValueError('no threshold: the model was trained with predict.holdout=0; '
+                             'pass is_novel(x, threshold=S)')
+        return self.score(x) < threshold
+
+
+def load(path):
+    """The exported model in folder path."""
+    return ExportedModel(path)
+
+
+def _pow2_at_least(n):
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def _unflatten(flat):
+    """{'a/b/c': array} -> {'a': {'b': {'c': array}}} (plain dicts, as the export traced)."""
+    tree = {}
+    for key, value in flat.items():
+        node = tree
+        *parents, leaf = key.split(SEP)
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return tree
