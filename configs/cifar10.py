@@ -17,6 +17,11 @@ are; torchvision's ImageNet stem (--config.model.stem=imagenet) leaves an 8 x 8 
 the stem and 1 x 1 in layer4. XLA FLOPs per training step (batch 128, 512 rows;
 python benchmarks/flops.py --config=configs/cifar10.py [--config.model.stem=...]):
   cifar 10.4 TFLOP (the default) | imagenet 0.53 TFLOP | imagenet_224 (upsampled) 33.3 TFLOP.
+Memory of the default step on one device (XLA, compiled on a CPU: benchmarks/flops.py
+--memory; unode_jax/memory.py checks a GPU/TPU run before its first step):
+25.9 GiB in
+float32 (203 MiB an inlier image); on a CPU, XLA's bfloat16 step takes more (29.7 GiB),
+as bfloat16 is emulated there, so a GPU's bfloat16 saving is not measured here.
 Cost: AutoAugOOD ~5 minutes per class on 2 CPU cores (seconds on a GPU); 5,000 images
 per class = 39 steps per epoch, 39,000 steps per class: 406 PFLOP a class with the CIFAR
 stem.

@@ -18,6 +18,9 @@ the ablation numbers in README "Ablations"); the text's choices: --config.loss.k
 --config.score.features=projection --config.score.balance=appendix_c.
 XLA FLOPs per training step: 10.4 TFLOP (Wide-ResNet-50-2, CIFAR stem, 32 px, batch 128;
 benchmarks/flops.py).
+Memory of that step on one device (XLA, compiled on a CPU: benchmarks/flops.py
+--memory; unode_jax/memory.py checks a GPU/TPU run before its first step):
+25.9 GiB in float32 (203 MiB an inlier image).
 """
 from configs import mnist
 
