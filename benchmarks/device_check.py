@@ -14,9 +14,10 @@ Stages (each timed and recorded, a failed one does not stop the others):
      peak device memory: WRN-50-2 at 32 px with the CIFAR stem, batch 128; WRN-50-2 at
      224 px, batch 32; the authors' ResNet-18 at 32 px, batch 32 (bfloat16 on an
      accelerator: model.dtype='auto')
-  d  with DEVICE_CHECK_FMNIST (a Fashion-MNIST idx folder): class 0 trained for
-     DEVICE_CHECK_FM_EPOCHS epochs (default 30 on an accelerator) and scored: AUROC, its
-     terms and both baselines
+  d  with DEVICE_CHECK_FMNIST (a Fashion-MNIST idx folder, or an arrays .npz): class 0
+     trained (configs/fashion_mnist_cpu.py) for as many epochs as fit the time left at
+     the step time stage c measured for that recipe (or DEVICE_CHECK_FM_EPOCHS), and
+     scored: AUROC, its terms and both baselines
   e  XLA's compiled memory of the 224 px WRN-50-2 step at batch 128, float32 and bfloat16
 The summary goes to $OUT (or a folder it prints) as summary.json and summary.txt.
 """
@@ -32,12 +33,16 @@ BUDGET_S = float(os.environ.get('DEVICE_CHECK_BUDGET_S', 540))
 # Dense bfloat16 peak FLOP/s per chip, by a piece of jax's device_kind (vendors' sheets).
 PEAK_BF16 = (('H200', 989e12), ('H100', 989e12), ('A100', 312e12), ('L4', 121e12),
              ('TPU v6', 918e12), ('TPU v5p', 459e12), ('TPU v5', 197e12), ('TPU v4', 275e12))
+FM_STEP = 'resnet18_cifar_w16 16px b16 (stage d)'  # configs/fashion_mnist_cpu.py's step
 STEP_CONFIGS = (  # (name, benchmarks/train_step.py flags)
     ('wrn50_2 32px cifar stem b128', ['--model=wide_resnet50_2', '--stem=cifar',
                                       '--image_size=32', '--batch=128']),
     ('wrn50_2 224px b32', ['--model=wide_resnet50_2', '--image_size=224', '--batch=32']),
     ('resnet18_cifar 32px b32', ['--model=resnet18_cifar', '--image_size=32', '--batch=32']),
+    (FM_STEP, ['--model=resnet18_cifar_w16', '--image_size=16', '--batch=16']),
 )
+FM_STEPS_PER_EPOCH = 6000 // 16  # one Fashion-MNIST class at configs/fashion_mnist_cpu.py's batch
+FM_RESERVE_S = 120  # compiling, AutoAugOOD, scoring 10,000 test images and the baselines
 TINY_STEP = [('tiny 16px b4', ['--model=tiny', '--image_size=16', '--batch=4'])]
 TESTS = ['tests/test_memory.py', 'tests/test_score.py', 'tests/test_workdir_config.py',
          'tests/test_train.py::test_streaming_from_host_matches_resident_training',
@@ -120,15 +125,29 @@ def stage_steps(env, out_dir, deadline):
     return rows
 
 
-def stage_fashion_mnist(env, out_dir, deadline):
-    folder = os.environ.get('DEVICE_CHECK_FMNIST')
-    if not folder:
-        return dict(ok=None, note='skipped: set DEVICE_CHECK_FMNIST to an idx folder')
-    epochs = os.environ.get('DEVICE_CHECK_FM_EPOCHS', '1' if TINY else '30')
+def fm_epochs(steps, deadline):
+    """Stage d's epochs: DEVICE_CHECK_FM_EPOCHS, or as many as the time left holds at the
+    step time stage c measured for the recipe (1 in tiny mode or without a measurement)."""
+    if os.environ.get('DEVICE_CHECK_FM_EPOCHS'):
+        return int(os.environ['DEVICE_CHECK_FM_EPOCHS'])
+    row = next((r for r in steps if r['name'] == FM_STEP and r['ok']), None)
+    if TINY or row is None:
+        return 1
+    left = deadline - time.time() - FM_RESERVE_S
+    return int(max(1, min(100, left // (row['s_per_step'] * FM_STEPS_PER_EPOCH))))
+
+
+def stage_fashion_mnist(env, out_dir, deadline, steps):
+    source = os.environ.get('DEVICE_CHECK_FMNIST')
+    if not source:
+        return dict(ok=None, note='skipped: set DEVICE_CHECK_FMNIST to an idx folder or .npz')
+    epochs = fm_epochs(steps, deadline)
+    data = ([f'--config.data.path={source}'] if not source.endswith('.npz') else
+            ['--config.data.name=arrays', f'--config.data.path={source}'])
     workdir = os.path.join(out_dir, 'fashion_mnist')
     t0 = time.time()
     code, text = sh([sys.executable, 'launch.py', '--config=configs/fashion_mnist_cpu.py',
-                     f'--workdir={workdir}', '--classes=0', f'--config.data.path={folder}',
+                     f'--workdir={workdir}', '--classes=0', *data,
                      f'--config.optim.num_epochs={epochs}', '--config.progress_bar=False'],
                     timeout=max(deadline - time.time(), 30))
     results = os.path.join(workdir, 'class_0', 'results.json')
@@ -209,7 +228,8 @@ def main():
     summary['steps'] = stage_steps(summary['env'], out_dir, deadline - (60 if TINY else 220))
     print('c  steps timed', flush=True)
     summary['fashion_mnist'] = stage_fashion_mnist(summary['env'], out_dir,
-                                                   deadline - (30 if TINY else 120))
+                                                   deadline - (30 if TINY else 120),
+                                                   summary['steps'])
     print('d  Fashion-MNIST', 'done' if summary['fashion_mnist'].get('ok') else 'not run',
           flush=True)
     summary['memory'] = stage_memory(deadline)

@@ -91,3 +91,22 @@ def test_device_check_names_missing_packages_in_one_line(tmp_path):
     (line,) = r.stderr.strip().splitlines()
     assert line.startswith('error: missing Python packages: dm_pix; install them with pip')
     assert 'DEVICE_CHECK_WHEELS=DIR' in line and not (tmp_path / 'out').exists()
+
+
+def test_device_check_sizes_its_fashion_mnist_run_to_the_time_left(monkeypatch):
+    spec = importlib.util.spec_from_file_location(
+        'device_check', os.path.join(ROOT, 'benchmarks/device_check.py'))
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    monkeypatch.setattr(check, 'TINY', False)
+    monkeypatch.delenv('DEVICE_CHECK_FM_EPOCHS', raising=False)
+    now = 1000.0
+    monkeypatch.setattr(check.time, 'time', lambda: now)
+    row = dict(name=check.FM_STEP, ok=True, s_per_step=0.01)  # 3.75 s an epoch
+    left = check.FM_RESERVE_S + 10 * 3.75 + 1
+    assert check.fm_epochs([row], now + left) == 10
+    assert check.fm_epochs([row], now + 10) == 1  # never fewer than one
+    assert check.fm_epochs([row], now + 1e6) == 100  # nor more than a hundred
+    assert check.fm_epochs([dict(row, ok=False)], now + left) == 1  # no measurement
+    monkeypatch.setenv('DEVICE_CHECK_FM_EPOCHS', '7')
+    assert check.fm_epochs([row], now + left) == 7
