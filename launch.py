@@ -10,7 +10,7 @@ r"""UNODE: train and evaluate a novelty detector.
       --config.data.normal_class=-1   # an image-folder dataset: data.path is its root
   python launch.py --mode=report --workdir=DIR   # rebuild the reports from saved scores
   python launch.py --mode=report --workdir=OUT --runs=runs/cifar10,runs/mnist  # Table 1
-  # Several hosts (README "Multi-host"): the same command on each, ids 0..N-1; on a TPU
+  # Several hosts (docs/multihost.md): the same command on each, ids 0..N-1; on a TPU
   # pod, under srun or mpirun the three flags are read from the environment instead.
   python launch.py --config=configs/cifar10.py --workdir=SHARED_DIR \
       --coordinator_address=HOST0:1234 --num_processes=2 --process_id=0

@@ -6,7 +6,7 @@
 Settings as the paper's CIFAR-10 run; scale num_epochs to your data size.
 Defaults that depart from the paper's text (loss.kind, negatives.max_compose,
 autoaug.divergence, score.features, score.balance; configs/default.py says why, with
-the ablation numbers in README "Ablations"); the text's choices: --config.loss.kind=paper
+the ablation numbers in docs/ablations.md); the text's choices: --config.loss.kind=paper
 --config.negatives.max_compose=0 --config.autoaug.divergence=jeffreys
 --config.score.features=projection --config.score.balance=appendix_c.
 XLA FLOPs per training step: 10.4 TFLOP (Wide-ResNet-50-2, CIFAR stem, 32 px, batch 128;

@@ -29,7 +29,7 @@ Downloads and prepares the tfds cifar10 dataset into data.data_dir on its first 
 internet and `pip install tensorflow-cpu==2.21.0`), or reads it from there.
 Defaults that depart from the paper's text (loss.kind, negatives.max_compose,
 autoaug.divergence, score.features, score.balance; configs/default.py says why, with
-the ablation numbers in README "Ablations"); the text's choices: --config.loss.kind=paper
+the ablation numbers in docs/ablations.md); the text's choices: --config.loss.kind=paper
 --config.negatives.max_compose=0 --config.autoaug.divergence=jeffreys
 --config.score.features=projection --config.score.balance=appendix_c.
 """

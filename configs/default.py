@@ -2,8 +2,8 @@
 
 The paper's method is the default; where the authors' published code differs, a
 named option gives its behaviour (marked "authors" below). Five defaults depart from
-the paper's text, chosen on digits and checked on faces with `--mode=ablate` (README
-"Ablations"), each with the text's choice one override away:
+the paper's text, chosen on digits and checked on faces with `--mode=ablate`
+(docs/ablations.md), each with the text's choice one override away:
 
   field                   default   the paper's text       mean AUROC, default vs text
                                                             digits        faces
@@ -17,7 +17,7 @@ the paper's text, chosen on digits and checked on faces with `--mode=ablate` (RE
 loss.kind and max_compose were chosen on screens of digits' four hardest classes
 (+2.5 and +1.0 there); over all ten classes both are level with the text's choice
 and ahead on faces; spread_share on a validation split of digits' training images
-(README "Ablations"). The digits column is configs/digits.py's own setting (lambda =
+(docs/ablations.md). The digits column is configs/digits.py's own setting (lambda =
 4, 20 epochs; lambda is not a default departure: faces prefers the paper's 1).
 """
 from ml_collections import config_dict
@@ -29,8 +29,8 @@ def get_config():
     config = config_dict.ConfigDict()
     config.seed = 0  # Every random draw is keyed by (seed, step, global sample index).
     # On a GPU: XLA's deterministic reductions and scatters (--xla_gpu_deterministic_ops),
-    # so the same run on the same GPU gives the same bits, at some speed (README
-    # "Reproducibility"). A CPU run is deterministic either way.
+    # so the same run on the same GPU gives the same bits, at some speed
+    # (docs/reliability.md). A CPU run is deterministic either way.
     config.deterministic = False
 
     # --- data -----------------------------------------------------------------
@@ -146,7 +146,7 @@ def get_config():
     # The k of r ~ U(1, k): 0 = the number of transforms with nonzero weight (the paper's
     # text read literally: up to 8 transforms stacked, negatives that are trivially easy);
     # 1 = one transform per batch, drawn in proportion to the weights (the default: better
-    # on digits and faces, README "Ablations"; the authors' code also applies one).
+    # on digits and faces, docs/ablations.md; the authors' code also applies one).
     config.negatives.max_compose = 1
     # False (paper): one negative per image, of which both views are taken.
     # True (authors): an independent negative for each view.
@@ -198,7 +198,7 @@ def get_config():
     # paper: eq. (9)-(11), inlier anchors whose negatives are the other images' hard
     # negatives | authors: NT-Xent over all 4B rows, other inliers negatives too (the
     # authors' code, which made the paper's numbers; the default: better on digits and
-    # faces, README "Ablations").
+    # faces, docs/ablations.md).
     config.loss.kind = 'authors'
     # Eq. (9) is written without a temperature; 0.5 is the SimCLR/CSI value the
     # authors' code uses, and the one this implementation was checked with.
@@ -264,8 +264,8 @@ def get_config():
     # <z, z_m/|z_m|>, lambda = mean |z_train| / mean P(inlier) on training | authors.
     # Mean AUROC on digits / faces: spread 98.9 / 96.4, appendix_c 97.0 / 90.4,
     # appendix_c_norm 96.7 / 75.9, authors 86.2 / 45.2. spread is the default: appendix C's
-    # means leave the binary term, whose spread is far larger, in charge (README
-    # "Ablations").
+    # means leave the binary term, whose spread is far larger, in charge
+    # (docs/ablations.md).
     config.score.balance = 'spread'
     # spread: the head's term is given spread_share times the similarity's spread on
     # held-out normal images (lambda = share * std(sim) / std(binary)); 1 = equal spreads.
@@ -276,7 +276,7 @@ def get_config():
     # stays within 0.01 of the similarity term (0.15: 0.04 below, 1: 0.89 below). The
     # binary head is the weaker term on these small datasets, and equal spreads let it
     # pull eq. (15) below the similarity. Faces, unchanged: 96.4 at 0.1, 95.7 at 1
-    # (README "Ablations").
+    # (docs/ablations.md).
     config.score.spread_share = 0.1
     # Test-time ensemble (authors): T passes of the view augmentation with the crop
     # area fixed, no flip; embeddings and logits averaged. 1 = the plain image.
@@ -284,11 +284,11 @@ def get_config():
     # BatchNorm statistics used to score (unode_jax/precise_bn.py): train = the running
     # statistics of training, whose batches are half hard negatives | inliers = recomputed
     # on the clean training images after training. train is the default: inliers gave
-    # 98.4 against 98.9 on digits and 91.2 against 96.4 on faces (README "Ablations").
+    # 98.4 against 98.9 on digits and 91.2 against 96.4 on faces (docs/ablations.md).
     config.score.bn_stats = 'train'
     # What eq. (13)'s similarity compares: projection = z = g(f(x)) (the paper's) |
     # encoder = f(x), the feature g reads (the default: the projection head learns
-    # invariances that cost the kNN detail; README "Ablations").
+    # invariances that cost the kNN detail; docs/ablations.md).
     config.score.features = 'encoder'
     config.score.crop_area = 0.54
     config.score.batch_size = 256  # Images per forward pass when embedding.

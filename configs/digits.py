@@ -8,7 +8,7 @@ CNN's embeddings (no download), then a quarter-width CIFAR ResNet-18 trained for
 epochs with lambda = 2 (below); prints the AUROC table of the 10 one-class runs with
 the learning check (the untrained network's and pixel kNN's AUROC beside the trained
 model's), then (--mode=all) the corrupted evaluation over 18 corruptions. Measured
-cost and numbers: README "Quick start". No paper number: digits is our offline
+cost and numbers: docs/quickstart.md. No paper number: digits is our offline
 stand-in for MNIST (Table 1: 97.4).
 
 The defaults that depart from the paper's text (configs/default.py) were chosen on
@@ -47,10 +47,10 @@ def get_config():
     config.autoaug.num_images = 64
     # lambda = 2 (the paper's 1: --config.loss.ce_weight=1), the one CPU recipe's (every
     # CPU config imports this one), chosen on validation splits of the *training* images of
-    # digits, faces and Fashion-MNIST together (benchmarks/validation.py; README "How the
-    # budget and the shared settings were chosen"). Mean AUROC of eq. (15) at lambda 1 / 2 /
-    # 4: digits (10 classes, seed 0) 98.40 / 98.72 / 98.97, faces (2 classes x 6 seeds)
-    # 94.90 / 94.78 / 83.20, Fashion-MNIST (3 classes x 3 seeds) 88.75 / 89.29 / 90.81;
+    # digits, faces and Fashion-MNIST together (benchmarks/validation.py; docs/ablations.md,
+    # "How the budget and the shared settings were chosen"). Mean AUROC of eq. (15) at
+    # lambda 1 / 2 / 4: digits (10 classes, seed 0) 98.40 / 98.72 / 98.97, faces (2 classes
+    # x 6 seeds) 94.90 / 94.78 / 83.20, Fashion-MNIST (3 classes x 3 seeds) 88.75 / 89.29 / 90.81;
     # mean over the three 94.02 / 94.27 / 90.99, std across them 3.99 / 3.87 / 6.44.
     # lambda 2 leads lambda 1 by less than a seed moves a class; lambda 4, best on digits
     # and Fashion-MNIST, fails on faces' 98 training images a class (the similarity term
@@ -58,7 +58,7 @@ def get_config():
     config.loss.ce_weight = 2.0
     # Batch 16: twice the updates of batch 32 at the same cost (digits classes 2, 3, 8, 9,
     # 40 epochs: binary term's AUROC 95.2 at batch 16, 92.4 at 32). 20 epochs (120 steps
-    # a class): --mode=all in 216 s on 2 cores (README "Speed").
+    # a class): --mode=all in 216 s on 2 cores (docs/speed.md).
     config.batch_size = 16
     config.optim.num_epochs = 20
     config.optim.warmup_epochs = 3

@@ -10,7 +10,7 @@ against those of digits 5-9 ('rest'). The quick start's model and settings
 (configs/digits.py), 10 epochs of ~37 steps. No paper number.
 Defaults that depart from the paper's text (loss.kind, negatives.max_compose,
 autoaug.divergence, score.features, score.balance; configs/default.py says why, with
-the ablation numbers in README "Ablations"); the text's choices: --config.loss.kind=paper
+the ablation numbers in docs/ablations.md); the text's choices: --config.loss.kind=paper
 --config.negatives.max_compose=0 --config.autoaug.divergence=jeffreys
 --config.score.features=projection --config.score.balance=appendix_c.
 XLA FLOPs per training step: 2.6 GFLOP (resnet18_cifar_w16, 16 px, batch 16;

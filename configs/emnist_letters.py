@@ -5,7 +5,7 @@
 No flips for letters. Cost: ~4,800 images per class = 37 steps per epoch.
 Defaults that depart from the paper's text (loss.kind, negatives.max_compose,
 autoaug.divergence, score.features, score.balance; configs/default.py says why, with
-the ablation numbers in README "Ablations"); the text's choices: --config.loss.kind=paper
+the ablation numbers in docs/ablations.md); the text's choices: --config.loss.kind=paper
 --config.negatives.max_compose=0 --config.autoaug.divergence=jeffreys
 --config.score.features=projection --config.score.balance=appendix_c.
 XLA FLOPs per training step: 10.4 TFLOP (Wide-ResNet-50-2, CIFAR stem, 32 px, batch 128;

@@ -8,7 +8,7 @@ patches), 70 training and 30 test images each, a fifth of the training images he
 out for predict's threshold. The second real dataset of the ablations: every setting
 is the quick start's (configs/digits.py), where the defaults were chosen, except what
 the image size forces (32 px) and the budget (below). Needs
-scikit-image (requirements.txt). Measured cost and numbers: README "Ablations" and
+scikit-image (requirements.txt). Measured cost and numbers: docs/ablations.md and
 "Table 1 at CPU scale". No paper number.
 XLA FLOPs per training step: 11.9 GFLOP (resnet18_cifar_w16, 32 px, batch 16;
 benchmarks/flops.py).

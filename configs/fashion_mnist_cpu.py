@@ -10,7 +10,7 @@ recipe (configs/digits.py's method settings) at 16 px, batch 16, 3 epochs (1,125
 class). Measured: 21 min 14 s for the ten classes on 2 CPU cores (AVX2), mean AUROC
 92.35 (eq. 15); the untrained network 90.26, pixel kNN 91.69; the paper's from-scratch
 row (Table 7c, WRN-50-2, 1000 epochs on a GPU), printed beside ours: 91.0 99.3 94.4 89.1
-90.1 96.6 85.1 97.9 98.9 99.2, mean 94.2. Per class: README "Table 1 at CPU scale".
+90.1 96.6 85.1 97.9 98.9 99.2, mean 94.2. Per class: docs/ablations.md.
 XLA FLOPs and memory per step as configs/digits.py's: 2.6 GFLOP, 0.04 GiB in float32.
 
 Size and steps were chosen on a validation split of the training images (classes 0, 4,

@@ -13,7 +13,7 @@ matters less than in digits, so flips stay on.
 Cost: 200 images decoded once (seconds); 2 steps per epoch at batch 32, 2,000 steps.
 Defaults that depart from the paper's text (loss.kind, negatives.max_compose,
 autoaug.divergence, score.features, score.balance; configs/default.py says why, with
-the ablation numbers in README "Ablations"); the text's choices: --config.loss.kind=paper
+the ablation numbers in docs/ablations.md); the text's choices: --config.loss.kind=paper
 --config.negatives.max_compose=0 --config.autoaug.divergence=jeffreys
 --config.score.features=projection --config.score.balance=appendix_c.
 XLA FLOPs per training step: 8.35 TFLOP (Wide-ResNet-50-2, ImageNet stem, 224 px, batch 32;

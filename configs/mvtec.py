@@ -16,7 +16,7 @@ Cost: 5,354 images decoded once (~1 minute); 1-12 steps per epoch, 1,000-12,000 
 per category at 224 px with Wide-ResNet-50-2: hours per category on one GPU.
 Defaults that depart from the paper's text (loss.kind, negatives.max_compose,
 autoaug.divergence, score.features, score.balance; configs/default.py says why, with
-the ablation numbers in README "Ablations"); the text's choices: --config.loss.kind=paper
+the ablation numbers in docs/ablations.md); the text's choices: --config.loss.kind=paper
 --config.negatives.max_compose=0 --config.autoaug.divergence=jeffreys
 --config.score.features=projection --config.score.balance=appendix_c.
 XLA FLOPs per training step: 8.35 TFLOP (Wide-ResNet-50-2, ImageNet stem, 224 px, batch 32;

@@ -1,4 +1,4 @@
-"""The package's shape (README "Layout"), checked on its source: no module over 400 lines,
+"""The package's shape (docs/layout.md), checked on its source: no module over 400 lines,
 no function over 80, no module importing another's private names, no import cycle
 (imports inside functions included)."""
 import ast

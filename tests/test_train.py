@@ -21,7 +21,7 @@ from unode_jax import train as train_lib
 
 SMALL_SET = ('rotation', 'cutout', 'mixup')  # fewer branches: faster compiles in tests
 RESUMED_BITWISE = ('a resumed run ends with the unbroken run\'s parameters bit for bit on a CPU '
-                   '(README "Reproducibility"; a GPU sums in another order each run)')
+                   '(docs/reliability.md; a GPU sums in another order each run)')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -546,7 +546,7 @@ def test_streaming_from_host_matches_resident_training(tmp_path, images, capsys,
     assert 'streaming 24 training images' in capsys.readouterr().out
     assert int(streamed.step) == int(resident.step) == 2 * len(images) // config.batch_size
     # On a CPU the same program on the same rows; a GPU's scatter-adds sum in another order
-    # each run (README "Reproducibility"), which 6 steps keep within 1e-3.
+    # each run (docs/reliability.md), which 6 steps keep within 1e-3.
     tol = dict(rtol=1e-6, atol=1e-7) if jax.default_backend() == 'cpu' else dict(rtol=1e-3,
                                                                                  atol=1e-5)
     for a, b in zip(jax.tree.leaves(resident.params), jax.tree.leaves(streamed.params)):

@@ -251,7 +251,7 @@ def _check_pretrained(config):
         return
     if not os.path.isfile(path):
         raise ConfigError(f'model.pretrained={path!r}: no such file (torchvision .pth files: '
-                          'see "Pretrained backbones" in README.md)')
+                          'see "Pretrained backbones" in docs/datasets.md)')
     _one_of('model.name (with model.pretrained)', config.model.name, torchvision_models())
     if config.model.stem == 'cifar':
         raise ConfigError("model.stem='cifar' cannot load model.pretrained: ImageNet weights "
