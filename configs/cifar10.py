@@ -26,7 +26,7 @@ Cost: AutoAugOOD ~5 minutes per class on 2 CPU cores (seconds on a GPU); 5,000 i
 per class = 39 steps per epoch, 39,000 steps per class: 406 PFLOP a class with the CIFAR
 stem.
 Downloads and prepares the tfds cifar10 dataset into data.data_dir on its first run (needs the
-internet and `pip install tensorflow-cpu==2.21.0`), or reads it from there.
+internet and `pip install -r requirements-tfds.txt`), or reads it from there.
 Defaults that depart from the paper's text (loss.kind, negatives.max_compose,
 autoaug.divergence, score.features, score.balance; configs/default.py says why, with
 the ablation numbers in docs/ablations.md); the text's choices: --config.loss.kind=paper

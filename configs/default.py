@@ -44,7 +44,7 @@ def get_config():
     # tfds data_dir (None: ~/tensorflow_datasets)
     config.data.data_dir = config_dict.placeholder(str)
     # A tfds dataset not yet in data_dir is downloaded and prepared (needs the internet and
-    # TensorFlow: pip install tensorflow-cpu==2.21.0), as the CLIP weights are; offline, or
+    # TensorFlow: pip install -r requirements-tfds.txt), as the CLIP weights are; offline, or
     # with False, a missing one stops within seconds naming the folder to fill.
     config.data.download = True
     # The .npz file for data.name='arrays'; the root folder of an image-folder dataset; for

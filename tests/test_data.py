@@ -278,7 +278,7 @@ def test_tfds_download_without_tensorflow_or_internet_says_so(tmp_path, monkeypa
     with pytest.raises(D.DatasetNotFoundError) as err:
         R.load_dataset('mnist', data_dir=tmp_path, download=True)
     assert str(err.value) == (
-        f'mnist: preparing mnist/3.0.1 needs TensorFlow: pip install tensorflow-cpu==2.21.0 '
+        f'mnist: preparing mnist/3.0.1 needs TensorFlow: pip install -r requirements-tfds.txt '
         f'(or copy a prepared mnist/3.0.1/ folder into {tmp_path})')
     assert no_network.connections == []
     # TensorFlow there but no network: one probe with a timeout of seconds, then it stops,

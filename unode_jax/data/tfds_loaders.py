@@ -17,9 +17,9 @@ from unode_jax.data.prepare import to_rgb
 from unode_jax.data.types import (Dataset, DatasetNotFoundError, dataset_from_arrays,
                                   dataset_to_arrays)
 
-# Preparing a tfds dataset needs TensorFlow: this version resolves against requirements.txt
-# (pip-compile of tensorflow-cpu with requirements.txt as constraints).
-TENSORFLOW_PIN = 'tensorflow-cpu==2.21.0'
+# Preparing a tfds dataset needs TensorFlow: requirements-tfds.txt pins it together with
+# requirements.txt (pip-compile of requirements-tfds.in, requirements.txt as constraints).
+TENSORFLOW_INSTALL = 'pip install -r requirements-tfds.txt'
 ONLINE_PROBE = ('storage.googleapis.com', 443)  # Where tfds' own files come from.
 # Records fetched per `__getitems__` call: batched array_record reads are ~8x
 # faster than one `src[i]` per record, chunks bound the decoded-dict memory.
@@ -75,8 +75,8 @@ def prepared_builder(name: str, tfds_name: str, *, data_dir, download: bool):
                 'internet and tensorflow installed')
         if not have_tensorflow():
             raise DatasetNotFoundError(
-                f'{name}: preparing {full_name} needs TensorFlow: pip install '
-                f'{TENSORFLOW_PIN} (or copy a prepared {full_name}/ folder into {data_dir})')
+                f'{name}: preparing {full_name} needs TensorFlow: {TENSORFLOW_INSTALL} '
+                f'(or copy a prepared {full_name}/ folder into {data_dir})')
         if not online():
             raise DatasetNotFoundError(
                 f'{name}: no prepared {full_name} in {data_dir} and no internet to download '
