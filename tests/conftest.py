@@ -19,6 +19,8 @@ def pytest_configure(config):
                                        'ones; skipped where there are fewer)')
     config.addinivalue_line('markers', 'cpu_only(why): checks the CPU backend itself or a CPU '
                                        'guarantee (skipped on an accelerator)')
+    config.addinivalue_line('markers', 'slow: over ~4 s on 2 cores (end-to-end runs, child '
+                                       'processes); pytest -m "not slow" is the fast tier')
 
 
 def pytest_collection_modifyitems(config, items):
@@ -46,6 +48,20 @@ def mock_tfds(monkeypatch):
 def _array_cache(tmp_path_factory, monkeypatch):
     """Prepared-array cache in the session's temp folder, never the user's ~/.cache."""
     monkeypatch.setenv('UNODE_JAX_CACHE', str(tmp_path_factory.getbasetemp() / 'array_cache'))
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _free_compiled_programs():
+    """After each test module, drop JAX's compiled programs. Each XLA:CPU executable holds
+    memory mappings of its own (a tiny training run adds ~1,200); the suite compiles
+    hundreds in one process and would pass the kernel's vm.max_map_count (65,530), at
+    which an XLA compile segfaults (seen at test_train on this suite's 660 tests)."""
+    yield
+    import gc
+
+    import jax
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture(scope='session')

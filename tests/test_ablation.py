@@ -24,6 +24,7 @@ def _config():
     return config
 
 
+@pytest.mark.slow
 def test_ablation_table_learning_check_and_resume(tmp_path, capsys):
     config = _config()
     table = run(config, str(tmp_path), mode='ablate', classes=(0, 1))
@@ -101,6 +102,7 @@ def test_ablation_table_learning_check_and_resume(tmp_path, capsys):
     assert (tmp_path / 'ablation.md').read_text() == md
 
 
+@pytest.mark.slow
 def test_untrained_baseline_is_the_network_before_step_0(tmp_path):
     """The learning check's number, restated: eq. (13) with the init training starts from."""
     config = _config()

@@ -287,6 +287,7 @@ def _negative_fn(mode, per):
 MODES = [('compose', 'batch'), ('compose', 'sample'), ('single', 'batch')]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('mode,per', MODES)
 def test_negative_batch_jits_and_is_deterministic(mode, per):
     images, partners = _batch()
@@ -580,6 +581,7 @@ def _draw_negatives(seed, per, max_compose, m, b):
 NEG_N = 2000  # negatives per test, one shape for one compilation of the matcher
 
 
+@pytest.mark.slow
 def test_negative_batch_per_batch_applies_one_composition():
     m, b = NEG_N // 8, 8
     y, keys, images, partners, drawn = _draw_negatives(
@@ -608,6 +610,7 @@ def test_negative_batch_per_sample_draws_a_composition_per_sample():
     assert chosen == set(seqs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('per', ['batch', 'sample'])
 def test_negative_batch_single_transform_frequencies_follow_weights(per):
     """max_compose=1 (the default): one transform, drawn in proportion to the weights."""

@@ -82,6 +82,7 @@ def test_weights_entropy_and_divergence_options():
         autoaug.divergences_1d(p, qs, divergence='kl')
 
 
+@pytest.mark.slow
 def test_random_cnn_embedder_is_seeded_and_sees_structure(digit_threes):
     emb = embedders.RandomCNNEmbedder(seed=0, batch_size=16)  # resnet18_cifar_w16
     x = digit_threes[:20]
@@ -263,6 +264,7 @@ def test_outlier_partners_are_used_for_mixup(tmp_path, digit_threes):
     assert (mixed == 255).all()
 
 
+@pytest.mark.slow
 def test_training_with_clip_weights_computes_and_uses_them(tmp_path):
     """As `launch.py --config=configs/cifar10.py --config.autoaug.clip_weights=RN50.pt`,
     on digits with a tiny traced CLIP ResNet (a TorchScript archive like RN50.pt)."""

@@ -1,5 +1,6 @@
 """The benchmark scripts run (tiny sizes; their timings are not checked, only that they
 measure the configuration asked for and write their summary)."""
+import pytest
 import importlib.util
 import json
 import os
@@ -10,6 +11,7 @@ from tests import children
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_train_step_benchmark_times_the_asked_model_dtype_and_stem(tmp_path):
     out = tmp_path / 'step.json'
     r = children.run([sys.executable, os.path.join(ROOT, 'benchmarks/train_step.py'),
@@ -39,6 +41,7 @@ def test_train_step_table_prints_without_flops():
     bench.print_table(ours, None, 4, 16)  # raises if a missing count is formatted
 
 
+@pytest.mark.slow
 def test_flops_benchmark_prints_the_step_s_flops_and_memory():
     r = children.run([sys.executable, os.path.join(ROOT, 'benchmarks/flops.py'),
                       '--config=configs/digits.py', '--memory'])
@@ -47,6 +50,7 @@ def test_flops_benchmark_prints_the_step_s_flops_and_memory():
     assert 'memory of the step on one cpu device at batch 16 (float32)' in r.stdout, r.stdout
 
 
+@pytest.mark.slow
 def test_device_check_runs_every_stage_and_writes_its_summary(tmp_path):
     """benchmarks/device_check.sh end to end at tiny sizes on the CPU (DEVICE_CHECK_TINY):
     versions, a pytest subset, a timed step, Fashion-MNIST class 0 from idx files, the

@@ -163,6 +163,7 @@ def _mnist_like(n_train=200, n_test=120):
             (x[n_train:n_train + n_test], d.target[n_train:n_train + n_test]))
 
 
+@pytest.mark.slow
 def test_corrupted_mode_reads_mnist_c_from_tfds(tmp_path):
     """--mode=corrupted on an MNIST model: corruptions.source='auto' reads MNIST-C from tfds
     (its single level), next to the clean test set as 'identity'. The mocked MNIST is real

@@ -35,6 +35,7 @@ def fitted(digits, tmp_path_factory):
     return det, str(workdir)
 
 
+@pytest.mark.slow
 def test_fit_score_and_is_novel(fitted, digits):
     det, workdir = fitted
     x, y = digits
@@ -97,6 +98,7 @@ def test_prepare_matches_the_folder_datasets_preparation(digits):
     np.testing.assert_array_equal(prepare_images(rgb, config), out[:3])
 
 
+@pytest.mark.slow
 def test_a_temporary_workdir_goes_with_the_detector(digits):
     x, y = digits
     det = Detector(tiny_config(), **FAST).fit(x[y == 1])

@@ -27,6 +27,7 @@ def trained(tmp_path_factory):
     return det, x, root
 
 
+@pytest.mark.slow
 def test_the_export_scores_as_the_trained_model(trained):
     det, x, root = trained
     path = det.export(str(root / 'exp'))
@@ -63,6 +64,7 @@ def test_loading_the_export_needs_only_jax_and_numpy(trained, tmp_path):
     np.testing.assert_allclose(out['s'], det.score(x[:7]), rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_command_line_export_is_the_same_model(trained):
     det, x, root = trained
     r = children.launch(f'--workdir={root / "run"}', '--mode=export', f'--out={root / "cli"}')

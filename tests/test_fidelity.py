@@ -16,6 +16,7 @@ def digits16():
     return load_dataset('digits', image_size=16)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('features, out_key', [('encoder', 'feature'), ('projection', 'z')])
 def test_test_time_ensemble_is_the_mean_of_t_hand_made_views(digits16, features, out_key):
     """score.ensemble = T: z and logits are the means over t < T of the model on the views

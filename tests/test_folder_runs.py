@@ -53,6 +53,7 @@ def _mvtec(root, categories=('bottle', 'screw'), n_train=16):
     return bad
 
 
+@pytest.mark.slow
 def test_mvtec_layout_sweep_caches_logs_skipped_and_strict_fails(tmp_path, capsys):
     root = tmp_path / 'mvtec'
     bad = _mvtec(root)
@@ -102,6 +103,7 @@ def test_mvtec_layout_sweep_caches_logs_skipped_and_strict_fails(tmp_path, capsy
     assert ds.class_names == ('screw',) and len(ds.x_train) == 17
 
 
+@pytest.mark.slow
 def test_training_only_folder_then_predict(tmp_path, capsys):
     root = tmp_path / 'mine'
     rng = np.random.default_rng(0)
@@ -141,6 +143,7 @@ def test_training_only_folder_then_predict(tmp_path, capsys):
     assert 'predictions.csv.tmp' not in os.listdir(workdir)
 
 
+@pytest.mark.slow
 def test_folder_with_test_split_and_custom_anomaly_dirs(tmp_path):
     root = tmp_path / 'mine'
     rng = np.random.default_rng(0)

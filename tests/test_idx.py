@@ -69,6 +69,7 @@ def test_fashion_mnist_from_an_idx_folder_through_the_registry(tmp_path):
     assert R.names_with_idx() == ('mnist', 'fashion_mnist')
 
 
+@pytest.mark.slow
 def test_a_run_trains_and_scores_from_an_idx_folder(tmp_path):
     write_idx_folder(tmp_path / 'fm', n_train=160, n_test=60)
     config = tiny_config(**{'data.name': 'fashion_mnist', 'data.path': str(tmp_path / 'fm'),

@@ -35,6 +35,7 @@ def step_and_args():
             (train_lib.replicate(state, devices), train_lib.replicate(batch, devices)))
 
 
+@pytest.mark.slow
 def test_the_step_s_memory_is_xla_s_analysis_and_a_small_device_names_the_batch_that_fits(
         step_and_args):
     n, step, args = step_and_args
@@ -53,6 +54,7 @@ def test_the_step_s_memory_is_xla_s_analysis_and_a_small_device_names_the_batch_
     with pytest.raises(memory.DeviceMemoryError, match='device_budget_mb=0'):
         memory.check_step_fits(step, args, 8, n, limit=fixed // 2)
 
+@pytest.mark.slow
 def test_a_run_whose_step_cannot_fit_stops_before_its_first_step(tmp_path, monkeypatch):
     config = tiny_config(**{'negatives.transforms': SMALL_SET})
     images = np.random.default_rng(0).integers(0, 256, size=(24, 16, 16, 3), dtype=np.uint8)

@@ -55,6 +55,7 @@ def _one_host(workdir, autoaug_json):
     return workdir
 
 
+@pytest.mark.slow
 def test_two_hosts_train_resume_and_score_as_one(tmp_path):
     workdir = tmp_path / 'run'
     # Streamed from host memory (each host sends its own devices' rows of each step), against
@@ -96,6 +97,7 @@ def test_two_hosts_train_resume_and_score_as_one(tmp_path):
     assert not (tmp_path / 'run' / '.unode.lock').exists()
 
 
+@pytest.mark.slow
 def test_a_killed_peer_stops_the_other(tmp_path):
     workdir = tmp_path / 'run'
     long_run = _flags(workdir, 'train') + ['--config.optim.num_epochs=500',

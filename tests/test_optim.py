@@ -123,6 +123,7 @@ def test_optax_lars_option_is_optax_lars_with_the_config_settings():
         assert np.abs(moved).max() > 1e-3, k
 
 
+@pytest.mark.slow
 def test_optax_lars_train_state_steps_as_optax_lars_on_the_model():
     """create_train_state's optimizer with optim.name='optax_lars', stepped as train_step does
     (apply_gradients; the schedule inside it), equals optax.lars with that schedule on the

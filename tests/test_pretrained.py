@@ -174,6 +174,7 @@ def test_create_train_state_loads_the_encoder_and_keeps_fresh_heads(pretrained_s
     assert config.model.pretrained in train_lib._PRETRAINED  # read once per process
 
 
+@pytest.mark.slow
 def test_frozen_layers_keep_their_weights_while_batch_stats_update(pretrained_state):
     config, state = pretrained_state
     images = np.random.default_rng(0).integers(0, 256, size=(16, 32, 32, 3), dtype=np.uint8)

@@ -1,5 +1,6 @@
 """The README's Python API example runs as written (its export folder moved into the
 test's temporary folder)."""
+import pytest
 import os
 import re
 import sys
@@ -15,6 +16,7 @@ def api_example():
     return re.search(r'```python\n(.*?)```', section, re.S).group(1)
 
 
+@pytest.mark.slow
 def test_the_python_api_example_runs(tmp_path):
     code = api_example()
     assert 'Detector(' in code and 'exported.load(' in code and '.export(' in code

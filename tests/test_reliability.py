@@ -54,6 +54,7 @@ def tree(path):
     return out
 
 
+@pytest.mark.slow
 def test_report_on_damaged_results_or_scores_is_one_line(trained_digits3, tmp_path):
     work = tmp_path / 'w'
     shutil.copytree(trained_digits3, work)
@@ -72,6 +73,7 @@ def test_report_on_damaged_results_or_scores_is_one_line(trained_digits3, tmp_pa
     assert tree(work) == before  # nothing rewritten from a half-read run
 
 
+@pytest.mark.slow
 def test_eval_on_an_empty_or_missing_workdir_leaves_nothing(tmp_path):
     empty = tmp_path / 'empty'
     empty.mkdir()
@@ -122,6 +124,7 @@ def test_batch_larger_than_a_class_stops_before_any_work(tmp_path):
     assert not (tmp_path / 'w').exists()  # no AutoAugOOD, no config.json
 
 
+@pytest.mark.slow
 def test_non_finite_learning_rates(tmp_path):
     with pytest.raises(ConfigError) as e:
         validate.validate_config(tiny_config(**{'optim.peak_lr': float('nan')}))
@@ -136,6 +139,7 @@ def test_non_finite_learning_rates(tmp_path):
     user_line(e, 'non-finite loss at step', 'lower optim.peak_lr')
 
 
+@pytest.mark.slow
 def test_debug_shows_the_traceback(tmp_path):
     args = ('--config=configs/digits.py', f'--workdir={tmp_path / "w"}',
             '--config.optim.peak_lr=nan')

@@ -28,6 +28,7 @@ def digits16():
     return load_dataset('digits', image_size=16)
 
 
+@pytest.mark.slow
 def test_unlabeled_and_labeled_multiclass(tmp_path, digits16, monkeypatch):
     noise = np.random.default_rng(0).integers(0, 256, (30, 8, 8), np.uint8)  # gray, 8 px
     np.savez(tmp_path / 'noise.npz', x=noise)
@@ -114,6 +115,7 @@ def _write_folder(folder, x_test):
     (folder / 'notes.txt').write_text('not listed')
 
 
+@pytest.mark.slow
 def test_predict_scores_a_mixed_folder(tmp_path, digits16):
     workdir = tmp_path / 'run'
     config = tiny_config(**FAST, **{'data.normal_class': 0, 'predict.holdout': 0.25})

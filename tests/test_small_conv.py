@@ -49,6 +49,7 @@ def _random(shape, seed):
     return jax.random.normal(jax.random.key(seed), shape, jnp.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('size, cin, cout, k, strides, padding', SMALL)
 def test_small_output_conv_is_the_numpy_convolution(size, cin, cout, k, strides, padding):
     x, w = _random((3, size, size, cin), 0), _random((k, k, cin, cout), 1)
@@ -102,6 +103,7 @@ def test_other_backends_use_lax(monkeypatch):
         lax.conv_general_dilated(x, w, *args, dimension_numbers=NHWC))
 
 
+@pytest.mark.slow
 def test_model_outputs_unchanged(monkeypatch):
     """The quick start's model at 16 px gives lax's outputs; its layer4's four 3x3 convs
     (2 x 2 outputs) are what goes to the matmul."""

@@ -50,6 +50,7 @@ def images():
 @pytest.mark.devices(4)
 @pytest.mark.parametrize('kind, mode, per, n_devs', [('paper', 'compose', 'batch', (2, 4)),
                                                      ('authors', 'single', 'sample', (4,))])
+@pytest.mark.slow
 def test_devices_give_the_same_steps(images, kind, mode, per, n_devs):
     config = tiny_config(**{'loss.kind': kind, 'negatives.mode': mode, 'negatives.per': per,
                             'negatives.per_view': kind == 'authors',
@@ -200,6 +201,7 @@ def _assert_resumed_as_straight(workdir, straight, env, restored, said=''):
     assert lines[:restored] == kept
 
 
+@pytest.mark.slow
 @pytest.mark.cpu_only(RESUMED_BITWISE)
 def test_kill_and_resume_ends_with_the_same_parameters(tmp_path, straight, launch_env):
     killed = tmp_path / 'killed'
@@ -232,6 +234,7 @@ def test_kill_and_resume_ends_with_the_same_parameters(tmp_path, straight, launc
     assert 'FPR@95' in r.stdout and (killed / 'results.md').exists()
 
 
+@pytest.mark.slow
 @pytest.mark.cpu_only(RESUMED_BITWISE)
 def test_kill_during_a_checkpoint_write_resumes_from_the_last_complete_one(
         tmp_path, straight, launch_env):
@@ -291,6 +294,7 @@ FULL_DISK_LINE = (r'error: no space left on device writing checkpoint 4 in (\S+)
                   r'free some space and rerun the same command \(it resumes from step 2\)\n')
 
 
+@pytest.mark.slow
 @pytest.mark.cpu_only(RESUMED_BITWISE)
 @pytest.mark.parametrize('disk', ['tmpfs', 'injected'])
 def test_a_full_disk_is_one_line_and_the_rerun_resumes(tmp_path, straight, launch_env, disk,
@@ -319,6 +323,7 @@ def test_a_full_disk_is_one_line_and_the_rerun_resumes(tmp_path, straight, launc
     _assert_resumed_as_straight(workdir, straight, launch_env, 2)
 
 
+@pytest.mark.slow
 @pytest.mark.cpu_only(RESUMED_BITWISE)
 def test_ctrl_c_stops_with_one_line_and_the_rerun_resumes(tmp_path, straight, launch_env):
     for attempt in range(3):
@@ -348,6 +353,7 @@ def test_ctrl_c_stops_with_one_line_and_the_rerun_resumes(tmp_path, straight, la
     _assert_resumed_as_straight(stopped, straight, launch_env, restored)
 
 
+@pytest.mark.slow
 @pytest.mark.cpu_only(RESUMED_BITWISE)
 def test_ctrl_c_while_the_loop_waits_for_a_checkpoint_still_stops(tmp_path, straight,
                                                                    launch_env):
@@ -391,6 +397,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(
     assert os.listdir(workdir / 'checkpoints_unreadable') == [str(steps[-1])]
 
 
+@pytest.mark.slow
 def test_bad_override_fails_with_one_line(tmp_path):
     for flag, word in [('--config.data.name=nope', 'data.name'),
                        ('--config.batch_size=0', 'batch_size'),
@@ -418,6 +425,7 @@ def test_bad_override_fails_with_one_line(tmp_path):
     assert not (tmp_path / 'bad').exists()  # nothing written
 
 
+@pytest.mark.slow
 def test_quick_start_detects_novel_digits_and_sweep_resumes(tmp_path, monkeypatch):
     from configs import digits
     from unode_jax.run import run
@@ -486,6 +494,7 @@ def test_quick_start_detects_novel_digits_and_sweep_resumes(tmp_path, monkeypatc
 
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_saves_nothing(tmp_path, images):
     config = tiny_config(**{'loss.temperature': 1e-45, 'negatives.transforms': SMALL_SET,
                             'log_every': 1})
@@ -495,6 +504,7 @@ def test_non_finite_loss_stops_and_saves_nothing(tmp_path, images):
     assert not ckpts.exists() or not [p for p in ckpts.iterdir() if p.name.isdigit()]
 
 
+@pytest.mark.slow
 def test_outlier_exposure_ensemble_and_authors_score(tmp_path, images):
     from unode_jax import metrics, score
     from unode_jax.evaluate import embed, evaluate_one_class
@@ -530,6 +540,7 @@ def test_outlier_exposure_ensemble_and_authors_score(tmp_path, images):
     assert result['n_test_inliers'] == 12 and result['n_test_outliers'] == len(outliers)
 
 
+@pytest.mark.slow
 def test_streaming_from_host_matches_resident_training(tmp_path, images, capsys, monkeypatch):
     """A training set over data.device_budget_mb streams from host memory, each step's
     images gathered on the host, with the same samples and draws: the same parameters."""

@@ -1,5 +1,6 @@
 """A trained workdir carries its config: eval and predict without --config, eval-time
 overrides allowed, training fields refused (configs/saved.py, launch.py)."""
+import pytest
 import json
 import shutil
 
@@ -34,6 +35,7 @@ def test_saved_config_reads_back_the_training_config(trained_digits3, tmp_path):
     assert saved.saved_config_path(str(tmp_path / 'nothing')) == (None, None)
 
 
+@pytest.mark.slow
 def test_eval_and_predict_without_config(trained_digits3, tmp_path):
     work = tmp_path / 'w'
     shutil.copytree(trained_digits3, work)

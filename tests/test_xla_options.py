@@ -1,5 +1,6 @@
 """XLA's process-wide options: where --compilation_cache puts the cache, that a launch.py
 run writes its compiled steps there, and config.deterministic's XLA flag."""
+import pytest
 import os
 
 from unode_jax import xla_options
@@ -24,6 +25,7 @@ def test_where_the_cache_goes():
     assert xla_options.cache_dir('auto', 'cpu', env) == '/j'
 
 
+@pytest.mark.slow
 def test_a_run_writes_its_compiled_steps_to_the_cache_and_a_rerun_reads_them(tmp_path):
     cache = tmp_path / 'xla'
     env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
@@ -50,6 +52,7 @@ def test_deterministic_adds_xla_s_flag_once_and_keeps_the_user_s():
     assert xla_options.xla_flags(True, flag) == flag  # not twice
 
 
+@pytest.mark.slow
 def test_a_deterministic_run_starts_xla_with_the_flag(tmp_path):
     """launch.py sets the flag before the backend starts: XLA accepts it on a CPU (it is
     one of its debug options) and the run trains and writes its config with the switch."""
