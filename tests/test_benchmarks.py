@@ -71,7 +71,8 @@ def test_device_check_runs_every_stage_and_writes_its_summary(tmp_path):
     assert step['peak_memory_gib'] is None and step['mfu'] is None  # a CPU reports neither
     fm = summary['fashion_mnist']
     assert fm['ok'] and fm['epochs'] == 1 and fm['compute_dtype'] == 'float32'
-    assert all(0 <= fm[k] <= 1 for k in ('auroc', 'auroc_untrained', 'auroc_pixel_knn'))
+    # Class c of the tiny idx files is a bright bar at row 2c: every score separates it.
+    assert all(fm[k] > 0.9 for k in ('auroc', 'auroc_untrained', 'auroc_pixel_knn')), fm
     assert [m['dtype'] for m in summary['memory']] == ['float32', 'bfloat16']
     assert all(m['ok'] and 'memory of the step' in m['line'] for m in summary['memory'])
     text = (out / 'summary.txt').read_text()

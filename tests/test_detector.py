@@ -90,12 +90,16 @@ def test_cli_predict_on_pngs_equals_the_api_on_the_decoded_images(fitted, digits
 def test_prepare_matches_the_folder_datasets_preparation(digits):
     x, _ = digits
     config = tiny_config()
-    out = prepare_images(x[:5], config)
-    assert out.shape == (5, 16, 16, 3) and out.dtype == np.uint8
-    for a, b in zip(out, x[:5]):
+    out = prepare_images(x[:300], config)  # one batched resize
+    assert out.shape == (300, 16, 16, 3) and out.dtype == np.uint8
+    for a, b in zip(out, x[:300]):
         np.testing.assert_array_equal(a, images_lib.prepare(b, 16))
     rgb = np.repeat(x[:3, :, :, None], 3, axis=-1)
     np.testing.assert_array_equal(prepare_images(rgb, config), out[:3])
+    config.data.resize = 20  # shorter side to 20, then the centre 16 x 16: per image
+    out = prepare_images(x[:5], config)
+    for a, b in zip(out, x[:5]):
+        np.testing.assert_array_equal(a, images_lib.prepare(b, 16, 20))
 
 
 @pytest.mark.slow

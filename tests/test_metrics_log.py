@@ -69,11 +69,11 @@ def test_no_tensorflow_at_run_time(tmp_path):
 def test_a_run_shows_its_curves_and_aurocs(tmp_path):
     config = tiny_config(**{'data.normal_class': 0, 'negatives.weights': 'uniform',
                             'negatives.transforms': ('rotation', 'cutout'), 'log_every': 5})
-    run(config, str(tmp_path))
+    summary = run(config, str(tmp_path))
     scalars = read_scalars(tmp_path / 'tensorboard')
     steps = [s for s, _ in scalars['train/loss']]
     lines = [json.loads(x) for x in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
     assert steps == [r['step'] for r in lines] and len(steps) > 1
-    (step, auroc), = scalars['eval/auroc']
-    assert step == steps[-1] and 0 <= auroc <= 1
+    (step, auroc), = scalars['eval/auroc']  # the run's own number, at its last step
+    assert step == steps[-1] and auroc == pytest.approx(summary['classes']['0']['auroc'])
     assert {'eval/auroc_sim', 'eval/auroc_binary', 'eval/fpr95'} <= set(scalars)

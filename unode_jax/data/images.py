@@ -237,6 +237,9 @@ def prepare_batch(x, image_size: int, resize: int | None = None) -> np.ndarray:
                          f'got {x.dtype} {x.shape}')
     if not len(x):
         raise ValueError('no images given')
+    _check_geometry(image_size, resize, None)
+    if resize is None:  # One batched resize: each image as `prepare` resizes it alone.
+        return to_rgb(x, image_size)
     return np.stack([prepare(im, image_size, resize) for im in x])
 
 
