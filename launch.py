@@ -4,7 +4,7 @@ r"""UNODE: train and evaluate a novelty detector.
   python launch.py --config=configs/cifar10.py --workdir=DIR --config.data.normal_class=3
   python launch.py --config=configs/digits.py --workdir=DIR --mode=all  # + corrupted (Table 2)
   python launch.py --workdir=DIR/class_3 --mode=predict --images='new/*.png'  # predictions.csv
-  python launch.py --workdir=DIR/class_3 --mode=export --out=EXPORT  # unode_jax/exported.py
+  python launch.py --workdir=DIR/class_3 --mode=export --out=EXPORT  # serving/exported.py
   python launch.py --workdir=DIR/class_3 --mode=eval --config.score.ensemble=10  # its config
   python launch.py --config=configs/mvtec.py --workdir=DIR --config.data.path=/data/mvtec \
       --config.data.normal_class=-1   # an image-folder dataset: data.path is its root
@@ -26,12 +26,13 @@ from ml_collections import config_flags
 
 from configs import saved
 
-from unode_jax import hosts, report, xla_options
 from unode_jax.config_files import load_config_file
-from unode_jax.errors import error_line
-from unode_jax.lock import workdir_lock
+from unode_jax.evaluation import report
 from unode_jax.modes import MODES
 from unode_jax.run import run
+from unode_jax.runtime import hosts, xla_options
+from unode_jax.runtime.errors import error_line
+from unode_jax.runtime.lock import workdir_lock
 from unode_jax.validate import unknown_override, validate_config
 
 FLAGS = flags.FLAGS
@@ -48,10 +49,10 @@ flags.DEFINE_string('images', None, '--mode=predict: a folder (searched recursiv
 flags.DEFINE_float('threshold', None, '--mode=predict: score below which an image is novel '
                    '(default: fitted on held-out normal training images, see predict.holdout).')
 flags.DEFINE_string('out', None, '--mode=export: the folder to write the exported model to '
-                    '(unode_jax/export.py).')
+                    '(unode_jax/serving/export.py).')
 flags.DEFINE_string('compilation_cache', 'auto', "JAX's persistent compilation cache: auto "
                     '(on a GPU or TPU, under ~/.cache/unode_jax/xla; off on a CPU), a folder, '
-                    'or none (unode_jax/xla_options.py).')
+                    'or none (unode_jax/runtime/xla_options.py).')
 flags.DEFINE_string('coordinator_address', None, 'Multi-host: host:port of process 0, the '
                     'same on every process (absent: detected on Cloud TPU, under Slurm or '
                     'Open MPI; else one process).')

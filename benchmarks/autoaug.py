@@ -27,10 +27,10 @@ from scipy import stats
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from unode_jax import clip  # noqa: E402
 from unode_jax.augment import autoaug, embedders, transforms  # noqa: E402
 from unode_jax.augment.weights import PAPER_TRANSFORMS  # noqa: E402
 from unode_jax.data.registry import load_dataset  # noqa: E402
+from unode_jax.models import clip  # noqa: E402
 from unode_jax.models.clip_resnet import ModifiedResNet  # noqa: E402
 
 RN50 = dict(layers=(3, 4, 6, 3), width=64, heads=32, output_dim=1024, image_resolution=224)

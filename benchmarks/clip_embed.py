@@ -29,8 +29,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from tests.fixtures.make_clip_fixtures import random_clip_resnet  # noqa: E402
-from unode_jax import clip  # noqa: E402
-from unode_jax.models import clip_resnet  # noqa: E402
+from unode_jax.models import clip, clip_resnet  # noqa: E402
 
 RN50 = dict(layers=(3, 4, 6, 3), output_dim=1024, heads=32, input_resolution=224, width=64)
 

@@ -13,7 +13,7 @@ even a 224 px Wide-ResNet takes seconds), with the parameter count and the FLOPs
 the config's whole schedule for one normal class of `--images_per_class` images. The
 numbers in the configs' docstrings come from here. --memory also compiles the step for
 this machine's first device and prints XLA's memory analysis of it per device (the state,
-the batch and the activations; unode_jax/memory.py reads the same before a run); compiled
+the batch and the activations; unode_jax/training/memory.py reads the same before a run); compiled
 on a CPU it sizes the step, a GPU's compiler may fuse and lay out differently. With
 --config.model.dtype=bfloat16 it gives an accelerator's default compute dtype on a CPU.
 """
@@ -29,9 +29,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from unode_jax import memory  # noqa: E402
-from unode_jax import train as train_lib  # noqa: E402
 from unode_jax.models import compute_dtype  # noqa: E402
+from unode_jax.training import memory, train as train_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'A configs/*.py file.', lock_config=True)

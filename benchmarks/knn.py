@@ -6,7 +6,7 @@
 
 All contenders get the same L2-normalised float32 embeddings (seeded Gaussian) and return
 each query's largest cosine similarity to the bank:
-  ours     unode_jax.score.max_cosine_similarity (jitted tiles, bank on the device(s));
+  ours     unode_jax.evaluation.score.max_cosine_similarity (jitted tiles, bank on the device(s));
   faiss    faiss.IndexFlatIP, add + search(k=1); optional: `pip install faiss-cpu==1.15.1`,
            skipped with a message when missing;
   sklearn  NearestNeighbors(metric='cosine', algorithm='brute', n_neighbors=1), fit +
@@ -57,7 +57,7 @@ def child(args):
     if args.contender == 'ours':
         sys.path.insert(0, ROOT)
         import jax
-        from unode_jax import score
+        from unode_jax.evaluation import score
         imported = maxrss_mib()
         kw = dict(query_chunk=args.query_chunk, bank_chunk=args.bank_chunk)
         n_dev = len(jax.local_devices())

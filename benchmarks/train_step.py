@@ -33,10 +33,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import default  # noqa: E402
-from unode_jax import losses, optim  # noqa: E402
-from unode_jax import train as train_lib  # noqa: E402
-from unode_jax.models import DTYPES, STEMS, compute_dtype, normalize_input  # noqa: E402
 from unode_jax.augment import weights as weights_lib  # noqa: E402
+from unode_jax.models import DTYPES, STEMS, compute_dtype, normalize_input  # noqa: E402
+from unode_jax.training import losses, optim, train as train_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('model', 'resnet18_cifar', 'Our encoder (configs/default.py model.name). The '

@@ -18,7 +18,7 @@ the stem and 1 x 1 in layer4. XLA FLOPs per training step (batch 128, 512 rows;
 python benchmarks/flops.py --config=configs/cifar10.py [--config.model.stem=...]):
   cifar 10.4 TFLOP (the default) | imagenet 0.53 TFLOP | imagenet_224 (upsampled) 33.3 TFLOP.
 Memory of the default step on one device (XLA, compiled on a CPU: benchmarks/flops.py
---memory; unode_jax/memory.py checks a GPU/TPU run before its first step):
+--memory; unode_jax/training/memory.py checks a GPU/TPU run before its first step):
 25.9 GiB in
 float32 (203 MiB an inlier image); on a CPU, XLA's bfloat16 step takes more (29.7 GiB),
 as bfloat16 is emulated there, so a GPU's bfloat16 saving is not measured here.

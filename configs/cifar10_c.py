@@ -20,7 +20,7 @@ the ablation numbers in docs/ablations.md); the text's choices: --config.loss.ki
 XLA FLOPs per training step: 10.4 TFLOP (Wide-ResNet-50-2, CIFAR stem, 32 px, batch 128;
 benchmarks/flops.py).
 Memory of that step on one device (XLA, compiled on a CPU: benchmarks/flops.py
---memory; unode_jax/memory.py checks a GPU/TPU run before its first step):
+--memory; unode_jax/training/memory.py checks a GPU/TPU run before its first step):
 25.9 GiB in float32 (203 MiB an inlier image).
 """
 from configs import cifar10

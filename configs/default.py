@@ -241,7 +241,8 @@ def get_config():
     config.progress_bar = True
     # TensorBoard event files in each model's folder (<workdir>/tensorboard, or
     # class_<c>/tensorboard in a sweep): the training metrics at every log_every steps and
-    # each evaluation's AUROCs, by process 0, without TensorFlow (unode_jax/metrics_log.py).
+    # each evaluation's AUROCs, by process 0, without TensorFlow
+    # (unode_jax/training/metrics_log.py).
     # On by default: a few KB a run, and the curves are where users look first.
     config.tensorboard = True
 
@@ -261,8 +262,8 @@ def get_config():
 
     # --- scoring (eq. 13-15) ----------------------------------------------------
     config.score = config_dict.ConfigDict()
-    # lambda of eq. (15) (unode_jax/score.py): spread = std(sim) / std(binary) on held-out
-    # normal images (the training images when none are held out) | appendix_c = the
+    # lambda of eq. (15) (unode_jax/evaluation/score.py): spread = std(sim) / std(binary)
+    # on held-out normal images (the training images when none are held out) | appendix_c = the
     # paper's mean matching (sign-safe), eq. (13) on its cosine scale | appendix_c_norm =
     # appendix C's two steps literally: eq. (13) on the embedding-norm scale
     # <z, z_m/|z_m|>, lambda = mean |z_train| / mean P(inlier) on training | authors.
@@ -285,7 +286,7 @@ def get_config():
     # Test-time ensemble (authors): T passes of the view augmentation with the crop
     # area fixed, no flip; embeddings and logits averaged. 1 = the plain image.
     config.score.ensemble = 1
-    # BatchNorm statistics used to score (unode_jax/precise_bn.py): train = the running
+    # BatchNorm statistics used to score (unode_jax/evaluation/precise_bn.py): train = the running
     # statistics of training, whose batches are half hard negatives | inliers = recomputed
     # on the clean training images after training. train is the default: inliers gave
     # 98.4 against 98.9 on digits and 91.2 against 96.4 on faces (docs/ablations.md).
@@ -300,12 +301,12 @@ def get_config():
     # probability over the K inlier classes) | not_negative (1 - P(class K); authors'
     # research code).
     config.score.labeled_term = 'msp'
-    # Baselines scored beside the method (unode_jax/baselines.py), each a column of the
+    # Baselines scored beside the method (unode_jax/evaluation/baselines.py), each a column of the
     # results: untrained = eq. (13) with the network before training (the learning
     # check: what training added); pixel_knn = eq. (13) on raw pixels.
     config.score.baselines = ('untrained', 'pixel_knn')
 
-    # --- reports (unode_jax/report.py) ---------------------------------------------------
+    # --- reports (unode_jax/evaluation/report.py) -------------------------------------------
     config.report = config_dict.ConfigDict()
     # The paper's AUROC (%) of each normal class, in class order, as the paper reports them
     # (e.g. configs/fashion_mnist_cpu.py's PAPER_AUROC, Table 7c): a one-class run's table

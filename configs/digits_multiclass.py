@@ -16,7 +16,7 @@ the ablation numbers in docs/ablations.md); the text's choices: --config.loss.ki
 XLA FLOPs per training step: 2.6 GFLOP (resnet18_cifar_w16, 16 px, batch 16;
 benchmarks/flops.py).
 Memory of that step on one device (XLA, compiled on a CPU: benchmarks/flops.py
---memory; unode_jax/memory.py checks a GPU/TPU run before its first step):
+--memory; unode_jax/training/memory.py checks a GPU/TPU run before its first step):
 0.04 GiB in float32.
 """
 from configs import digits

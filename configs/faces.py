@@ -13,7 +13,7 @@ scikit-image (requirements.txt). Measured cost and numbers: docs/ablations.md an
 XLA FLOPs per training step: 11.9 GFLOP (resnet18_cifar_w16, 32 px, batch 16;
 benchmarks/flops.py).
 Memory of that step on one device (XLA, compiled on a CPU: benchmarks/flops.py
---memory; unode_jax/memory.py checks a GPU/TPU run before its first step):
+--memory; unode_jax/training/memory.py checks a GPU/TPU run before its first step):
 0.12 GiB in float32.
 """
 from configs import digits

@@ -22,7 +22,7 @@ the ablation numbers in docs/ablations.md); the text's choices: --config.loss.ki
 XLA FLOPs per training step: 33.4 TFLOP (Wide-ResNet-50-2, ImageNet stem, 224 px, batch 128;
 benchmarks/flops.py).
 Memory of that step on one device (XLA, compiled on a CPU: benchmarks/flops.py
---memory; unode_jax/memory.py checks a GPU/TPU run before its first step):
+--memory; unode_jax/training/memory.py checks a GPU/TPU run before its first step):
 83.3 GiB in float32 (662 MiB an inlier image): more than one
 80 GB GPU holds, so spread the batch over devices (batch_size is global).
 """

@@ -22,7 +22,7 @@ the ablation numbers in docs/ablations.md); the text's choices: --config.loss.ki
 XLA FLOPs per training step: 8.35 TFLOP (Wide-ResNet-50-2, ImageNet stem, 224 px, batch 32;
 benchmarks/flops.py).
 Memory of that step on one device (XLA, compiled on a CPU: benchmarks/flops.py
---memory; unode_jax/memory.py checks a GPU/TPU run before its first step):
+--memory; unode_jax/training/memory.py checks a GPU/TPU run before its first step):
 21.5 GiB in float32 (672 MiB an inlier image).
 """
 from configs import folder_base

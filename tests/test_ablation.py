@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 
 from tests.tiny_config import tiny_config
-from unode_jax import ablation, metrics, score
-from unode_jax import train as train_lib
+from unode_jax import ablation
 from unode_jax.data.registry import load_dataset
 from unode_jax.data.splits import holdout_split, one_class_split
-from unode_jax.evaluate import embed
+from unode_jax.evaluation import metrics, score
+from unode_jax.evaluation.evaluate import embed
 from unode_jax.run import run
 from unode_jax.trained import restore_for_eval
+from unode_jax.training import train as train_lib
 
 
 def _config():

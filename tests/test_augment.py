@@ -9,8 +9,7 @@ import pytest
 import scipy.stats
 
 from configs import default as default_config
-from unode_jax.augment import negatives, transforms
-from unode_jax.augment import views
+from unode_jax.augment import negatives, transforms, views
 
 S = 16  # image side used by most tests
 B = 4  # batch size for negative_batch

@@ -10,8 +10,7 @@ from threadpoolctl import threadpool_limits
 
 from configs import digits
 from tests import children
-from unode_jax.augment import autoaug, embedders
-from unode_jax.augment import transforms as transforms_lib
+from unode_jax.augment import autoaug, embedders, transforms as transforms_lib
 from unode_jax.data.registry import load_dataset
 from unode_jax.data.splits import one_class_split
 
@@ -268,8 +267,8 @@ def test_outlier_partners_are_used_for_mixup(tmp_path, digit_threes):
 def test_training_with_clip_weights_computes_and_uses_them(tmp_path):
     """As `launch.py --config=configs/cifar10.py --config.autoaug.clip_weights=RN50.pt`,
     on digits with a tiny traced CLIP ResNet (a TorchScript archive like RN50.pt)."""
-    from unode_jax import torch_weights
     from unode_jax.run import run
+    from unode_jax.torch_io import weights as torch_weights
     weights_file = tmp_path / 'tiny_clip.pt'
     shutil.copyfile(CLIP_FIXTURE, weights_file)
     config = digits.get_config()
@@ -314,8 +313,8 @@ def test_autoaug_never_reads_the_test_images(tmp_path, monkeypatch):
     autoaug.json, and the embedder never sees a test image; a changed training image does
     change the weights (the comparison can see a difference)."""
     from tests.tiny_config import tiny_config
-    from unode_jax import train as train_lib
     from unode_jax.run import run
+    from unode_jax.training import train as train_lib
     ds = load_dataset('digits', image_size=16)
     noise = np.random.default_rng(0).integers(0, 256, ds.x_test.shape, dtype=np.uint8)
     changed_train = ds.x_train.copy()

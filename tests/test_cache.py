@@ -9,10 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from tests.tfds_mock import fake_prepared
-from unode_jax.data import cache as C
-from unode_jax.data import datasets as D
-from unode_jax.data import registry as R
-from unode_jax.data import tfds_loaders as T
+from unode_jax.data import cache as C, datasets as D, registry as R, tfds_loaders as T
 from unode_jax.data.types import dataset_from_arrays, dataset_to_arrays
 
 

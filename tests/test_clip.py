@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unode_jax import clip
-from unode_jax.models import clip_resnet
-from unode_jax import torch_weights
-from unode_jax.torch_weights import CheckpointFormatError
+from unode_jax.models import clip, clip_resnet
+from unode_jax.torch_io import weights as torch_weights
+from unode_jax.torch_io.weights import CheckpointFormatError
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures' / 'clip'
 # Fixture file -> the expected.npz entry its float32 port must reproduce.

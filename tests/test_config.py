@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from configs import default
+from unode_jax import validate as V
 from unode_jax.augment.weights import negative_weights
 from unode_jax.data.registry import names
-from unode_jax import validate as V
-from unode_jax.errors import ConfigError
+from unode_jax.runtime.errors import ConfigError
 from unode_jax.validate import validate_config
 
 # saved.py reads a trained workdir's config.json (tests/test_workdir_config.py).

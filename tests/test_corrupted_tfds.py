@@ -5,8 +5,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from tests.tfds_mock import fake_prepared
-from unode_jax.data import corrupted as C
-from unode_jax.data import datasets as D
+from unode_jax.data import corrupted as C, datasets as D
 from unode_jax.data.prepare import to_rgb
 
 

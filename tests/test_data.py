@@ -8,9 +8,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from tests.tfds_mock import fake_prepared
-from unode_jax.data import datasets as D
-from unode_jax.data import registry as R
-from unode_jax.data import tfds_loaders as T
+from unode_jax.data import datasets as D, registry as R, tfds_loaders as T
 from unode_jax.data.prepare import resize_bilinear
 from unode_jax.data.splits import one_class_split
 

@@ -13,8 +13,8 @@ from tests.tiny_config import tiny_config
 from unode_jax import Detector
 from unode_jax.data import images as images_lib
 from unode_jax.detector import prepare_images
-from unode_jax.errors import ConfigError
 from unode_jax.run import run
+from unode_jax.runtime.errors import ConfigError
 
 FAST = {'negatives.transforms': ('rotation', 'cutout', 'mixup'), 'negatives.weights': 'uniform',
         'predict.holdout': 0.2}

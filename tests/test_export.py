@@ -10,8 +10,9 @@ from sklearn.datasets import load_digits
 
 from tests import children
 from tests.tiny_config import tiny_config
-from unode_jax import Detector, exported
-from unode_jax.errors import ConfigError
+from unode_jax import Detector
+from unode_jax.runtime.errors import ConfigError
+from unode_jax.serving import exported
 
 FAST = {'negatives.transforms': ('rotation', 'cutout', 'mixup'), 'negatives.weights': 'uniform',
         'predict.holdout': 0.2}
@@ -52,7 +53,7 @@ def test_loading_the_export_needs_only_jax_and_numpy(trained, tmp_path):
     np.save(tmp_path / 'x.npy', x[:7])
     code = ('import json, sys\n'
             'import numpy as np\n'
-            'from unode_jax import exported\n'
+            'from unode_jax.serving import exported\n'
             f'm = exported.load({path!r})\n'
             f's = m.score(np.load({str(tmp_path / "x.npy")!r}))\n'
             f'print(json.dumps(dict(s=s.tolist(), modules=[n for n in sys.modules '

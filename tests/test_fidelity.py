@@ -7,8 +7,8 @@ import pytest
 from tests.tiny_config import tiny_config
 from unode_jax.augment import views
 from unode_jax.data.registry import load_dataset
-from unode_jax.evaluate import embed
-from unode_jax.train import create_train_state, device_batch, make_batch
+from unode_jax.evaluation.evaluate import embed
+from unode_jax.training.train import create_train_state, device_batch, make_batch
 
 
 @pytest.fixture(scope='module')

@@ -9,13 +9,13 @@ import pytest
 from PIL import Image
 
 from tests.tiny_config import tiny_config
-from unode_jax import predict as predict_lib
 from unode_jax.data import registry as R
 from unode_jax.data.datasets import DatasetNotFoundError
 from unode_jax.data.images import ImageReadError
 from unode_jax.data.registry import SKIPPED_FILE, load_data
+from unode_jax.evaluation import predict as predict_lib
 from unode_jax.run import run
-from unode_jax.errors import ConfigError
+from unode_jax.runtime.errors import ConfigError
 from unode_jax.validate import validate_config
 
 FAST = {'negatives.transforms': ('rotation', 'cutout', 'mixup'), 'negatives.weights': 'uniform',

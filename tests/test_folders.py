@@ -11,11 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unode_jax.data import folders as F
-from unode_jax.data import folders_medical as M
-from unode_jax.data import registry as R
-from unode_jax.data.folders_medical import ISIC_CLASSES
+from unode_jax.data import folders as F, folders_medical as M, registry as R
 from unode_jax.data.datasets import DatasetNotFoundError
+from unode_jax.data.folders_medical import ISIC_CLASSES
 from unode_jax.data.images import ImageReadError, prepare, read_image
 from unode_jax.data.splits import one_class_split
 

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 
 from tests.tiny_config import tiny_config
-from unode_jax.data import idx
-from unode_jax.data import registry as R
+from unode_jax.data import idx, registry as R
 from unode_jax.data.types import DatasetNotFoundError
-from unode_jax.errors import USER_ERRORS, ConfigError, error_line
 from unode_jax.run import run
+from unode_jax.runtime.errors import USER_ERRORS, ConfigError, error_line
 from unode_jax.validate import validate_config
 
 

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unode_jax import losses
+from unode_jax.training import losses
 
 
 def _unit(x):

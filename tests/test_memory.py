@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 from tests.tiny_config import tiny_config
-from unode_jax import memory, optim
-from unode_jax import train as train_lib
-from unode_jax.errors import error_line
+from unode_jax.runtime.errors import error_line
+from unode_jax.training import memory, optim, train as train_lib
 
 SMALL_SET = ('rotation', 'cutout', 'mixup')
 

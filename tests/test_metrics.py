@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from unode_jax import metrics
+from unode_jax.evaluation import metrics
 
 
 def average_precision(pos, score):

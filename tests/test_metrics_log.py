@@ -9,8 +9,8 @@ import pytest
 
 from tests import children
 from tests.tiny_config import tiny_config
-from unode_jax.metrics_log import MetricsLog, log_evaluation
 from unode_jax.run import run
+from unode_jax.training.metrics_log import MetricsLog, log_evaluation
 
 
 def read_scalars(folder):
@@ -57,7 +57,7 @@ def test_tensorboard_off_writes_only_jsonl(tmp_path):
 
 def test_no_tensorflow_at_run_time(tmp_path):
     code = ('import sys\n'
-            'from unode_jax.metrics_log import MetricsLog\n'
+            'from unode_jax.training.metrics_log import MetricsLog\n'
             f'with MetricsLog({str(tmp_path)!r}, True) as log:\n'
             '    log.write([dict(step=1, loss=1.0)])\n'
             "print(sorted(n for n in sys.modules if n.split('.')[0] == 'tensorflow'))\n")

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from tests import children, cluster
-from unode_jax import hosts
 from unode_jax.run import run
+from unode_jax.runtime import hosts
 
 # The quick start's config (configs/digits.py: AutoAugOOD on an untrained CNN, a held-out
 # fifth for predict's threshold, the learning check) at the tiny test model's size.
@@ -192,7 +192,7 @@ def test_a_tpu_vm_is_told_from_a_gpu_machine_by_its_pci_devices(tmp_path):
 HELPERS = """
 import sys
 import numpy as np
-from unode_jax import hosts
+from unode_jax.runtime import hosts
 hosts.initialize(sys.argv[1], 2, int(sys.argv[2]))
 me = int(sys.argv[2])
 rows = hosts.split_rows(lambda r, first: {'x': r * 2, 'first': r * 0 + first}, np.arange(7.0),
@@ -233,7 +233,7 @@ def test_helpers_across_two_processes(tmp_path):
 def test_a_busy_workdir_stops_every_process_at_once(tmp_path):
     """Process 0 cannot take the lock: it says why, and process 1 stops too instead of
     waiting for it until the heartbeat timeout."""
-    from unode_jax.lock import workdir_lock
+    from unode_jax.runtime.lock import workdir_lock
     workdir = tmp_path / 'run'
     with workdir_lock(str(workdir), 'train'):
         codes, logs = cluster.run(_flags(workdir, 'train'), 2, 1, tmp_path / 'logs')

@@ -7,7 +7,7 @@ import optax
 from ml_collections import ConfigDict
 
 from configs import default
-from unode_jax import optim
+from unode_jax.training import optim
 
 
 def _config(name='torchlars', **kw):
@@ -129,7 +129,7 @@ def test_optax_lars_train_state_steps_as_optax_lars_on_the_model():
     (apply_gradients; the schedule inside it), equals optax.lars with that schedule on the
     tiny model's params."""
     from tests.tiny_config import tiny_config
-    from unode_jax.train import create_train_state
+    from unode_jax.training.train import create_train_state
     config = tiny_config(**{'optim.name': 'optax_lars', 'optim.weight_decay': 0.05,
                             'optim.trust_coefficient': 0.01})
     c = config.optim

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from tests.tiny_config import tiny_config
-from unode_jax import torch_weights
-from unode_jax import train as train_lib
+from unode_jax.torch_io import weights as torch_weights
+from unode_jax.training import train as train_lib
 from unode_jax.models import (FROZEN_PREFIXES, MODELS, BasicBlock, Bottleneck, ResNet, create_model,
                               normalize_input)
 from unode_jax.models import torchvision as tv
-from unode_jax.errors import ConfigError
+from unode_jax.runtime.errors import ConfigError
 from unode_jax.validate import validate_config
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'torchvision')

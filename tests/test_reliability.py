@@ -13,11 +13,12 @@ import pytest
 
 from tests import children
 from tests.tiny_config import tiny_config
-from unode_jax import errors, validate
-from unode_jax.errors import (USER_ERRORS, ConfigError, DamagedFileError, WorkdirBusyError,
+from unode_jax import validate
+from unode_jax.runtime import errors
+from unode_jax.runtime.errors import (USER_ERRORS, ConfigError, DamagedFileError, WorkdirBusyError,
                               error_line)
-from unode_jax.lock import LOCK_FILE, workdir_lock
 from unode_jax.run import run
+from unode_jax.runtime.lock import LOCK_FILE, workdir_lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = {'negatives.transforms': ('rotation', 'cutout', 'mixup'), 'negatives.weights': 'uniform',
@@ -207,7 +208,7 @@ def test_workdir_lock(tmp_path, capsys):
 
 
 def test_malicious_or_mismatched_pretrained_is_refused_before_any_work(tmp_path):
-    from unode_jax.errors import CheckpointFormatError, UnsafeCheckpointError
+    from unode_jax.runtime.errors import CheckpointFormatError, UnsafeCheckpointError
     marker = '/tmp/unode_jax_torch_weights_pwned'  # what the fixture's pickle would create
     bad = tmp_path / 'weights.pth'
     shutil.copy(os.path.join(ROOT, 'tests/fixtures/reader/malicious_zip.pt'), bad)
@@ -323,9 +324,9 @@ def test_every_config_error_of_validate_reaches_the_user_as_one_line(tmp_path):
 
 def test_a_checkpoint_of_another_model_stops_without_moving_anything(tmp_path):
     import jax
-    from unode_jax import train as train_lib
-    from unode_jax.checkpoint import Checkpointer
-    from unode_jax.errors import CheckpointMismatchError
+    from unode_jax.runtime.errors import CheckpointMismatchError
+    from unode_jax.training import train as train_lib
+    from unode_jax.training.checkpoint import Checkpointer
     config = tiny_config()
     ckpt = Checkpointer(str(tmp_path), 2)
     for step in (2, 4):

@@ -8,8 +8,8 @@ import pytest
 
 from tests import children
 from configs.fashion_mnist_cpu import PAPER_AUROC
-from unode_jax import metrics, report
-from unode_jax.baselines import BASELINES
+from unode_jax.evaluation import metrics, report
+from unode_jax.evaluation.baselines import BASELINES
 
 
 def _fake_run(workdir, classes=(0, 1, 2), baselines=(), seed=0, dataset='toy', **extra):

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from unode_jax import metrics, score
+from unode_jax.evaluation import metrics, score
 
 
 def brute_force(q, bank):
@@ -277,7 +277,7 @@ def test_appendix_c_norm_balance_restated():
 def test_pixel_features_in_batches_are_the_whole_set_resized_at_once():
     """baselines.pixel_features converts and resizes PIXEL_BATCH images at a time (bounded
     host memory); each image is resized alone either way, so the features are the same."""
-    from unode_jax import baselines
+    from unode_jax.evaluation import baselines
     rng = np.random.default_rng(0)
     n = baselines.PIXEL_BATCH + 5  # two batches, the second short
     big = rng.integers(0, 256, size=(n, 80, 80, 3), dtype=np.uint8)

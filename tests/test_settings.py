@@ -10,14 +10,13 @@ from PIL import Image
 
 from tests import children
 from tests.tiny_config import tiny_config
-from unode_jax import predict as predict_lib
-from unode_jax import report, score
-from unode_jax.data.registry import load_dataset
-from unode_jax.evaluate import embed
 from unode_jax import run as run_lib
+from unode_jax.data.registry import load_dataset
+from unode_jax.evaluation import predict as predict_lib, report, score
+from unode_jax.evaluation.evaluate import embed
 from unode_jax.run import run
+from unode_jax.runtime.errors import ConfigError
 from unode_jax.trained import restore_for_eval
-from unode_jax.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = {'negatives.transforms': ('rotation', 'cutout', 'mixup'), 'negatives.weights': 'uniform'}

@@ -1,6 +1,6 @@
 """The package's shape (docs/layout.md), checked on its source: no module over 400 lines,
 no function over 80, no module importing another's private names, no import cycle
-(imports inside functions included)."""
+(imports inside functions included), and each sub-package importing only those below it."""
 import ast
 import os
 
@@ -88,8 +88,36 @@ def test_no_import_cycle():
     assert not find_cycles(_edges())
 
 
+# The sub-packages from the bottom up: each imports only those before it. The top-level
+# modules (run.py, detector.py, trained.py, plan.py, validate.py, ...) import any of them.
+LAYERS = ('runtime', 'torch_io', 'data', 'models', 'augment', 'training', 'evaluation',
+          'serving')
+
+
+def layer(module):
+    """The sub-package of a module (its index in LAYERS), len(LAYERS) for the top level."""
+    parts = module.split('.')
+    return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else len(LAYERS)
+
+
+def upward_imports(edges):
+    """The imports of a module from a sub-package above its own."""
+    return sorted(f'{a} -> {b}' for a, targets in edges.items() for b in targets
+                  if layer(b) > layer(a))
+
+
+def test_sub_packages_import_only_those_below():
+    assert {name.split('.')[1] for name in MODULES if name.count('.') >= 1} >= set(LAYERS)
+    assert not upward_imports(_edges())
+
+
 def test_the_checks_catch_what_they_look_for():
-    assert {'unode_jax.run', 'unode_jax.train', 'unode_jax.data.datasets'} <= set(MODULES)
+    assert layer('unode_jax.models') == layer('unode_jax.models.clip') == LAYERS.index('models')
+    assert layer('unode_jax.run') == layer('unode_jax') == len(LAYERS)
+    assert upward_imports({'unode_jax.runtime.files': {'unode_jax.evaluation.score'},
+                           'unode_jax.run': {'unode_jax.runtime.files'}}) == [
+        'unode_jax.runtime.files -> unode_jax.evaluation.score']
+    assert {'unode_jax.run', 'unode_jax.training.train', 'unode_jax.data.datasets'} <= set(MODULES)
     assert find_cycles({'a': {'b'}, 'b': {'c'}, 'c': {'a'}}) == [['a', 'b', 'c', 'a']]
     assert find_cycles({'a': {'b'}, 'b': set()}) == []
     tree = ast.parse('def f():\n    from unode_jax.data.datasets import _secret\n')

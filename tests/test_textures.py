@@ -4,8 +4,7 @@ on its classes (and not on brick, the texture left out)."""
 import numpy as np
 import pytest
 
-from unode_jax.data import registry as R
-from unode_jax.data import textures as T
+from unode_jax.data import registry as R, textures as T
 from unode_jax.data.types import DatasetNotFoundError
 
 TRAIN, TEST = 29 * 17, 29 * 9  # Patches a class: rows x columns of the stride-8 grid.

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from tests import children
-from unode_jax import torch_weights as tw
-from unode_jax.errors import CheckpointFormatError, UnsafeCheckpointError
+from unode_jax.runtime.errors import CheckpointFormatError, UnsafeCheckpointError
+from unode_jax.torch_io import weights as tw
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, 'tests', 'fixtures', 'reader')
@@ -274,6 +274,6 @@ def test_unwritable_directory(tmp_path, monkeypatch, expected):
 
 
 def test_reader_does_not_import_torch():
-    code = 'import sys, unode_jax.torch_weights; assert "torch" not in sys.modules'
+    code = 'import sys, unode_jax.torch_io.weights; assert "torch" not in sys.modules'
     r = children.run([sys.executable, '-c', code])
     assert r.returncode == 0, r.stderr[-3000:]

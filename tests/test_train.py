@@ -15,9 +15,8 @@ import pytest
 
 from tests import children
 from tests.tiny_config import tiny_config
-from unode_jax import optim, sampling
-from unode_jax.checkpoint import truncate_metrics
-from unode_jax import train as train_lib
+from unode_jax.training import optim, sampling, train as train_lib
+from unode_jax.training.checkpoint import truncate_metrics
 
 SMALL_SET = ('rotation', 'cutout', 'mixup')  # fewer branches: faster compiles in tests
 RESUMED_BITWISE = ('a resumed run ends with the unbroken run\'s parameters bit for bit on a CPU '
@@ -506,8 +505,8 @@ def test_non_finite_loss_stops_and_saves_nothing(tmp_path, images):
 
 @pytest.mark.slow
 def test_outlier_exposure_ensemble_and_authors_score(tmp_path, images):
-    from unode_jax import metrics, score
-    from unode_jax.evaluate import embed, evaluate_one_class
+    from unode_jax.evaluation import metrics, score
+    from unode_jax.evaluation.evaluate import embed, evaluate_one_class
     outliers = np.full((5, 16, 16, 3), 255, np.uint8)
     config = tiny_config(**{'negatives.transforms': SMALL_SET, 'negatives.mode': 'single',
                             'negatives.outliers': 'unused-here.npz',

@@ -3,7 +3,7 @@ run writes its compiled steps there, and config.deterministic's XLA flag."""
 import pytest
 import os
 
-from unode_jax import xla_options
+from unode_jax.runtime import xla_options
 
 import children
 

@@ -1,7 +1,7 @@
 """unode-jax: UNODE novelty detection (CVPR 2024) in JAX/Flax.
 
 `from unode_jax import Detector` (detector.py) is the Python API. It is imported on first
-use, so that `import unode_jax.exported` (an exported model's loader) needs only jax and
+use, so that `import unode_jax.serving.exported` (an exported model's loader) needs only jax and
 numpy.
 """
 

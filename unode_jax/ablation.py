@@ -32,10 +32,11 @@ import time
 
 import numpy as np
 
-from unode_jax import hosts, report
 from unode_jax.augment.weights import PAPER_TRANSFORMS
-from unode_jax.errors import DamagedFileError
-from unode_jax.files import read_json, write_json
+from unode_jax.evaluation import report
+from unode_jax.runtime import hosts
+from unode_jax.runtime.errors import DamagedFileError
+from unode_jax.runtime.files import read_json, write_json
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,7 +6,7 @@ import sys
 
 from ml_collections import config_dict
 
-from unode_jax.errors import ConfigError
+from unode_jax.runtime.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAVED_CONFIG = os.path.join(REPO, 'configs', 'saved.py')

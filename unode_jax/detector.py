@@ -23,17 +23,17 @@ import jax
 import numpy as np
 from ml_collections import config_dict
 
-from unode_jax import train as train_lib
 from unode_jax.augment import embedders
 from unode_jax.augment.weights import negative_weights
 from unode_jax.config_files import load_config_file, saved_config, with_overrides
 from unode_jax.data import images as images_lib
 from unode_jax.data.datasets import load_outliers
 from unode_jax.data.splits import holdout_split
-from unode_jax.errors import ConfigError
-from unode_jax.lock import workdir_lock
 from unode_jax.plan import ModelRun, predict_dir
+from unode_jax.runtime.errors import ConfigError
+from unode_jax.runtime.lock import workdir_lock
 from unode_jax.trained import load_trained, save_config, train_or_restore
+from unode_jax.training import train as train_lib
 from unode_jax.validate import validate_config
 
 def prepare_images(x, config):
@@ -121,7 +121,7 @@ class Detector:
         return self.score(x) < threshold
 
     def export(self, path):
-        """Writes the fitted model as a folder that unode_jax.exported.load(path) scores
-        with jax and numpy alone (export.py); returns path."""
-        from unode_jax.export import export_model
+        """Writes the fitted model as a folder that unode_jax.serving.exported.load(path) scores
+        with jax and numpy alone (serving/export.py); returns path."""
+        from unode_jax.serving.export import export_model
         return export_model(self._fitted(), self.config, path)

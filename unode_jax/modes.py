@@ -18,7 +18,7 @@ import dataclasses
 @dataclasses.dataclass(frozen=True)
 class Mode:
     train: bool = False  # Train (or resume) each model of the plan first.
-    evals: tuple = ()  # Evaluators (evaluators.py) run on each trained model, in order.
+    evals: tuple = ()  # Evaluators (evaluation/evaluators.py) run on each trained model, in order.
     needs_test: bool = False  # Stops at once if the dataset has no test images.
     one_class_only: bool = False  # Defined for data.setting='one_class' only.
     needs_config: bool = True

@@ -9,16 +9,12 @@ from typing import Optional
 import numpy as np
 
 from unode_jax.data.splits import multiclass_split, one_class_split
-from unode_jax.errors import ConfigError
+from unode_jax.runtime.errors import ConfigError
+from unode_jax.runtime.files import CLASS_DIR, class_dir
 
-CLASS_DIR = 'class_{}'  # A sweep's folder of normal class c (the only spelling of it).
 # data.setting: one model per normal class (Tables 1, 2), or one multi-class model whose
 # labels are unused or train a (K+1)-way head (Table 3).
 SETTINGS = ('one_class', 'unlabeled', 'labeled')
-
-
-def class_dir(workdir, normal_class):
-    return os.path.join(workdir, CLASS_DIR.format(normal_class))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,33 +9,36 @@ data.setting:
              scored against each of data.outlier_sets.
   labeled    the same with a (K+1)-way head trained on the labels (Table 3b, appendix B.3).
 
-What each --mode does is the table in modes.py; the evaluators are in evaluators.py.
+What each --mode does is the table in modes.py; the evaluators are in
+evaluation/evaluators.py.
 Outputs of each trained model (the workdir, or class_<c>/ in a sweep): config.json,
 checkpoints/, metrics.jsonl, bank.npz (training embeddings and predict's threshold),
 scores.npz per test image, results.json, roc.png, hist.png, and with
 negatives.weights='auto' autoaug.json and autoaug.png; a multi-class run keeps each
 outlier set's scores and plots in ood_<name>/. The summary <workdir>/results.{json,csv,md}
-is printed as a table (report.py).
+is printed as a table (evaluation/report.py).
 """
 import os
 
 import jax
 import numpy as np
 
-from unode_jax import ablation, hosts, report
-from unode_jax import train as train_lib
+from unode_jax import ablation
 from unode_jax.augment import embedders
 from unode_jax.augment.weights import negative_weights
 from unode_jax.data import images as images_lib
 from unode_jax.data.datasets import load_outliers
 from unode_jax.data.registry import load_data
-from unode_jax.errors import ConfigError, DamagedFileError
-from unode_jax.evaluators import evaluator, predict_images
-from unode_jax.export import export_model
-from unode_jax.files import read_json
+from unode_jax.evaluation import report
+from unode_jax.evaluation.evaluators import evaluator, predict_images
 from unode_jax.modes import MODES
 from unode_jax.plan import plan_runs, predict_dir
+from unode_jax.runtime import hosts
+from unode_jax.runtime.errors import ConfigError, DamagedFileError
+from unode_jax.runtime.files import read_json
+from unode_jax.serving.export import export_model
 from unode_jax.trained import load_trained, save_config, train_or_restore
+from unode_jax.training import train as train_lib
 from unode_jax.validate import check_training_sizes, validate_config
 
 def _finished(run, mode):

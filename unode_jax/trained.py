@@ -1,7 +1,7 @@
 """A trained model, made once per model run: trained (or resumed) or restored from its
 newest readable checkpoint, BatchNorm statistics as score.bn_stats says, its bank of
 training embeddings and eq. (15)'s lambda computed and saved in bank.npz. Every
-evaluator (evaluators.py) reads this one object."""
+evaluator (evaluation/evaluators.py) reads this one object."""
 from __future__ import annotations
 
 import copy
@@ -12,16 +12,15 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
-from unode_jax import hosts, precise_bn
-from unode_jax import predict as predict_lib
-from unode_jax import score
-from unode_jax import train as train_lib
 from unode_jax.augment import autoaug
-from unode_jax.checkpoint import Checkpointer
 from unode_jax.data.splits import holdout_split
-from unode_jax.evaluate import embed
+from unode_jax.evaluation import precise_bn, predict as predict_lib, score
+from unode_jax.evaluation.evaluate import embed
 from unode_jax.models import compute_dtype
 from unode_jax.plan import ModelRun
+from unode_jax.runtime import hosts
+from unode_jax.training import train as train_lib
+from unode_jax.training.checkpoint import Checkpointer
 
 CONFIG_FILE = 'config.json'
 

@@ -7,25 +7,25 @@ import warnings
 import numpy as np
 from ml_collections import config_dict
 
+from unode_jax.ablation import VARIANT_NAMES
 from unode_jax.augment.autoaug import DIVERGENCES, TSNE_BACKENDS
 from unode_jax.augment.embedders import EMBEDDERS
 from unode_jax.augment.negatives import COMPOSE_MODES, PER, TRANSFORMS
-from unode_jax.ablation import VARIANT_NAMES
-from unode_jax.baselines import BASELINES
 from unode_jax.data.corrupted import CORRUPTION_SOURCES, TFDS_CORRUPTIONS, corruption_source
 from unode_jax.data.corruptions import CORRUPTIONS
 from unode_jax.data.folders import MVTEC_CATEGORIES
 from unode_jax.data.registry import DATASETS, names_with_idx
 from unode_jax.data.splits import holdout_split
-from unode_jax.plan import SETTINGS
-from unode_jax.errors import ConfigError
-from unode_jax.losses import LOSS_KINDS
+from unode_jax.evaluation.baselines import BASELINES
+from unode_jax.evaluation.evaluate import FEATURES
+from unode_jax.evaluation.precise_bn import BN_STATS
+from unode_jax.evaluation.score import BALANCES, HEAD_TERMS
 from unode_jax.models import DTYPES, INPUT_NORMS, MODELS, STEM_MODELS, STEMS
 from unode_jax.models.torchvision import torchvision_models
-from unode_jax.evaluate import FEATURES
-from unode_jax.optim import OPTIMIZERS
-from unode_jax.precise_bn import BN_STATS
-from unode_jax.score import BALANCES, HEAD_TERMS
+from unode_jax.plan import SETTINGS
+from unode_jax.runtime.errors import ConfigError
+from unode_jax.training.losses import LOSS_KINDS
+from unode_jax.training.optim import OPTIMIZERS
 
 # Every enumerated config field and where its values are defined (by the code that
 # implements them); configs/default.py documents each (tests/test_config.py checks it

@@ -44,8 +44,8 @@ from scipy import stats
 from sklearn.decomposition import PCA
 
 from unode_jax.augment import transforms as transforms_lib
-from unode_jax.errors import DamagedFileError
-from unode_jax.files import read_json
+from unode_jax.runtime.errors import DamagedFileError
+from unode_jax.runtime.files import read_json
 
 VERSION = 2  # Bump when the computation changes, to invalidate old caches.
 TSNE_BACKENDS = ('opentsne', 'sklearn')

@@ -84,7 +84,8 @@ class ClipEmbedder:
     """CLIP ResNet image embeddings (the paper's psi), with CLIP's preprocessing."""
 
     def __init__(self, path, batch_size=64):
-        from unode_jax import clip, torch_weights
+        from unode_jax.models import clip
+        from unode_jax.torch_io import weights as torch_weights
         self._clip = clip
         self.encoder = clip.load_image_encoder(path, batch_size=batch_size)
         # The hash identifies the weights in the cache fingerprint, whatever the file name.
@@ -105,7 +106,7 @@ def make_embedder(config):
     if c.embedder == 'random_cnn':
         return RandomCNNEmbedder(seed=config.seed, batch_size=c.batch_size, model=c.random_cnn)
     if c.embedder == 'clip':
-        from unode_jax import clip
+        from unode_jax.models import clip
         path = clip.resolve_clip_weights(c.clip_weights, download=c.download,
                                          cache_dir=c.cache_dir)
         return ClipEmbedder(path, batch_size=c.batch_size)

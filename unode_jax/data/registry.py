@@ -19,11 +19,11 @@ from typing import Callable
 
 import numpy as np
 
-from unode_jax import hosts
 from unode_jax.data import datasets, folders, folders_medical, idx, textures
 from unode_jax.data.prepare import to_rgb
 from unode_jax.data.tfds_loaders import EMNIST_LETTERS, TfdsSpec, load_tfds
 from unode_jax.data.types import Dataset
+from unode_jax.runtime import hosts
 
 KINDS = ('bundled', 'tfds', 'file', 'folder')
 SKIPPED_FILE = 'skipped_images.csv'  # A folder dataset's unreadable images, in the workdir.

@@ -18,9 +18,9 @@ import re
 
 import numpy as np
 
-from unode_jax import torch_weights
-from unode_jax.errors import CheckpointFormatError
 from unode_jax.models import MODELS, ResNet
+from unode_jax.runtime.errors import CheckpointFormatError
+from unode_jax.torch_io import weights as torch_weights
 
 IGNORED = re.compile(r'fc\.(weight|bias)|.*\.num_batches_tracked')
 

@@ -11,7 +11,7 @@ import json
 import numbers
 import os
 
-from unode_jax import hosts
+from unode_jax.runtime import hosts
 
 TENSORBOARD_DIR = 'tensorboard'
 METRICS_FILE = 'metrics.jsonl'

@@ -22,7 +22,7 @@ import os
 import jax
 import numpy as np
 
-from unode_jax.errors import PeerError
+from unode_jax.runtime.errors import PeerError
 
 # Google's PCI vendor id, and the device ids of its TPU chips (v2/v3, v4, v5p, v5e, v6e,
 # 7x; as jax's own hardware check lists them). Google's other PCI devices (a GCE VM's

@@ -7,9 +7,10 @@ import numpy as np
 
 from tqdm import tqdm
 
-from unode_jax import hosts, metrics, report, score
 from unode_jax.augment import views
+from unode_jax.evaluation import metrics, report, score
 from unode_jax.models import normalize_input
+from unode_jax.runtime import hosts
 
 
 # score.features: what eq. (13)'s similarity compares. projection: z = g(f(x)), the
@@ -30,7 +31,7 @@ def _embed_batch(variables, images, key, *, apply_fn, input_norm, crop_area, fea
 
 def forward(apply_fn, variables, x, input_norm, features):
     """(z (N, D), logits (N, C)), float32, of float images x in [0, 1] in evaluation mode:
-    what eq. (13) compares (score.features) and the head's logits (export.py traces it)."""
+    what eq. (13) compares (score.features) and the head's logits (serving/export.py traces it)."""
     out = apply_fn(variables, normalize_input(x, input_norm), train=False)
     return out[FEATURES[features]].astype(jnp.float32), out['logits'].astype(jnp.float32)
 

@@ -13,8 +13,8 @@ import os
 
 import numpy as np
 
-from unode_jax import hosts
-from unode_jax.files import read_npz, write_npz
+from unode_jax.runtime import hosts
+from unode_jax.runtime.files import read_npz, write_npz
 
 BANK_FILE = 'bank.npz'
 

@@ -13,7 +13,7 @@ import os
 import socket
 import time
 
-from unode_jax.errors import WorkdirBusyError
+from unode_jax.runtime.errors import WorkdirBusyError
 
 LOCK_FILE = '.unode.lock'
 

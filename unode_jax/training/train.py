@@ -23,16 +23,18 @@ import optax
 from flax.training import train_state
 from tqdm import tqdm
 
-from unode_jax import hosts, losses, memory, optim, torch_weights
 from unode_jax.augment import negatives, views
 from unode_jax.augment.weights import has_negatives
-from unode_jax.checkpoint import Checkpointer, resume
-from unode_jax.sampling import image_indices, prefetch, streamed_batches
-from unode_jax.errors import Interrupted
-from unode_jax.interrupt import deferred_sigint
-from unode_jax.metrics_log import METRICS_FILE, MetricsLog
 from unode_jax.models import build_model, frozen_mask, normalize_input
 from unode_jax.models.torchvision import load_torchvision_encoder
+from unode_jax.runtime import hosts
+from unode_jax.runtime.errors import Interrupted
+from unode_jax.runtime.interrupt import deferred_sigint
+from unode_jax.torch_io import weights as torch_weights
+from unode_jax.training import losses, memory, optim
+from unode_jax.training.checkpoint import Checkpointer, resume
+from unode_jax.training.metrics_log import METRICS_FILE, MetricsLog
+from unode_jax.training.sampling import image_indices, prefetch, streamed_batches
 
 AXIS = 'batch'
 
@@ -353,7 +355,7 @@ def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train
     bar = tqdm(total=total, initial=start, disable=not (config.progress_bar and writer),
                unit='step', dynamic_ncols=True, desc=os.path.basename(os.path.normpath(workdir)))
     t0, images_seen, step = time.time(), 0, start
-    try:  # A Ctrl-C is taken between steps (interrupt.py: orbax's waits would drop it).
+    try:  # A Ctrl-C is taken between steps (runtime/interrupt.py: orbax's waits would drop it).
         with deferred_sigint() as ctrl_c, MetricsLog(workdir, config.tensorboard,
                                                             start) as log:
             for step in range(start, total):

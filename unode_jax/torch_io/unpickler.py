@@ -8,7 +8,7 @@ import pickle
 
 import numpy as np
 
-from unode_jax.errors import CheckpointFormatError, UnsafeCheckpointError
+from unode_jax.runtime.errors import CheckpointFormatError, UnsafeCheckpointError
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001

@@ -11,7 +11,7 @@
   PATH/model.json   what it expects: input size, dtype, channels, resize, score
                     direction, threshold, the training config's SHA-256, platforms
 
-unode_jax/exported.py loads it (`unode_jax.exported.load(PATH).score(x)`), and prepares
+exported.py loads it (`unode_jax.serving.exported.load(PATH).score(x)`), and prepares
 images as the folder datasets do (data/images.py). The function computes in float32 (the
 trained model's score is float64 on the host): scores agree to ~1e-6 times lambda.
 """
@@ -24,12 +24,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from unode_jax import hosts, score
-from unode_jax.errors import ConfigError
-from unode_jax.evaluate import forward
-from unode_jax.files import write_json
-from unode_jax.losses import l2_normalize
+from unode_jax.evaluation import score
+from unode_jax.evaluation.evaluate import forward
 from unode_jax.models import compute_dtype
+from unode_jax.runtime import hosts
+from unode_jax.runtime.errors import ConfigError
+from unode_jax.runtime.files import write_json
+from unode_jax.training.losses import l2_normalize
 
 FORMAT = 1  # model.json's 'format': what exported.py reads.
 PLATFORMS = ('cpu', 'cuda', 'tpu')

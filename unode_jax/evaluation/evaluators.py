@@ -15,19 +15,17 @@ import os
 import numpy as np
 from tqdm import tqdm
 
-from unode_jax import predict as predict_lib
-from unode_jax import report
-from unode_jax.baselines import Baselines
-from unode_jax.data import corrupted as tfds_corrupted
-from unode_jax.data import images as images_lib
+from unode_jax.data import corrupted as tfds_corrupted, images as images_lib, registry
 from unode_jax.data.corruptions import CORRUPTIONS, corrupt
-from unode_jax.data import registry
 from unode_jax.data.datasets import load_outliers
 from unode_jax.data.splits import multiclass_split, one_class_test
-from unode_jax.errors import ConfigError
-from unode_jax.evaluate import embed, evaluate_corrupted, evaluate_multiclass, evaluate_one_class
-from unode_jax.files import write_json, write_npz
-from unode_jax.metrics_log import log_evaluation
+from unode_jax.evaluation import predict as predict_lib, report
+from unode_jax.evaluation.baselines import Baselines
+from unode_jax.evaluation.evaluate import (embed, evaluate_corrupted, evaluate_multiclass,
+                                           evaluate_one_class)
+from unode_jax.runtime.errors import ConfigError
+from unode_jax.runtime.files import write_json, write_npz
+from unode_jax.training.metrics_log import log_evaluation
 
 # Corrupted test sets are made once and kept for the next model up to this size (MiB);
 # past it each model remakes them (seeded: the same images).

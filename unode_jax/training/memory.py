@@ -7,7 +7,7 @@ does, instead of an out-of-memory error minutes into the run. A CPU reports no l
 nothing is checked there. `benchmarks/flops.py --memory` prints the same analysis for a
 config on any machine.
 """
-from unode_jax.errors import UserError
+from unode_jax.runtime.errors import UserError
 
 GIB = 2 ** 30
 

@@ -1,7 +1,7 @@
 """An exported model (export.py) in a service, with jax and numpy alone (no flax, optax,
 orbax or tensorflow_datasets is imported):
 
-  from unode_jax import exported
+  from unode_jax.serving import exported
   model = exported.load('exports/digits_class1')
   s = model.score(x)           # uint8 (N, H, W) or (N, H, W, C), any size; float64 (N,)
   novel = model.is_novel(x)    # s < model.threshold (fitted on held-out normal images)
@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from unode_jax.data.images import prepare_batch
-from unode_jax.files import read_json, read_npz
+from unode_jax.runtime.files import read_json, read_npz
 
 FORMAT = 1  # The model.json 'format' this reader reads (export.FORMAT).
 BATCH = 256

@@ -15,7 +15,7 @@ import functools
 import jax
 import numpy as np
 
-from unode_jax import score
+from unode_jax.evaluation import score
 
 # Score key in scores.npz -> its AUROC's key in results.json and its column header.
 BASELINES = {
@@ -48,7 +48,7 @@ def _resize(x, side):
 
 def untrained_embedder(config, image_size, num_classes, embed):
     """images -> z of the network before training (the init `train` starts from)."""
-    from unode_jax import train as train_lib  # The init lives with the trainer.
+    from unode_jax.training import train as train_lib  # The init lives with the trainer.
     # With the trainer's BatchNorm axis: the same model object as the trained state's, so
     # the init and the embedding reuse their compiled programs (~5 s on a 2-core CPU); the
     # axis only matters to batch statistics in training, which embedding does not use.

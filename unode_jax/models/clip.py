@@ -4,7 +4,7 @@
     encoder = load_image_encoder(path)
     feats = embed(encoder, images_uint8)                     # (N, 1024) float32 for RN50
 
-Weights are read by `unode_jax.torch_weights` (OpenAI's TorchScript archives or
+Weights are read by `unode_jax.torch_io.weights` (OpenAI's TorchScript archives or
 torch.save state dicts, with or without the `visual.` prefix) and ported to the Flax
 `ModifiedResNet` in `unode_jax.models.clip_resnet`.
 
@@ -29,11 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from unode_jax import torch_weights
-from unode_jax.errors import CheckpointFormatError
+from unode_jax.runtime.errors import CheckpointFormatError
+from unode_jax.torch_io import weights as torch_weights
 from unode_jax.models.clip_resnet import (ModifiedResNet, clip_config_from_state_dict,
                                           convert_state_dict)
-from unode_jax.torch_weights import RN50_SHA256
+from unode_jax.torch_io.weights import RN50_SHA256
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

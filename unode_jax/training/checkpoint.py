@@ -21,8 +21,8 @@ import sys
 import jax
 import orbax.checkpoint as ocp
 
-from unode_jax import hosts
-from unode_jax.errors import CheckpointMismatchError, DiskFullError, is_disk_full
+from unode_jax.runtime import hosts
+from unode_jax.runtime.errors import CheckpointMismatchError, DiskFullError, is_disk_full
 
 
 def _tree(state):

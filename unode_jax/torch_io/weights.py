@@ -1,8 +1,8 @@
 """Read PyTorch weights without torch: TorchScript archives, torch.save zip and legacy files.
 
-Every pickle goes through a whitelisting unpickler (torch_pickle.py; the file formats are
-in torch_formats.py): only what rebuilds tensors is allowed, and TorchScript module classes (``__torch__.*``) become inert containers, so a checkpoint can never
-run code. The result is a flat ``{dotted key: np.ndarray}`` dict with the keys torch's
+Every pickle goes through a whitelisting unpickler (unpickler.py; the file formats are in
+formats.py): only what rebuilds tensors is allowed, and TorchScript module classes
+(``__torch__.*``) become inert containers, so a checkpoint can never run code. The result is a flat ``{dotted key: np.ndarray}`` dict with the keys torch's
 ``state_dict()`` would give; fp16/bf16 become float32, integers keep their dtype.
 
 Converted weights are cached beside the source as ``<path>.safetensors``.
@@ -21,8 +21,8 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from unode_jax.errors import CheckpointFormatError
-from unode_jax.torch_formats import convert
+from unode_jax.runtime.errors import CheckpointFormatError
+from unode_jax.torch_io.formats import convert
 
 RN50_SHA256 = 'afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762'
 # Basenames that claim to be official files: their content must match.

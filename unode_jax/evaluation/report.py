@@ -15,9 +15,10 @@ import re
 
 import numpy as np
 
-from unode_jax import hosts, metrics, plan
-from unode_jax.baselines import BASELINES, baseline_columns
-from unode_jax.files import read_json, read_npz, write_json
+from unode_jax.evaluation import metrics
+from unode_jax.evaluation.baselines import BASELINES, baseline_columns
+from unode_jax.runtime import hosts, files
+from unode_jax.runtime.files import read_json, read_npz, write_json
 
 POSITIVE = 'normal (inlier) images are the positive class; higher score = more normal'
 # Per class: the metrics of the score (eq. 15), and the AUROC of each of its terms.
@@ -223,7 +224,7 @@ def plot_class(class_dir, scores, title):
 
 def class_dir(workdir, normal_class):
     """A sweep keeps each class in class_<c>/; a one-class run in the workdir itself."""
-    d = plan.class_dir(workdir, normal_class)
+    d = files.class_dir(workdir, normal_class)
     return d if os.path.isdir(d) else workdir
 
 

@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unode_jax import hosts
-from unode_jax.losses import l2_normalize
+from unode_jax.runtime import hosts
+from unode_jax.training.losses import l2_normalize
 
 # lambda of eq. (15) (score_weight): appendix_c matches the two terms' means on training
 # data (the paper), on eq. (13)'s cosine scale; appendix_c_norm is appendix C's two steps

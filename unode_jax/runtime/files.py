@@ -1,14 +1,21 @@
 """The run's own files read back: results, scores and banks that a kill, a full disk or a
 hand may have damaged. A damaged file is one DamagedFileError naming it and what rewrites
-it, never a numpy or json traceback; writes go through a temporary file and a rename."""
+it, never a numpy or json traceback; writes go through a temporary file and a rename.
+And where a sweep keeps each class's model (class_dir)."""
 import json
 import os
 import zipfile
 
 import numpy as np
 
-from unode_jax import hosts
-from unode_jax.errors import DamagedFileError
+from unode_jax.runtime import hosts
+from unode_jax.runtime.errors import DamagedFileError
+
+CLASS_DIR = 'class_{}'  # A sweep's folder of normal class c (the only spelling of it).
+
+
+def class_dir(workdir, normal_class):
+    return os.path.join(workdir, CLASS_DIR.format(normal_class))
 
 
 def _damaged(path, error, fix):

@@ -1,0 +1,1 @@
+"""PyTorch checkpoints (.pt/.pth) read without torch and without running their code."""
