@@ -23,7 +23,7 @@ class Interrupted(UserError):
 
 
 class UnsafeCheckpointError(UserError, ValueError):
-    """A pickle in a weights file asked for a global outside the whitelist (torch_pickle)."""
+    """A pickle in a .pt/.pth file asked for a global outside the whitelist (unpickler.py)."""
 
 
 class CheckpointFormatError(UserError, ValueError):

@@ -1,6 +1,6 @@
 """The files torch writes, parsed into {state_dict key: np.ndarray}: torch.save's zip
 archive, the legacy (pre-1.6) pickle stream, and TorchScript archives (their module
-tree flattened as torch's state_dict() would). Pickles go through torch_pickle."""
+tree flattened as torch's state_dict() would). Pickles go through unpickler.py."""
 from __future__ import annotations
 
 import os
