@@ -20,7 +20,6 @@ from __future__ import annotations
 import tempfile
 
 import jax
-import numpy as np
 from ml_collections import config_dict
 
 from unode_jax.augment import embedders
@@ -32,6 +31,7 @@ from unode_jax.data.splits import holdout_split
 from unode_jax.plan import ModelRun, predict_dir
 from unode_jax.runtime.errors import ConfigError
 from unode_jax.runtime.lock import workdir_lock
+from unode_jax.serving.exported import below_threshold
 from unode_jax.trained import load_trained, save_config, train_or_restore
 from unode_jax.training import train as train_lib
 from unode_jax.validate import validate_config
@@ -114,11 +114,7 @@ class Detector:
 
     def is_novel(self, x, threshold=None):
         """Whether each image scores below the threshold (default: the fitted one)."""
-        threshold = self.threshold if threshold is None else float(threshold)
-        if np.isnan(threshold):
-            raise ValueError('no threshold: the model was trained with predict.holdout=0 '
-                             '(nothing held out to fit one); pass is_novel(x, threshold=S)')
-        return self.score(x) < threshold
+        return below_threshold(self.score(x), self.threshold if threshold is None else threshold)
 
     def export(self, path):
         """Writes the fitted model as a folder that unode_jax.serving.exported.load(path) scores

@@ -74,11 +74,17 @@ class ExportedModel:
         return self.score_terms(x)['score']
 
     def is_novel(self, x, threshold=None):
-        threshold = self.threshold if threshold is None else float(threshold)
-        if np.isnan(threshold):
-            raise ValueError('no threshold: the model was trained with predict.holdout=0; '
-                             'pass is_novel(x, threshold=S)')
-        return self.score(x) < threshold
+        """Whether each image scores below the threshold (default: the trained one)."""
+        return below_threshold(self.score(x), self.threshold if threshold is None else threshold)
+
+
+def below_threshold(scores, threshold):
+    """Which scores are below threshold (novel); Detector.is_novel shares it."""
+    threshold = float(threshold)
+    if np.isnan(threshold):
+        raise ValueError('no threshold: the model was trained with predict.holdout=0 '
+                         '(nothing held out to fit one); pass is_novel(x, threshold=S)')
+    return scores < threshold
 
 
 def load(path):
