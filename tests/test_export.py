@@ -107,7 +107,8 @@ def test_bad_exports_and_targets(trained, tmp_path):
 
 def test_novel_means_below_the_threshold_and_none_is_an_error():
     scores = np.array([-1.0, 0.5, 0.5, 2.0])
-    np.testing.assert_array_equal(exported.below_threshold(scores, 0.5), [True, False, False, False])
+    np.testing.assert_array_equal(exported.below_threshold(scores, 0.5),
+                                  [True, False, False, False])
     np.testing.assert_array_equal(exported.below_threshold(scores, '2.5'), [True] * 4)
     with pytest.raises(ValueError, match='predict.holdout=0'):
         exported.below_threshold(scores, float('nan'))

@@ -15,8 +15,8 @@ from tests import children
 from tests.tiny_config import tiny_config
 from unode_jax import validate
 from unode_jax.runtime import errors
-from unode_jax.runtime.errors import (USER_ERRORS, ConfigError, DamagedFileError, WorkdirBusyError,
-                              error_line)
+from unode_jax.runtime.errors import (USER_ERRORS, ConfigError, DamagedFileError,
+                                      WorkdirBusyError, error_line)
 from unode_jax.run import run
 from unode_jax.runtime.lock import LOCK_FILE, workdir_lock
 

@@ -41,6 +41,7 @@ from unode_jax.trained import load_trained, save_config, train_or_restore
 from unode_jax.training import train as train_lib
 from unode_jax.validate import check_training_sizes, validate_config
 
+
 def _finished(run, mode):
     """A sweep's class that a stopped run already trained and scored: its results row."""
     done = os.path.join(run.directory, 'results.json')

@@ -11,8 +11,9 @@ import zipfile
 import numpy as np
 
 from unode_jax.runtime.errors import CheckpointFormatError
-from unode_jax.torch_io.unpickler import (LEGACY_MAGIC, LEGACY_PROTOCOL, NP_DTYPE, ScriptObject,
-                                    Storage, TensorRef, materialize, unpickle)
+from unode_jax.torch_io.unpickler import (LEGACY_MAGIC, LEGACY_PROTOCOL, NP_DTYPE,
+                                          ScriptObject, Storage, TensorRef, materialize,
+                                          unpickle)
 
 _CLASS_RE = re.compile(r'^class ([A-Za-z_]\w*)(?:\(([\w.]+)\))?:', re.M)
 

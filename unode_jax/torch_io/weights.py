@@ -2,8 +2,9 @@
 
 Every pickle goes through a whitelisting unpickler (unpickler.py; the file formats are in
 formats.py): only what rebuilds tensors is allowed, and TorchScript module classes
-(``__torch__.*``) become inert containers, so a checkpoint can never run code. The result is a flat ``{dotted key: np.ndarray}`` dict with the keys torch's
-``state_dict()`` would give; fp16/bf16 become float32, integers keep their dtype.
+(``__torch__.*``) become inert containers, so a checkpoint can never run code. The result
+is a flat ``{dotted key: np.ndarray}`` dict with the keys torch's ``state_dict()`` would
+give; fp16/bf16 become float32, integers keep their dtype.
 
 Converted weights are cached beside the source as ``<path>.safetensors``.
 """
