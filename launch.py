@@ -26,12 +26,12 @@ from ml_collections import config_flags
 
 from configs import saved
 
-from unode_jax.config_files import load_config_file
+from unode_jax.config_files import load_config_file, refuse_training_fields
 from unode_jax.evaluation import report
 from unode_jax.modes import MODES
 from unode_jax.run import run
 from unode_jax.runtime import hosts, xla_options
-from unode_jax.runtime.errors import error_line
+from unode_jax.runtime.errors import ConfigError, error_line
 from unode_jax.runtime.lock import workdir_lock
 from unode_jax.validate import unknown_override, validate_config
 
@@ -98,19 +98,19 @@ def _flag_value(argv, name):
 
 def with_saved_config(argv):
     """argv with --config=configs/saved.py:WORKDIR when --config is not given and WORKDIR
-    holds a trained model's config.json; an override of a field that training read (not
-    one of saved.EVAL_FIELDS) is then a one-line error."""
+    holds a trained model's config.json; an override of a field that training read is
+    then a one-line error (config_files.refuse_training_fields)."""
     workdir = _flag_value(argv, 'workdir')
     if (_flag_value(argv, 'config') is not None or workdir is None
             or _flag_value(argv, 'mode') == 'report'
             or saved.saved_config_path(workdir)[0] is None):
         return argv
-    for a in argv[1:]:
-        field = a[len('--config.'):].split('=', 1)[0] if a.startswith('--config.') else None
-        if field and not field.startswith(saved.EVAL_FIELDS):
-            sys.exit(f'error: --config.{field}: {workdir} was trained with its own value of '
-                     'this field; only evaluation fields can change without retraining '
-                     f'({", ".join(f.rstrip(".") for f in saved.EVAL_FIELDS)})')
+    fields = [a[len('--config.'):].split('=', 1)[0] for a in argv[1:]
+              if a.startswith('--config.')]
+    try:
+        refuse_training_fields(fields, workdir, flag='--config.')
+    except ConfigError as e:
+        sys.exit(f'error: {e}')
     return [argv[0], f'--config={SAVED_CONFIG}:{workdir}'] + argv[1:]
 
 

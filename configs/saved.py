@@ -6,9 +6,10 @@
 
 launch.py uses this file when --config is not given. A class folder of a sweep
 (class_<c>/) has its own config.json (normal_class = c); one trained before it had
-one takes its sweep's, with normal_class = c. Overrides of the fields that only
-evaluation reads (EVAL_FIELDS) are allowed; any other override would describe a
-model that was not trained, and launch.py refuses it in one line.
+one takes its sweep's, with normal_class = c. Overrides of the fields that training
+does not read (unode_jax/runtime/fingerprint.py: EVAL_FIELDS, RUN_FIELDS) are allowed;
+any other override would describe a model that was not trained, and launch.py refuses
+it in one line.
 """
 import json
 import os
@@ -19,10 +20,6 @@ from ml_collections import config_dict
 from configs import default
 
 CONFIG_FILE = 'config.json'
-# Fields that evaluation, prediction and reports read and training does not (prefixes).
-EVAL_FIELDS = ('score.', 'predict.', 'corruptions.', 'report.', 'progress_bar', 'data.data_dir',
-               'data.cache_dir', 'data.cache', 'data.download', 'data.path', 'data.strict',
-               'deterministic', 'tensorboard')
 
 
 def saved_config_path(workdir):

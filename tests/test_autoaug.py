@@ -51,7 +51,16 @@ def test_jensen_shannon_is_the_numpy_formula_bounded_and_ordered():
     # the Jeffreys divergence is finite there too, but set by its 1e-12 floor.
     a, b = np.r_[np.ones(10), np.zeros(10)], np.r_[np.zeros(10), np.ones(10)]
     assert autoaug.jensen_shannon(a, b) == pytest.approx(1.0, abs=1e-12)
-    assert 50 < autoaug.symmetric_kl(a, b) < 60
+    # Jeffreys there, in closed form: floored at e = 1e-12, p is (1 + e) / S on its ten
+    # points and e / S on q's, S = 10 + 20 e (q mirrored), so each KL is
+    # 10 (1 + e - e) log((1 + e) / e) / S and J = 2 log(1 + 1 / e) / (1 + 2 e) = 55.262.
+    # Float64 rounds each of the 20 terms a few times (~1e-16 relative each): rel=1e-13 is
+    # over ten times the worst sum of those, and tight enough to see the floor's mass in S
+    # (2 * 12 ln 10, with S = 10, is 2e-12 relative above). One KL alone (27.6), no
+    # renormalisation (553) or another floor (1e-10: 46.05) are far outside.
+    e = 1e-12
+    assert autoaug.symmetric_kl(a, b) == pytest.approx(2 * np.log1p(1 / e) / (1 + 2 * e),
+                                                       rel=1e-13)
     # Gaussians further apart diverge more, and JS stays below 1 while they overlap.
     grid = np.linspace(-12, 16, 20001)
     js = [autoaug.jensen_shannon(_gauss(grid, 0, 1), _gauss(grid, d, 1)) for d in (0.5, 1, 2, 4)]

@@ -25,7 +25,7 @@ def test_train_step_benchmark_times_the_asked_model_dtype_and_stem(tmp_path):
     assert res['ours']['full']['flops'] > 0 and res['ours']['full']['loss_finite']
 
 
-def test_train_step_table_prints_without_flops():
+def test_train_step_table_prints_without_flops(capsys):
     """A backend whose cost analysis gives no FLOPs: '-' in the table, no crash."""
     spec = importlib.util.spec_from_file_location(
         'train_step_bench', os.path.join(ROOT, 'benchmarks/train_step.py'))
@@ -35,10 +35,51 @@ def test_train_step_table_prints_without_flops():
     class NoCost:
         def cost_analysis(self):
             raise NotImplementedError('no cost analysis here')
+
+    class Cost:
+        def __init__(self, ca):
+            self.ca = ca
+
+        def cost_analysis(self):
+            return self.ca
     assert bench.xla_flops(NoCost()) is None
-    ours = {part: dict(compile_s=1.0, flops=None, **bench.summarize([0.5, 0.7], 4, None))
-            for part in ('full', 'model', 'views')}
-    bench.print_table(ours, None, 4, 16)  # raises if a missing count is formatted
+    assert bench.xla_flops(Cost({})) is None and bench.xla_flops(Cost({'flops': 0.0})) is None
+    assert bench.xla_flops(Cost({'flops': 2.5e9})) == 2.5e9
+    assert bench.xla_flops(Cost([{'flops': 2.5e9}])) == 2.5e9  # older jax: one dict a program
+    times = {'full': [0.5, 0.7], 'model': [0.3, 0.2, 0.22], 'views': [0.1]}
+    ours = {part: dict(compile_s=compile_s, flops=None, **bench.summarize(times[part], 4, None))
+            for part, compile_s in (('full', 12.34), ('model', 5.0), ('views', 0.7))}
+    bench.print_table(ours, None, 4, 16)
+    # Batch 4: median s/step 0.6, 0.22, 0.1 (the mean of model's would be 0.24) -> 4 / median
+    # = 6.7, 18.2, 40 images/s; the fastest step 0.5, 0.2, 0.1 -> 8, 20, 40. No torch run:
+    # '-' in its two columns; no FLOPs: '-' for the count and the rate.
+    dash = '-' * 72
+    assert capsys.readouterr().out.splitlines() == [
+        '',
+        'UNODE train step: batch 4 inliers = 16 rows of 16x16; median of the timed steps '
+        '("best": the fastest step, the least disturbed by other load)',
+        ' ' * 32 + '    ours (JAX)   torch eager  ours/torch',
+        dash,
+        'full step s/step                         0.600             -           -',
+        'full step images/s                         6.7             -           -',
+        'full step images/s best                    8.0             -           -',
+        'model only s/step                        0.220             -           -',
+        'model only images/s                       18.2             -           -',
+        'model only images/s best                  20.0             -           -',
+        'views only s/step                        0.100             -           -',
+        'views only images/s                       40.0             -           -',
+        'views only images/s best                  40.0             -           -',
+        'full step spread (min-max s)         0.50-0.70             -',
+        dash,
+        'ours full step   compile  12.3 s   XLA FLOPs/step         - G   achieved        - '
+        'GFLOP/s',
+        'ours model only  compile   5.0 s   XLA FLOPs/step         - G   achieved        - '
+        'GFLOP/s',
+        'ours views only  compile   0.7 s   XLA FLOPs/step         - G   achieved        - '
+        'GFLOP/s',
+        'ours/torch: ratio of images/s (> 1: ours is faster). Achieved FLOP/s use the median '
+        "step; MFU = achieved / the chip's peak. FLOPs are per device.",
+    ]
 
 
 @pytest.mark.slow

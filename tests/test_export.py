@@ -4,6 +4,8 @@ import json
 import os
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
@@ -11,7 +13,10 @@ from sklearn.datasets import load_digits
 from tests import children
 from tests.tiny_config import tiny_config
 from unode_jax import Detector
-from unode_jax.runtime.errors import ConfigError
+from unode_jax.detector import prepare_images
+from unode_jax.serving import export as export_lib
+from unode_jax.serving.export import export_model
+from unode_jax.runtime.errors import ConfigError, DamagedFileError
 from unode_jax.serving import exported
 
 FAST = {'negatives.transforms': ('rotation', 'cutout', 'mixup'), 'negatives.weights': 'uniform',
@@ -40,7 +45,10 @@ def test_the_export_scores_as_the_trained_model(trained):
             assert got[k].dtype == np.float64 and got[k].shape == (n,)
             np.testing.assert_allclose(got[k], want[k], rtol=0, atol=1e-5)
     assert model.threshold == det.threshold
-    np.testing.assert_array_equal(model.is_novel(x[:50], threshold=0.0), np.zeros(50, bool))
+    s = model.score(x[:50])
+    np.testing.assert_array_equal(model.is_novel(x[:50]), s < det.threshold)
+    middle = float(np.median(s))
+    assert model.is_novel(x[:50], threshold=middle).sum() == 25
     info = json.loads((root / 'exp' / 'model.json').read_text())
     assert info['input']['image_size'] == 16 and info['input']['dtype'] == 'uint8'
     assert info['score'].startswith('higher = more normal') and len(info['config_sha256']) == 64
@@ -92,7 +100,7 @@ def test_bad_exports_and_targets(trained, tmp_path):
         Detector.load(str(root / 'run'), **{'score.ensemble': 4}).export(str(tmp_path / 'e'))
     path = det.export(str(tmp_path / 'exp'))
     (tmp_path / 'exp' / 'arrays.npz').write_bytes(b'not a zip')
-    with pytest.raises(Exception, match='arrays.npz'):
+    with pytest.raises(DamagedFileError, match='arrays.npz is damaged'):
         exported.load(path)
     path = det.export(str(tmp_path / 'exp'))  # an export is replaced
     (tmp_path / 'exp' / 'model.jax').write_bytes(b'\x00' * 64)
@@ -112,3 +120,56 @@ def test_novel_means_below_the_threshold_and_none_is_an_error():
     np.testing.assert_array_equal(exported.below_threshold(scores, '2.5'), [True] * 4)
     with pytest.raises(ValueError, match='predict.holdout=0'):
         exported.below_threshold(scores, float('nan'))
+
+
+@pytest.mark.slow
+def test_the_export_orders_confident_images_as_the_host_does(trained, tmp_path):
+    """Logit margins between 17 and 37: a float32 softmax rounds P(inlier) to exactly 1.0
+    there, float64 does not. The export's head term keeps what the host's keeps."""
+    from unode_jax.evaluation.evaluate import embed
+    det, x, root = trained
+    model = Detector.load(str(root / 'run')).model
+    images = prepare_images(x[:200], det.config)
+    margin = np.diff(embed(model.state, images, det.config)['logits'], axis=1)[:, 0]
+    params = jax.tree.map(lambda a: a, model.state.params)  # the head's bias shifted
+    params['head']['bias'] = params['head']['bias'] + jnp.array([0.0, 27.0 - np.median(margin)])
+    model.state = model.state.replace(params=params)
+    shifted = np.asarray(embed(model.state, images, det.config)['logits'])
+    saturated = jax.nn.softmax(jnp.asarray(shifted), axis=-1)[:, 1] == 1.0
+    assert saturated.mean() > 0.5, saturated.mean()  # the premise: float32 ties most of them
+    want = model.scores(images, det.config)
+    # float64 keeps them apart (all but margins closer than its resolution near 1: 198 of 200)
+    assert len(np.unique(want['binary'][saturated])) > 0.9 * saturated.sum()
+    path = export_model(model, det.config, str(tmp_path / 'exp'))
+    got = exported.load(path).score_terms(x[:200])
+    # 1 - P(inlier) = 1 / (1 + e^margin): the margins agree to float32 rounding of the network
+    # (~1e-6 absolute on margins near 27), so 1 - P agrees to ~1e-6 relative; 1e-4 is slack.
+    np.testing.assert_allclose(1.0 - got['binary'], 1.0 - want['binary'], rtol=1e-4, atol=0)
+    np.testing.assert_allclose(got['score'], want['score'], rtol=0, atol=1e-5)
+
+
+def test_a_platform_that_does_not_lower_is_left_out_with_one_line(trained, tmp_path,
+                                                                  monkeypatch, capsys):
+    det, x, root = trained
+    real = jax.export.export
+
+    def export(fn, platforms=None, **kwargs):
+        if platforms is not None and 'tpu' in platforms:
+            def fails(*args):
+                raise NotImplementedError('no lowering rule for this op on tpu\nmore detail')
+            return fails
+        return real(fn, platforms=platforms, **kwargs)
+    monkeypatch.setattr(jax.export, 'export', export)
+    path = det.export(str(tmp_path / 'exp'))
+    assert capsys.readouterr().out == ('export: left out platform tpu, which does not lower '
+                                       'here (NotImplementedError: no lowering rule for this '
+                                       'op on tpu)\n')
+    info = json.loads((tmp_path / 'exp' / 'model.json').read_text())
+    assert info['platforms'] == ['cpu', 'cuda']
+    np.testing.assert_allclose(exported.load(path).score(x[:5]), det.score(x[:5]), atol=1e-5)
+    # This machine's own platform: the export stops, naming it.
+    monkeypatch.setattr(export_lib, 'PLATFORMS', ('cpu', 'tpu'))
+    monkeypatch.setattr(jax, 'default_backend', lambda: 'tpu')
+    with pytest.raises(RuntimeError, match="does not lower for this machine's tpu "
+                                           r'\(NotImplementedError: no lowering rule'):
+        det.export(str(tmp_path / 'exp2'))

@@ -322,20 +322,29 @@ def test_every_config_error_of_validate_reaches_the_user_as_one_line(tmp_path):
     assert issubclass(ConfigError, errors.UserError)
 
 
+def _two_checkpoints(workdir):
+    """Checkpoints at steps 2 and 4 of a tiny model in workdir; -> (the model's state, the
+    step-4 state saved)."""
+    import jax
+    from unode_jax.training import train as train_lib
+    from unode_jax.training.checkpoint import Checkpointer
+    state = train_lib.create_train_state(jax.random.key(0), tiny_config(), 16)
+    ckpt = Checkpointer(str(workdir), 2)
+    for step in (2, 4):
+        ckpt.save(step, jax.device_get(state.replace(step=state.step + step)), {'n': step})
+    ckpt.close()
+    return state
+
+
 def test_a_checkpoint_of_another_model_stops_without_moving_anything(tmp_path):
     import jax
     from unode_jax.runtime.errors import CheckpointMismatchError
     from unode_jax.training import train as train_lib
     from unode_jax.training.checkpoint import Checkpointer
-    config = tiny_config()
-    ckpt = Checkpointer(str(tmp_path), 2)
-    for step in (2, 4):
-        state = train_lib.create_train_state(jax.random.key(0), config, 16)
-        ckpt.save(step, state.replace(step=state.step + step), {})
-    ckpt.close()
+    state = _two_checkpoints(tmp_path)
     before = tree(tmp_path)
     # The same workdir read with a (K+1)-way head: no checkpoint fits; none is set aside.
-    other = train_lib.create_train_state(jax.random.key(0), config, 16, num_classes=4)
+    other = train_lib.create_train_state(jax.random.key(0), tiny_config(), 16, num_classes=4)
     ckpt = Checkpointer(str(tmp_path), 2)
     with pytest.raises(CheckpointMismatchError) as e:
         ckpt.restore(other)
@@ -344,8 +353,108 @@ def test_a_checkpoint_of_another_model_stops_without_moving_anything(tmp_path):
     assert tree(tmp_path) == before and not (tmp_path / 'checkpoints_unreadable').exists()
     # The model they were written for restores the newest.
     ckpt = Checkpointer(str(tmp_path), 2)
-    assert int(ckpt.restore(state).step) == 4
+    restored, meta = ckpt.restore(state)
+    assert int(restored.step) == 4 and meta == {'n': 4}
     ckpt.close()
+
+
+def _files_under(folder, keep):
+    return [p for p in folder.rglob('*') if p.is_file() and keep(p)]
+
+
+def _array_files(step):
+    return _files_under(step / 'state', lambda p: p.parent.name == 'd')
+
+
+def _rewrite(paths, how):
+    for p in paths:
+        p.write_bytes(how(p.read_bytes()))
+
+
+# Each damage checkpoint.is_damaged names, made on the newest checkpoint (step 4), and the
+# start of the error it raises ('type: message').
+DAMAGES = {
+    'a truncated array file': (
+        lambda step: _rewrite(_array_files(step), lambda b: b[:len(b) // 2]),
+        'ValueError: OUT_OF_RANGE:'),
+    'a garbled array file': (
+        lambda step: _rewrite(_array_files(step), lambda b: bytes(x ^ 0xFF for x in b)),
+        'ValueError: DATA_LOSS:'),
+    'deleted array files': (
+        lambda step: [p.unlink() for p in _array_files(step)], 'ValueError: NOT_FOUND:'),
+    'a deleted OCDBT sub-database': (
+        lambda step: shutil.rmtree(step / 'state' / 'ocdbt.process_0'),
+        'ValueError: FAILED_PRECONDITION:'),
+    'a deleted _METADATA': (
+        lambda step: (step / 'state' / '_METADATA').unlink(),
+        'ValueError: pytree structure error'),
+    'garbled JSON': (
+        lambda step: (step / 'state' / '_METADATA').write_text('{"tree": '),
+        'JSONDecodeError: '),
+    'JSON that is not UTF-8': (
+        lambda step: (step / 'meta' / 'metadata').write_bytes(b'{"n": "\xff\xfe"}'),
+        'UnicodeDecodeError: '),
+    'a deleted JSON item file': (
+        lambda step: (step / 'meta' / 'metadata').unlink(), 'FileNotFoundError: '),
+    'a deleted item folder': (
+        lambda step: shutil.rmtree(step / 'state'),
+        'KeyError: \'Item "state" was not found in the checkpoint'),
+}
+
+
+@pytest.mark.parametrize('damage', list(DAMAGES))
+def test_a_damaged_checkpoint_is_set_aside_and_the_one_before_restored(tmp_path, damage,
+                                                                        capsys):
+    from unode_jax.training.checkpoint import Checkpointer, is_damaged
+    state = _two_checkpoints(tmp_path)
+    make, raised = DAMAGES[damage]
+    make(tmp_path / 'checkpoints' / '4')
+    ckpt = Checkpointer(str(tmp_path), 2)
+    seen = []
+    real = ckpt.manager.restore
+
+    def recording(step, *args, **kwargs):  # what the damage raised, and that it is damage
+        try:
+            return real(step, *args, **kwargs)
+        except Exception as e:
+            seen.append((step, f'{type(e).__name__}: {e}', is_damaged(e)))
+            raise
+    ckpt.manager.restore = recording
+    restored, meta = ckpt.restore(state)
+    ckpt.close()
+    assert len(seen) == 1 and seen[0][0] == 4 and seen[0][2], seen
+    assert seen[0][1].startswith(raised), seen
+    assert int(restored.step) == 2 and meta == {'n': 2}
+    assert os.listdir(tmp_path / 'checkpoints_unreadable') == ['4']
+    assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['2']
+    out = capsys.readouterr().out
+    assert out.count('\n') == 1 and out.startswith('checkpoint 4 in ') and 'unreadable' in out
+
+
+@pytest.mark.parametrize('error', [
+    MemoryError(), OSError(5, 'Input/output error'), PermissionError(13, 'Permission denied'),
+    ValueError('RESOURCE_EXHAUSTED: Out of memory while reading'),
+    ValueError('UNAVAILABLE: the file system did not answer'), RuntimeError('a bug')],
+    ids=['out of memory', 'a failed read', 'a permission', "tensorstore's out of memory",
+         'an unavailable file system', 'a bug'])
+def test_an_error_that_is_not_damage_is_raised_and_nothing_moved(tmp_path, error):
+    from unode_jax.training.checkpoint import Checkpointer, is_damaged
+    state = _two_checkpoints(tmp_path)
+    before = tree(tmp_path)
+    assert not is_damaged(error)
+    ckpt = Checkpointer(str(tmp_path), 2)
+    real = ckpt.manager.restore
+
+    def failing(step, *args, **kwargs):  # the newest fails to read; the one before would not
+        if step == 4:
+            raise error
+        return real(step, *args, **kwargs)
+    ckpt.manager.restore = failing
+    with pytest.raises(type(error)) as e:
+        ckpt.restore(state)
+    assert e.value is error
+    ckpt.close()
+    assert tree(tmp_path) == before and not (tmp_path / 'checkpoints_unreadable').exists()
 
 
 def test_a_comma_list_for_a_tuple_field_says_how_a_tuple_is_written(tmp_path):
@@ -354,3 +463,19 @@ def test_a_comma_list_for_a_tuple_field_says_how_a_tuple_is_written(tmp_path):
     assert r.returncode != 0 and r.stderr.count('\n') == 1, r.stderr
     assert "entry='uniform,rotation' is not one of" in r.stderr
     assert '''a tuple is written --config.ablation.variants="('a','b')"''' in r.stderr
+
+
+def test_a_checkpoint_without_a_record_is_not_trained_further(tmp_path):
+    """A checkpoint of an earlier version (its metadata holds no record of what it was
+    trained on) cannot be checked: resuming it for training stops; scoring it may go on."""
+    from unode_jax.runtime import fingerprint
+    from unode_jax.training.checkpoint import Checkpointer, resume
+    state = _two_checkpoints(tmp_path)  # metadata {'n': step}, as before records
+    record = fingerprint.training_record(tiny_config(), np.zeros((8, 16, 16, 3), np.uint8))
+    ckpt = Checkpointer(str(tmp_path), 2)
+    with pytest.raises(ConfigError) as e:
+        resume(ckpt, state, str(tmp_path / 'metrics.jsonl'), record)
+    ckpt.close()
+    user_line(e, f'{tmp_path} was written without a record of what its model was trained '
+                 'on', 'train in a new workdir, or score it as it is with --mode=eval')
+    fingerprint.check_record(None, record, str(tmp_path), required=False)  # eval: allowed

@@ -133,9 +133,13 @@ def test_balance_weight_is_positive_and_bounded():
     # Whatever the training scores, lambda > 0 (the binary term never flips sign)
     # and lambda <= 1/floor (it never blows up).
     assert score.balance_weight(np.array([0.9]), np.array([0.5])) == pytest.approx(1.8)
-    for sim, prob in [(-0.5, 0.0), (0.0, 0.0), (1.0, 1e-9), (0.3, 1.0)]:
+    # max(mean sim, floor) / max(mean prob, floor) at floor 1e-3: a negative or zero cosine
+    # scale over a zero probability is 1e-3 / 1e-3; a vanishing probability meets the bound
+    # 1 / floor; a probability of 1 leaves the cosine's own scale. One float64 division:
+    # within an ulp of these (rel=1e-15 is ~5 ulps).
+    for sim, prob, want in [(-0.5, 0.0, 1.0), (0.0, 0.0, 1.0), (1.0, 1e-9, 1e3), (0.3, 1.0, 0.3)]:
         w = score.balance_weight(np.array([sim]), np.array([prob]), floor=1e-3)
-        assert 0 < w <= 1e3
+        assert w == pytest.approx(want, rel=1e-15, abs=0), (sim, prob, w)
 
 
 def test_unode_scores_equation_15():
@@ -227,7 +231,11 @@ def test_spread_balance_restated():
                                lam * prob(test['logits']), rtol=1e-5)
     # A constant head term cannot make lambda infinite.
     flat = dict(z=train['z'], logits=np.tile([[0.0, 30.0]], (30, 1)))
-    assert 0 < score.score_weight(flat, 'spread') <= 1e6
+    # Every P(inlier) is the same: its std (0, or a rounding's 1e-17) is floored at 1e-6, so
+    # lambda is the similarity's spread (lam_train's numerator, to its rel=1e-5) * 1e6, under
+    # the cap of 1e6 (0.13 * 1e6 here). Unfloored, lambda would be inf, or the cap itself.
+    assert score.score_weight(flat, 'spread') == pytest.approx(loo.max(1).std() / 1e-6,
+                                                               rel=1e-5)
 
 
 def test_binary_term_keeps_saturated_margins_apart():

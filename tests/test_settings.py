@@ -154,6 +154,7 @@ def test_predict_scores_a_mixed_folder(tmp_path, digits16):
            f'--workdir={workdir}', '--mode=predict',
            '--config.data.name=digits', '--config.data.image_size=16', '--config.model.name=tiny',
            '--config.batch_size=8', '--config.optim.num_epochs=2', '--config.predict.holdout=0.25',
+           '--config.optim.warmup_epochs=1',  # tiny_config's: every training field as trained
            '--config.negatives.weights=uniform', '--config.progress_bar=False',
            "--config.negatives.transforms=('rotation','cutout','mixup')"]
     env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')

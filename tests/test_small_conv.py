@@ -55,7 +55,11 @@ def test_small_output_conv_is_the_numpy_convolution(size, cin, cout, k, strides,
     x, w = _random((3, size, size, cin), 0), _random((k, k, cin, cout), 1)
     pads = small_conv.matmul_pads(x, w, strides, padding, None, None,
                                    lax.conv_dimension_numbers(x.shape, w.shape, NHWC), 1, {})
-    assert pads is not None  # Routed to the matmul.
+    # Routed to the matmul, with the pads lax would use: explicit ones as given, 'SAME' on a
+    # 2 x 2 input with a 3 x 3 kernel at stride 1 one a side. (numpy_conv below takes these
+    # pads: a wrong conversion would go unseen by its comparison alone.)
+    assert pads is not None
+    assert [tuple(p) for p in pads] == list(((1, 1), (1, 1)) if padding == 'SAME' else padding)
     out = small_conv.conv_general_dilated(x, w, strides, padding, dimension_numbers=NHWC)
     want = numpy_conv(x, w, strides, pads)
     assert out.shape == want.shape and out.dtype == jnp.float32

@@ -244,13 +244,76 @@ def test_cache_ignored_for_wrong_sha(tmp_path, monkeypatch):
         tw.load_state_dict(path, expected_sha256='f' * 64)
 
 
-def test_corrupt_cache_is_rebuilt(tmp_path, expected):
+def _flip_last_tensor_byte(data):
+    return data[:-1] + bytes([data[-1] ^ 0xFF])
+
+
+@pytest.mark.parametrize('damage, reason', [
+    (lambda data: b'\x10\x00\x00\x00\x00\x00\x00\x00{"oops": true}  ', 'SafetensorError'),
+    (lambda data: data[:len(data) // 2], 'SafetensorError'),
+    (lambda data: data[:8] + b'\xff' + data[9:], 'SafetensorError'),
+    (_flip_last_tensor_byte, 'its tensors are not those it was written with')],
+    ids=['foreign header', 'truncated', 'garbled header', 'a flipped tensor byte'])
+def test_a_damaged_cache_is_said_and_rebuilt(tmp_path, expected, damage, reason):
     path = _copy(tmp_path, 'zip_fp16')
     cache = tmp_path / 'zip_fp16.pt.safetensors'
-    cache.write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00{"oops": true}  ')
-    got = tw.load_state_dict(path)
+    good = tw.load_state_dict(path)
+    cache.write_bytes(damage(cache.read_bytes()))
+    with pytest.warns(RuntimeWarning, match=f'weight cache .* is damaged \\({reason}'):
+        got = tw.load_state_dict(path)
     assert list(got) == list(expected['zip_fp16'])
-    assert cache.stat().st_size > 100  # rewritten
+    for key in good:  # converted again: the checkpoint's values, not the damaged cache's
+        assert got[key].tobytes() == good[key].tobytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # rewritten: read back without a word
+        tw.load_state_dict(path)
+
+
+@pytest.mark.parametrize('keys, reason', [(None, 'KeyError'), ('[fc.weight', 'JSONDecodeError'),
+                                          ('["fc.weight"]', 'KeyError: .keys .* are not')])
+def test_a_cache_whose_metadata_is_damaged_is_said_and_rebuilt(tmp_path, keys, reason):
+    path = _copy(tmp_path, 'zip_fp16')
+    good = tw.load_state_dict(path)
+    meta = tw._cache_metadata(os.stat(path), tw.sha256_file(path), good)
+    meta.pop('keys') if keys is None else meta.update(keys=keys)
+    tw.save_file(good, f'{path}.safetensors', metadata=meta)
+    with pytest.warns(RuntimeWarning, match=f'is damaged \\({reason}'):
+        tw.load_state_dict(path)
+
+
+@pytest.mark.parametrize('error', [OSError(5, 'Input/output error'), MemoryError()],
+                         ids=['a failed read', 'out of memory'])
+def test_an_error_that_is_not_damage_is_raised_and_the_cache_kept(tmp_path, monkeypatch,
+                                                                  error):
+    path = _copy(tmp_path, 'zip_fp16')
+    tw.load_state_dict(path)
+    cache = tmp_path / 'zip_fp16.pt.safetensors'
+    before = cache.read_bytes()
+
+    def failing(*args, **kwargs):
+        raise error
+    monkeypatch.setattr(tw, 'safe_open', failing)
+    _forbid_conversion(monkeypatch)
+    with pytest.raises(type(error)):
+        tw.load_state_dict(path)
+    assert cache.read_bytes() == before
+
+
+def test_a_cache_written_before_content_hashes_is_converted_again(tmp_path, monkeypatch,
+                                                                  expected):
+    path = _copy(tmp_path, 'zip_fp16')
+    good = tw.load_state_dict(path)
+    cache = tmp_path / 'zip_fp16.pt.safetensors'
+    meta = tw._cache_metadata(os.stat(path), tw.sha256_file(path), good)
+    del meta['content_sha256']
+    tw.save_file(good, str(cache), metadata=meta)  # as the earlier version wrote it
+    converted = []
+    real = tw.convert
+    monkeypatch.setattr(tw, 'convert', lambda p: converted.append(p) or real(p))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # stale, not damaged: no warning
+        assert list(tw.load_state_dict(path)) == list(expected['zip_fp16'])
+    assert converted == [str(path)]
 
 
 def test_unwritable_directory(tmp_path, monkeypatch, expected):

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from tests import children
 from tests.tiny_config import tiny_config
@@ -441,7 +442,18 @@ def test_quick_start_detects_novel_digits_and_sweep_resumes(tmp_path, monkeypatc
     config.corruptions.names = ('gaussian_noise', 'rotate')
     summary = run(config, str(tmp_path), mode='all', classes=(0, 1))
     assert trained == ['class_0', 'class_1']
-    assert summary['mean_auroc'] > 0.7, summary
+    # The reported mean AUROC is sklearn's (normal = the positive class) of each class's
+    # saved scores, averaged over the classes: the same sums on the same inputs (its cast of
+    # the scores to float64 keeps their order and ties), so equal to the bit.
+    class_scores = [np.load(tmp_path / f'class_{c}' / 'scores.npz') for c in (0, 1)]
+    aurocs = [roc_auc_score(s['is_normal'], s['score']) for s in class_scores]
+    assert summary['mean_auroc'] == np.mean(aurocs), (aurocs, summary['mean_auroc'])
+    # Measured on this run (10 epochs, seed 0): class 0 0.99997, class 1 0.99488. Seeds 1-4
+    # of the same config, a far larger change than the last bits another CPU rounds
+    # differently, gave class 0 0.9972-0.9999, class 1 0.9869-0.9968 and a mean of
+    # 0.9933-0.9976: each floor sits at least the seeds' spread below the lowest of them.
+    # (Trained 1 epoch instead of 10: class 1 0.944, below its floor.)
+    assert min(aurocs) > 0.975 and np.mean(aurocs) > 0.985, aurocs
     for c in ('0', '1'):
         r = summary['classes'][c]
         assert r['n_test_inliers'] + r['n_test_outliers'] == 599

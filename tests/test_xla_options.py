@@ -1,7 +1,10 @@
 """XLA's process-wide options: where --compilation_cache puts the cache, that a launch.py
 run writes its compiled steps there, and config.deterministic's XLA flag."""
-import pytest
 import os
+import re
+import shutil
+
+import pytest
 
 from unode_jax.runtime import xla_options
 
@@ -25,23 +28,41 @@ def test_where_the_cache_goes():
     assert xla_options.cache_dir('auto', 'cpu', env) == '/j'
 
 
+# JAX logs each persistent-cache lookup at debug level (jax/_src/compiler.py,
+# log_persistent_cache_hit / log_persistent_cache_miss): a miss is followed by XLA's compile
+# (and the write of the entry), a hit loads the stored executable instead. A lookup happens
+# only with the cache on: a run with it off logs neither.
+HIT = re.compile(r"Persistent compilation cache hit for '[^']*' with key '([^']*)'")
+MISS = re.compile(r"PERSISTENT COMPILATION CACHE MISS for '[^']*' with key '([^']*)'")
+
+
 @pytest.mark.slow
 def test_a_run_writes_its_compiled_steps_to_the_cache_and_a_rerun_reads_them(tmp_path):
     cache = tmp_path / 'xla'
     env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
     env.update(JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
+               JAX_DEBUG_LOG_MODULES='jax._src.compiler')  # The hit and miss lines.
     args = ('--config=configs/digits.py', '--mode=train', '--config.data.normal_class=1',
             '--config.optim.num_epochs=1', '--config.progress_bar=False',
             f'--compilation_cache={cache}')
     r = children.launch(*args, f'--workdir={tmp_path / "a"}', env=env)
     assert r.returncode == 0, r.stderr[-2000:]
-    entries = set(os.listdir(cache))
-    assert entries, 'nothing was cached'
-    # The same run in another workdir compiles nothing new: every entry is reused.
+    # The first run finds an empty cache: it compiles its programs (the train step among
+    # them, ~90 on a CPU) and writes each one's entry, <key>-cache (beside them, a GPU's
+    # XLA keeps its autotuning results in a folder of its own).
+    compiled = set(MISS.findall(r.stderr))
+    assert compiled, 'no cache lookup logged: the cache was off'
+    entries = {e for e in os.listdir(cache) if e.endswith('-cache')}
+    assert entries == {f'{key}-cache' for key in compiled}
+    # The same run in another workdir reads every entry and compiles nothing itself (a
+    # rerun that recompiled would log misses, and write the same entries again: the
+    # folder alone cannot tell).
     r = children.launch(*args, f'--workdir={tmp_path / "b"}', env=env)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert set(os.listdir(cache)) == entries
+    assert MISS.findall(r.stderr) == []
+    assert set(HIT.findall(r.stderr)) == compiled
+    assert {e for e in os.listdir(cache) if e.endswith('-cache')} == entries
 
 
 def test_deterministic_adds_xla_s_flag_once_and_keeps_the_user_s():
@@ -52,13 +73,36 @@ def test_deterministic_adds_xla_s_flag_once_and_keeps_the_user_s():
     assert xla_options.xla_flags(True, flag) == flag  # not twice
 
 
+def debug_options(path):
+    """XLA's dump of the options a module was compiled with (those not at their default),
+    one `name: value` a line (text protobuf) -> {name: value}."""
+    return dict(line.split(': ', 1) for line in path.read_text().splitlines())
+
+
 @pytest.mark.slow
 def test_a_deterministic_run_starts_xla_with_the_flag(tmp_path):
-    """launch.py sets the flag before the backend starts: XLA accepts it on a CPU (it is
-    one of its debug options) and the run trains and writes its config with the switch."""
+    """launch.py sets the flag before the backend starts, and keeps the user's XLA_FLAGS:
+    with --xla_dump_to in them, XLA writes the options it compiled each module with
+    (<module>.debug_options, those off their default); the train step's has the user's
+    flags and the deterministic one. Set after the backend started, XLA would never see the
+    flag (it reads XLA_FLAGS once): the dump would lack it."""
+    dump = tmp_path / 'dump'
+    # Only the pmapped programs (the train step is one): the full dump is ~60 MB.
+    user_flags = (f'{os.environ.get("XLA_FLAGS", "")} --xla_dump_to={dump} '
+                  '--xla_dump_hlo_module_re=jit__fun')
     r = children.launch('--config=configs/digits.py', '--mode=train',
                         '--config.data.normal_class=1', '--config.optim.num_epochs=1',
                         '--config.progress_bar=False', '--config.deterministic=True',
-                        f'--workdir={tmp_path}')
+                        f'--workdir={tmp_path / "run"}', env=dict(os.environ, XLA_FLAGS=user_flags))
     assert r.returncode == 0, r.stderr[-2000:]
-    assert '"deterministic": true' in (tmp_path / 'config.json').read_text()
+    assert '"deterministic": true' in (tmp_path / 'run' / 'config.json').read_text()
+    # The train step: the module whose HLO names train_step (its ops' metadata).
+    steps = [p for p in dump.glob('*.before_optimizations.txt') if 'train_step' in p.read_text()]
+    # (Nothing dumped: the user's --xla_dump_to was dropped.)
+    assert len(steps) == 1, sorted(os.listdir(dump)) if dump.exists() else 'nothing dumped'
+    options = debug_options(dump / steps[0].name.replace('.before_optimizations.txt',
+                                                         '.debug_options'))
+    assert options['xla_gpu_deterministic_ops'] == 'true'
+    assert options['xla_dump_to'] == f'"{dump}"'  # The user's own flags, kept.
+    assert options['xla_dump_hlo_module_re'] == '"jit__fun"'
+    shutil.rmtree(dump)  # ~30 MB of HLO text and LLVM IR.

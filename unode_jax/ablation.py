@@ -147,33 +147,40 @@ def _reuse_checkpoints(base_dir, vdir):
             dirs.remove('checkpoints')
 
 
+def _previous(vdir, timing):
+    """(summary, seconds) of a variant run before, or None (a damaged record: None)."""
+    try:
+        summary = read_json(os.path.join(vdir, 'results.json'), 'running the variant again')
+        seconds = read_json(timing, 'running the variant again').get('seconds')
+    except FileNotFoundError:
+        return None
+    except DamagedFileError as e:
+        print(e, flush=True)
+        return None
+    return None if seconds is None else (summary, seconds)
+
+
 def run_ablation(config, workdir, run_fn, classes=None):
     """Trains and scores every selected variant (run_fn = run.run), then writes and returns
-    the table. A variant that finished before (its results.json exists) is read back."""
+    the table. Each variant's run reuses its classes finished before under the same key
+    (run.py); a variant whose every class was reused keeps the time it was measured in."""
     rows = {}
     for v in selected(config):
         vdir = os.path.join(workdir, v.name)
         timing = os.path.join(vdir, 'ablation_seconds.json')
-        summary_path = os.path.join(vdir, 'results.json')
-        try:  # Finished before a stop: read back (a damaged record: run again).
-            summary = read_json(summary_path, 'running the variant again')
-            seconds = read_json(timing, 'running the variant again')['seconds']
-        except FileNotFoundError:
-            summary = None
-        except DamagedFileError as e:
-            print(e, flush=True)
-            summary = None
-        if summary is None:
-            print(f'--- ablation variant {v.name}: {v.label}', flush=True)
-            if v.name != BASE and hosts.is_writer():
-                _reuse_autoaug(os.path.join(workdir, BASE), vdir)
-            if v.scoring_only and hosts.is_writer():
-                _reuse_checkpoints(os.path.join(workdir, BASE), vdir)
-            hosts.sync(f'ablation_{v.name}')  # Every process sees the copies.
-            t0 = time.time()
-            summary = run_fn(variant_config(config, v), vdir, 'train_eval', classes=classes)
-            seconds = time.time() - t0
-            write_json(timing, dict(seconds=seconds))
+        before = _previous(vdir, timing)
+        print(f'--- ablation variant {v.name}: {v.label}', flush=True)
+        if v.name != BASE and hosts.is_writer():
+            _reuse_autoaug(os.path.join(workdir, BASE), vdir)
+        if v.scoring_only and hosts.is_writer():
+            _reuse_checkpoints(os.path.join(workdir, BASE), vdir)
+        hosts.sync(f'ablation_{v.name}')  # Every process sees the copies.
+        t0 = time.time()
+        summary = run_fn(variant_config(config, v), vdir, 'train_eval', classes=classes)
+        seconds = time.time() - t0
+        if before is not None and before[0].get('classes') == summary['classes']:
+            seconds = before[1]  # Nothing was redone: the time of the run that was.
+        write_json(timing, dict(seconds=seconds))
         rows[v.name] = (v, summary, seconds)
     table = ablation_table(rows)
     write_json(os.path.join(workdir, 'ablation.json'), table)

@@ -6,6 +6,7 @@ import sys
 
 from ml_collections import config_dict
 
+from unode_jax.runtime import fingerprint
 from unode_jax.runtime.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,15 +58,21 @@ def with_overrides(config, overrides):
     return config
 
 
+def refuse_training_fields(names, workdir, flag=''):
+    """ConfigError for the first override that names a training field: a trained workdir's
+    config may change only the fields training does not read (runtime/fingerprint.py)."""
+    for name in names:
+        if fingerprint.is_training_field(name):
+            raise ConfigError(f'{flag}{name}: {workdir} was trained with its own value of this '
+                              'field; only fields that training does not read can change '
+                              f'without retraining ({fingerprint.not_trained_fields()})')
+
+
 def saved_config(workdir, overrides=()):
     """The config a trained workdir (or a sweep's class_<c>/) was trained with; an override
-    of a field that training read is a ConfigError (only saved.EVAL_FIELDS may change)."""
+    of a field that training read is a ConfigError (refuse_training_fields)."""
     saved = load_module(SAVED_CONFIG)
-    for name in overrides:
-        if not name.startswith(saved.EVAL_FIELDS):
-            raise ConfigError(f'{name}: {workdir} was trained with its own value of this field; '
-                              'only evaluation fields can change without retraining '
-                              f'({", ".join(f.rstrip(".") for f in saved.EVAL_FIELDS)})')
+    refuse_training_fields(overrides, workdir)
     try:
         return saved.get_config(workdir)
     except FileNotFoundError as e:

@@ -32,7 +32,7 @@ from unode_jax.plan import ModelRun, predict_dir
 from unode_jax.runtime.errors import ConfigError
 from unode_jax.runtime.lock import workdir_lock
 from unode_jax.serving.exported import below_threshold
-from unode_jax.trained import load_trained, save_config, train_or_restore
+from unode_jax.trained import check_trained_with, load_trained, save_config, train_or_restore
 from unode_jax.training import train as train_lib
 from unode_jax.validate import validate_config
 
@@ -67,8 +67,22 @@ class Detector:
         return det
 
     def fit(self, x):
-        """Trains on the normal images x (every one normal); returns self."""
+        """Trains a new model on the normal images x (every one normal); returns self.
+
+        A detector that holds a model in its own temporary folder trains the new one in a
+        new temporary folder. One whose model is in a workdir you named (fitted there, or
+        loaded) refuses, as that folder holds the other model: fit a new Detector. A
+        workdir holding a model trained with other training fields or on other images
+        refuses too; one trained with these on these images is resumed, as a rerun of the
+        command line is (runtime/fingerprint.py)."""
         config = self.config
+        if self.model is not None and self._tmp is None:
+            raise ConfigError(f'this Detector holds the model in {self.workdir}; fit trains a '
+                              'new one: fit a new Detector (Detector(config, workdir=NEW), or '
+                              'no workdir for a temporary folder)')
+        if self.model is not None:  # Its own temporary folder: a new one for the new model.
+            self._tmp.cleanup()
+            self._tmp = self.workdir = self.model = None
         validate_config(config, num_devices=jax.device_count())
         x = prepare_images(x, config)
         n_fit = len(holdout_split(len(x), config.predict.holdout, config.seed)[0])
@@ -81,6 +95,7 @@ class Detector:
         if self.workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix='unode_')
             self.workdir = self._tmp.name
+        check_trained_with(config, [(self.workdir, None)])  # Before any work.
         weights = negative_weights(config)  # None: AutoAugOOD's, from these images.
         embedder = embedders.make_embedder(config) if weights is None else None
         outliers = (load_outliers(config.negatives.outliers, config.data.image_size)

@@ -50,6 +50,21 @@ def plan_runs(config, ds, workdir, classes=None):
     return runs
 
 
+def model_directories(config, workdir):
+    """[(folder, its normal class or None)] of the models config's runs keep in workdir
+    (a sweep: the workdir and each class_<c>/ there), without the dataset."""
+    d = config.data
+    if d.setting != 'one_class':
+        return [(workdir, None)]
+    if d.normal_class >= 0:
+        return [(workdir, d.normal_class)]
+    prefix = CLASS_DIR.format('')
+    names = os.listdir(workdir) if os.path.isdir(workdir) else []
+    return [(workdir, d.normal_class)] + [
+        (os.path.join(workdir, n), int(n[len(prefix):])) for n in sorted(names)
+        if n.startswith(prefix) and n[len(prefix):].isdigit()]
+
+
 def predict_dir(config, workdir):
     """The trained model predict uses: the workdir, or class_<c>/ of a one-class sweep."""
     c = config.data.normal_class

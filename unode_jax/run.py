@@ -32,26 +32,41 @@ from unode_jax.data.registry import load_data
 from unode_jax.evaluation import report
 from unode_jax.evaluation.evaluators import evaluator, predict_images
 from unode_jax.modes import MODES
-from unode_jax.plan import plan_runs, predict_dir
+from unode_jax.plan import model_directories, plan_runs, predict_dir
 from unode_jax.runtime import hosts
 from unode_jax.runtime.errors import ConfigError, DamagedFileError
 from unode_jax.runtime.files import read_json
 from unode_jax.serving.export import export_model
-from unode_jax.trained import load_trained, save_config, train_or_restore
+from unode_jax.trained import (check_trained_with, load_trained, results_key, save_config,
+                               train_or_restore)
 from unode_jax.training import train as train_lib
 from unode_jax.validate import check_training_sizes, validate_config
 
 
-def _finished(run, mode):
-    """A sweep's class that a stopped run already trained and scored: its results row."""
+def _finished(config, run, mode):
+    """A sweep's class that a stopped run already trained and scored with these settings
+    and images (its results.json's key): its results row. Another key: scored again."""
     done = os.path.join(run.directory, 'results.json')
     if not (run.in_sweep and mode.train and 'test' in mode.evals and os.path.exists(done)):
         return None
     try:
-        return read_json(done, 'evaluating the class again')
+        row = read_json(done, 'evaluating the class again')
     except DamagedFileError as e:
         print(e, flush=True)
         return None
+    if row.get('key') != results_key(config, run):
+        print(f'{run.title}: {done} was computed with other settings or images; '
+              'evaluating again', flush=True)
+        return None
+    return row
+
+
+def _one_trained(config, workdir):
+    """The trained model predict and export use, trained with config's training fields."""
+    directory = predict_dir(config, workdir)
+    one_class = config.data.setting == 'one_class'
+    check_trained_with(config, [(directory, config.data.normal_class if one_class else None)])
+    return load_trained(config, directory, config.data.image_size)
 
 
 def run(config, workdir, mode='train_eval', classes=None, images=None, threshold=None,
@@ -79,16 +94,16 @@ def run(config, workdir, mode='train_eval', classes=None, images=None, threshold
         if not images:
             raise ConfigError('--mode=predict needs --images=FOLDER_OR_GLOB')
         paths = images_lib.list_images(images)  # Nothing there: stops before the restore.
-        model = load_trained(config, predict_dir(config, workdir), config.data.image_size)
-        return predict_images(config, model, paths, threshold)
+        return predict_images(config, _one_trained(config, workdir), paths, threshold)
     if mode == 'export':  # One trained model as a folder jax and numpy alone can score.
         if not out:
             raise ConfigError('--mode=export needs --out=FOLDER')
-        model = load_trained(config, predict_dir(config, workdir), config.data.image_size)
-        print(f'wrote {export_model(model, config, out)}', flush=True)
+        print(f'wrote {export_model(_one_trained(config, workdir), config, out)}', flush=True)
         return out
     if mode == 'ablate':  # Tables 4-6: a one-class train_eval run per variant.
         return ablation.run_ablation(config, workdir, run, classes)
+    # A workdir holds the models of one set of training fields: another stops here.
+    check_trained_with(config, model_directories(config, workdir))
 
     # Process 0 prepares (and caches) the data first; the others then read the cache.
     ds = hosts.writer_first(lambda: load_data(config, workdir), 'loading the data')
@@ -114,7 +129,7 @@ def run(config, workdir, mode='train_eval', classes=None, images=None, threshold
                       p_train_step=train_lib.make_p_train_step(config))
     rows = [[] for _ in evals]
     for r in runs:
-        done = _finished(r, m)
+        done = _finished(config, r, m)
         if done is not None and len(evals) == 1:
             rows[0].append(done)  # Finished before a stop: not redone.
             continue

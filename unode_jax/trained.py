@@ -18,7 +18,8 @@ from unode_jax.evaluation import precise_bn, predict as predict_lib, score
 from unode_jax.evaluation.evaluate import embed
 from unode_jax.models import compute_dtype
 from unode_jax.plan import ModelRun
-from unode_jax.runtime import hosts
+from unode_jax.runtime import fingerprint, hosts
+from unode_jax.runtime.files import read_json
 from unode_jax.training import train as train_lib
 from unode_jax.training.checkpoint import Checkpointer
 
@@ -84,8 +85,10 @@ def save_config(config, directory, normal_class=None):
         f.write(config.to_json_best_effort(indent=2))
 
 
-def restore_for_eval(config, workdir, image_size, num_classes=2):
-    """The trained state of workdir's newest readable checkpoint (creates no folder)."""
+def restore_for_eval(config, workdir, image_size, num_classes=2, record=None):
+    """The trained state of workdir's newest readable checkpoint (creates no folder), if its
+    record (when it has one) is `record` (model_record; default: config's training fields,
+    images not known here)."""
     restored = None
     if os.path.isdir(os.path.join(workdir, 'checkpoints')):
         state = train_lib.create_train_state(jax.random.key(config.seed), config, image_size,
@@ -96,26 +99,84 @@ def restore_for_eval(config, workdir, image_size, num_classes=2):
     if restored is None:
         raise FileNotFoundError(f'no checkpoint in {os.path.join(workdir, "checkpoints")}: '
                                 'train first (--mode=train or train_eval)')
-    return restored
+    state, meta = restored
+    record = record or dict(fields=fingerprint.training_fields(config), images=None)
+    fingerprint.check_record(meta.get('record'), record, workdir, required=False)
+    return state
+
+
+def model_record(config, run: ModelRun, x_fit, labels):
+    """What run's model is trained on (fingerprint.training_record), with the normal class
+    it trains on (a sweep's config says -1)."""
+    record = fingerprint.training_record(config, x_fit, labels)
+    if run.normal_class is not None:
+        record['fields']['data.normal_class'] = run.normal_class
+    return record
+
+
+def fit_images(config, run: ModelRun):
+    """(x_fit, x_hold, labels of x_fit): run's training images less predict.holdout's
+    held-out ones, which the model trains on."""
+    fit, hold = holdout_split(len(run.x_train), config.predict.holdout, config.seed)
+    labels = None if run.labels is None else run.labels[fit]
+    return run.x_train[fit], run.x_train[hold], labels
+
+
+def results_key(config, run: ModelRun):
+    """The key a run's results.json is computed under (fingerprint.results_key)."""
+    x_fit, _, labels = fit_images(config, run)
+    return fingerprint.results_key(config, x_fit, labels)
+
+
+def holds_model(directory):
+    """Whether directory holds a trained model or its results: a checkpoint, bank.npz or
+    results.json (a failed start's config.json alone does not count)."""
+    ckpt = os.path.join(directory, 'checkpoints')
+    if os.path.isdir(ckpt) and any(n.isdigit() for n in os.listdir(ckpt)):
+        return True
+    return any(os.path.isfile(os.path.join(directory, f))
+               for f in (predict_lib.BANK_FILE, 'results.json'))
+
+
+def check_trained_with(config, directories):
+    """Before any work: each (folder, its normal class or None) that holds a model must
+    have been trained with config's training fields, as its config.json (or, for a sweep's
+    class_<c>/ without one, the sweep's) says; ConfigError naming each that differs."""
+    for directory, normal_class in directories:
+        if not holds_model(directory):
+            continue
+        path = os.path.join(directory, CONFIG_FILE)
+        sweep = os.path.join(os.path.dirname(os.path.normpath(directory)), CONFIG_FILE)
+        from_sweep = not os.path.isfile(path) and normal_class is not None
+        path = sweep if from_sweep else path
+        if not os.path.isfile(path):
+            continue  # Nothing to name fields from: the checkpoint's record is checked.
+        saved = fingerprint.flat_fields(read_json(path, 'train in a new workdir'))
+        fields = fingerprint.training_fields(config)
+        if normal_class is not None:  # A sweep's class folder: the class it trained.
+            fields['data.normal_class'] = normal_class
+            if from_sweep:
+                saved['data.normal_class'] = normal_class
+        fingerprint.check_fields(saved, fields, directory)
 
 
 def train_or_restore(config, run: ModelRun, train, *, weights, embedder=None, outliers=None,
                      n_pad=None, p_train_step=None) -> TrainedModel:
     """run's model, trained (or resumed) on its training images less predict.holdout's
     held-out ones when `train`, else restored; weights=None: AutoAugOOD's, per model."""
-    x_train, labels = run.x_train, run.labels
-    fit, hold = holdout_split(len(x_train), config.predict.holdout, config.seed)
-    x_fit, x_hold = x_train[fit], x_train[hold]
-    labels = None if labels is None else labels[fit]
+    x_fit, x_hold, labels = fit_images(config, run)
+    record = model_record(config, run, x_fit, labels)
     embedder_used = None
     if train:
+        check_resumable(config, run.directory, record)  # Before AutoAugOOD's minutes.
         if weights is None:
             weights, embedder_used = autoaug_weights(config, run, x_fit, embedder, outliers)
         state = train_lib.train(config, run.directory, x_fit, weights, labels=labels,
-                                n_pad=n_pad, p_train_step=p_train_step, outliers=outliers)
+                                n_pad=n_pad, p_train_step=p_train_step, outliers=outliers,
+                                record=record)
     else:
         num_classes = 2 if labels is None else int(labels.max()) + 2
-        state = restore_for_eval(config, run.directory, x_train.shape[1], num_classes)
+        state = restore_for_eval(config, run.directory, x_fit.shape[1], num_classes, record)
         if weights is None:  # Eval only: the weights this model was trained with, if recorded.
             found = autoaug.cached_weights(run.directory)
             if found is not None:
@@ -125,6 +186,20 @@ def train_or_restore(config, run: ModelRun, train, *, weights, embedder=None, ou
     return TrainedModel(run, run.directory, state, bank, weight, head_of(config),
                         config.score.balance, held, config.predict.quantile, x_fit, weights,
                         embedder_used)
+
+
+def check_resumable(config, directory, record):
+    """ConfigError when directory's newest checkpoint was trained with other training
+    fields or images than `record` (train() checks the one it restores again)."""
+    if not os.path.isdir(os.path.join(directory, 'checkpoints')):
+        return
+    ckpt = Checkpointer(directory, config.keep_checkpoints, create=False)
+    try:
+        saved = ckpt.latest_record()
+    finally:
+        ckpt.close()
+    if saved:
+        fingerprint.check_record(saved, record, directory)
 
 
 def autoaug_weights(config, run, x_fit, embedder, outliers):

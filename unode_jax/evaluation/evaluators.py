@@ -23,6 +23,7 @@ from unode_jax.evaluation import predict as predict_lib, report
 from unode_jax.evaluation.baselines import Baselines
 from unode_jax.evaluation.evaluate import (embed, evaluate_corrupted, evaluate_multiclass,
                                            evaluate_one_class)
+from unode_jax.runtime import fingerprint
 from unode_jax.runtime.errors import ConfigError
 from unode_jax.runtime.files import write_json, write_npz
 from unode_jax.training.metrics_log import log_evaluation
@@ -53,7 +54,8 @@ class OneClassTest:
         result.update(report.class_metrics(dict(scores, is_normal=run.is_normal)))
         result = dict(dataset=self.ds.name, normal_class=run.normal_class,
                       class_name=self.ds.class_names[run.normal_class], steps=model.step,
-                      **model.weights_record(config), **result)
+                      **model.weights_record(config), **result,
+                      key=fingerprint.results_key(config, model.x_fit))  # What run.py reuses.
         save_scores(model.directory, run.is_normal, scores)
         log_evaluation(model.directory, model.step, result, config.tensorboard)
         if run.in_sweep:  # A finished class: a resumed sweep reads it back (run.py).

@@ -3,17 +3,21 @@
 
   PATH/model.jax    the inference function, serialized with jax.export: the network in
                     evaluation mode on uint8 images (N, S, S, 3) prepared at the model's
-                    size (N any: a symbolic dimension), the largest cosine similarity to
-                    the bank (eq. 13), the head's term (eq. 14) and eq. (15) with the
-                    model's lambda; lowered for cpu, cuda and tpu (or, where a platform
-                    cannot be lowered here, for this machine's backend alone)
-  PATH/arrays.npz   its arguments: the network's variables, the unit-norm bank, lambda
+                    size (N any: a symbolic dimension) -> the largest cosine similarity to
+                    the bank (eq. 13) and the head's logits; lowered for cpu, cuda and tpu
+                    (a platform that cannot be lowered here is left out, with one line
+                    naming it and why)
+  PATH/arrays.npz   its arguments: the network's variables, the unit-norm bank
   PATH/model.json   what it expects: input size, dtype, channels, resize, score
-                    direction, threshold, the training config's SHA-256, platforms
+                    direction, threshold, lambda, head, balance, the training config's
+                    SHA-256, platforms
 
-exported.py loads it (`unode_jax.serving.exported.load(PATH).score(x)`), and prepares
-images as the folder datasets do (data/images.py). The function computes in float32 (the
-trained model's score is float64 on the host): scores agree to ~1e-6 times lambda.
+exported.py loads it (`unode_jax.serving.exported.load(PATH).score(x)`), prepares images
+as the folder datasets do (data/images.py), and computes the head's term (eq. 14) and
+eq. (15) from the function's outputs in float64 with evaluation/score.py's own
+functions, as the trained model does: a float32 softmax would round P(inlier) to 1.0 past
+a logit margin of ~17 and tie the most normal images. The network and the similarity run
+in float32 on the device, as in evaluation: scores agree to ~1e-6 times lambda.
 """
 import hashlib
 import os
@@ -32,22 +36,15 @@ from unode_jax.runtime.errors import ConfigError
 from unode_jax.runtime.files import write_json
 from unode_jax.training.losses import l2_normalize
 
-FORMAT = 1  # model.json's 'format': what exported.py reads.
+FORMAT = 2  # model.json's 'format': what exported.py reads (2: the function returns logits).
 PLATFORMS = ('cpu', 'cuda', 'tpu')
 FILES = ('model.jax', 'arrays.npz', 'model.json')
 SEP = '/'  # arrays.npz keys: the argument pytree's dict path, joined.
 
 
-def head_term(logits, kind):
-    """score.head_term in jnp (float32): eq. (14)'s P(inlier), or the labeled head's."""
-    p = jax.nn.softmax(logits, axis=-1)
-    if kind == 'binary':
-        return p[:, 1]
-    return p[:, :-1].max(axis=1) if kind == 'msp' else 1.0 - p[:, -1]
-
-
-def score_function(apply_fn, config, head, balance):
-    """f(variables, bank, images) -> dict(score, sim, binary) of score.unode_scores."""
+def score_function(apply_fn, config, balance):
+    """f(variables, bank, images) -> dict(sim, logits): eq. (13)'s similarity on the scale
+    score.unode_scores gives it for `balance`, and the head's logits, float32."""
     input_norm, features = config.model.input_norm, config.score.features
 
     def f(variables, bank, images):
@@ -59,11 +56,32 @@ def score_function(apply_fn, config, head, balance):
         if balance == 'appendix_c_norm':  # as score.unode_scores
             sim = sim * norm
         if balance == 'authors':
-            sim, binary = sim * norm / bank['mean_norm'], logits[:, 0]
-        else:
-            binary = head_term(logits, head)
-        return dict(score=sim + bank['weight'] * binary, sim=sim, binary=binary)
+            sim = sim * norm / bank['mean_norm']
+        return dict(sim=sim, logits=logits.astype(jnp.float32))
     return f
+
+
+def lowered(fn, args, platforms=PLATFORMS):
+    """jax.export of fn for each of platforms that lowers here; a platform that does not is
+    left out with one line naming it and the reason. Raises when this machine's backend is
+    among them (the export could not be checked here)."""
+    try:
+        return jax.export.export(fn, platforms=platforms)(*args)
+    except Exception:  # noqa: BLE001 -- find which platform, and say so below
+        pass
+    ok = []
+    for p in platforms:
+        try:
+            jax.export.export(fn, platforms=(p,))(*args)
+            ok.append(p)
+        except Exception as e:  # noqa: BLE001 -- any failure to lower is named
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            if p == jax.default_backend():
+                raise RuntimeError(f'export: the model does not lower for this machine\'s '
+                                   f'{p} ({type(e).__name__}: {reason})') from e
+            print(f'export: left out platform {p}, which does not lower here '
+                  f'({type(e).__name__}: {reason})', flush=True)
+    return jax.export.export(fn, platforms=tuple(ok))(*args)
 
 
 def config_sha256(config):
@@ -86,22 +104,18 @@ def export_model(model, config, path):
     if os.path.exists(path) and not (os.path.isdir(path) and set(os.listdir(path)) <= set(FILES)):
         raise ConfigError(f'--out={path} exists and is not an export: pick a new folder')
     z = np.asarray(model.bank['z'], np.float32)
-    bank = dict(z=np.asarray(l2_normalize(jnp.asarray(z))), weight=np.float32(model.weight),
+    bank = dict(z=np.asarray(l2_normalize(jnp.asarray(z))),
                 mean_norm=np.float32(np.mean(np.linalg.norm(z.astype(np.float64), axis=1))))
     variables = dict(params=model.state.params, batch_stats=model.state.batch_stats)
     args = dict(variables=flatten(variables), bank=bank)
     size = config.data.image_size
-    fn = jax.jit(score_function(model.state.apply_fn, config, model.head, model.balance))
+    fn = jax.jit(score_function(model.state.apply_fn, config, model.balance))
     structs = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), args)
     (n,) = jax.export.symbolic_shape('n')
     images = jax.ShapeDtypeStruct((n, size, size, 3), jnp.uint8)
     unflat = {k: traverse_util.unflatten_dict(v, sep=SEP) if k == 'variables' else v
               for k, v in structs.items()}
-    try:
-        exported = jax.export.export(fn, platforms=PLATFORMS)(unflat['variables'],
-                                                              unflat['bank'], images)
-    except Exception:  # noqa: BLE001 -- a platform this jaxlib cannot lower for
-        exported = jax.export.export(fn)(unflat['variables'], unflat['bank'], images)
+    exported = lowered(fn, (unflat['variables'], unflat['bank'], images))
     expects = dict(image_size=size, dtype='uint8', channels=[1, 3], resize=config.data.resize,
                    layout='(N, H, W) or (N, H, W, C), any H and W')
     info = dict(format=FORMAT, input=expects,

@@ -9,7 +9,9 @@ orbax or tensorflow_datasets is imported):
 The files are read without executing anything: JSON, a .npz without pickles, and
 jax.export's serialized StableHLO. Images are prepared as in training (data/images.py)
 and scored in batches of up to BATCH, each padded to a power of two so that a service
-compiles a handful of shapes, not one per request size.
+compiles a handful of shapes, not one per request size. The function gives eq. (13)'s
+similarity and the head's logits; the head's term and eq. (15) are computed from them
+here in float64 (terms), as the trained model computes them.
 """
 import os
 
@@ -17,9 +19,10 @@ import jax
 import numpy as np
 
 from unode_jax.data.images import prepare_batch
+from unode_jax.evaluation.score import head_term
 from unode_jax.runtime.files import read_json, read_npz
 
-FORMAT = 1  # The model.json 'format' this reader reads (export.FORMAT).
+FORMAT = 2  # The model.json 'format' this reader reads (export.FORMAT).
 BATCH = 256
 SEP = '/'
 
@@ -66,7 +69,8 @@ class ExportedModel:
             padded = np.zeros((_pow2_at_least(len(chunk)),) + chunk.shape[1:], np.uint8)
             padded[:len(chunk)] = chunk
             out = self.function.call(self.variables, self.bank, padded)
-            parts.append({k: np.asarray(v, np.float64)[:len(chunk)] for k, v in out.items()})
+            parts.append(terms(np.asarray(out['sim'])[:len(chunk)],
+                               np.asarray(out['logits'])[:len(chunk)], self.info))
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def score(self, x):
@@ -76,6 +80,18 @@ class ExportedModel:
     def is_novel(self, x, threshold=None):
         """Whether each image scores below the threshold (default: the trained one)."""
         return below_threshold(self.score(x), self.threshold if threshold is None else threshold)
+
+
+def terms(sim, logits, info):
+    """{'score', 'sim', 'binary'}, float64, from the exported function's float32 similarity
+    and logits and model.json's lambda, head and balance: score.unode_scores' head term
+    and sum (float64, so confident images do not tie at P(inlier) = 1.0)."""
+    sim = np.asarray(sim, np.float64)
+    if info['balance'] == 'authors':  # The authors' negative-class logit.
+        binary = np.asarray(logits, np.float64)[:, 0]
+    else:
+        binary = head_term(logits, info['head'])
+    return dict(score=sim + float(info['weight']) * binary, sim=sim, binary=binary)
 
 
 def below_threshold(scores, threshold):

@@ -19,7 +19,7 @@ import tempfile
 import warnings
 
 import numpy as np
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from unode_jax.runtime.errors import CheckpointFormatError
@@ -49,31 +49,57 @@ def _sha_mismatch(path, got, want):
     return f'{path}: sha256 {got} does not match the expected {want}'
 
 
-def _cache_metadata(st, sha, keys):
+def _content_sha256(weights):
+    """sha256 of the tensors, in key order: a cache's tensors are checked against it."""
+    h = hashlib.sha256()
+    for k in sorted(weights):
+        a = np.ascontiguousarray(weights[k])
+        h.update(repr((k, a.dtype.str, a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _cache_metadata(st, sha, weights):
     return {'format': _CACHE_FORMAT, 'source_size': str(st.st_size),
             'source_mtime_ns': str(st.st_mtime_ns), 'sha256': sha or '',
-            'keys': json.dumps(list(keys))}
+            'keys': json.dumps(list(weights)), 'content_sha256': _content_sha256(weights)}
 
 
 def _read_cache(cache_path, st, want):
-    """The cached weights if they were converted from this very file, else None."""
+    """The cached weights if they were converted from this very file, else None: no cache,
+    another file's (size, mtime or sha256), or a damaged one (what safetensors and json
+    raise for a truncated or garbled file, metadata that is not ours, tensors that are not
+    those written), said in a warning. Any other error (a failed read, out of memory) is
+    raised as it is: the cache may be fine."""
     if not os.path.isfile(cache_path):
         return None
     try:
         with safe_open(cache_path, framework='np') as f:
             meta = f.metadata() or {}
-            expected = _cache_metadata(st, want, [])
-            if any(meta.get(k) != expected[k]
-                   for k in ('format', 'source_size', 'source_mtime_ns')):
+            if any(meta.get(k) != v for k, v in (
+                    ('format', _CACHE_FORMAT), ('source_size', str(st.st_size)),
+                    ('source_mtime_ns', str(st.st_mtime_ns)))):
                 return None
             if want and meta.get('sha256') != want:
                 return None
-            keys = json.loads(meta['keys'])
-            if sorted(keys) != sorted(f.keys()):
+            if 'content_sha256' not in meta:  # Written before caches were checked: redone.
                 return None
-            return {k: f.get_tensor(k) for k in keys}
-    except Exception:  # a corrupt cache is just rebuilt
+            keys = json.loads(meta['keys'])
+            if not isinstance(keys, list) or sorted(keys) != sorted(f.keys()):
+                raise KeyError(f'keys {meta["keys"][:80]} are not the file\'s')
+            weights = {k: f.get_tensor(k) for k in keys}
+    except (SafetensorError, KeyError, json.JSONDecodeError) as e:
+        _warn_damaged(cache_path, f'{type(e).__name__}: {e}')
         return None
+    if meta.get('content_sha256') != _content_sha256(weights):
+        _warn_damaged(cache_path, 'its tensors are not those it was written with')
+        return None
+    return weights
+
+
+def _warn_damaged(cache_path, reason):
+    warnings.warn(f'weight cache {cache_path} is damaged ({reason[:160]}); converting the '
+                  'checkpoint again', RuntimeWarning, stacklevel=4)
 
 
 _warned_dirs = set()

@@ -6,11 +6,16 @@ writes the files; the state then goes back to the devices.
 
 Orbax writes each checkpoint to a temporary folder and renames it when complete,
 so a run killed mid-save leaves the previous checkpoint as the latest one. A complete
-checkpoint damaged later (a truncated array file, a deleted _METADATA) is moved to
+checkpoint damaged later (is_damaged: a truncated, garbled or deleted file) is moved to
 <workdir>/checkpoints_unreadable/ and the one before it restored, with one line saying so;
-when no checkpoint restores (another config's model), nothing is moved and the run stops.
-A disk that fills up during a save stops the run with DiskFullError: which step was being
-written, and the step a rerun resumes from (the last complete checkpoint).
+any other error of a restore (out of memory, a read that failed, a permission) is raised
+as it is, with nothing moved: the file may be fine. A checkpoint of another model (other
+shapes) stops the run with nothing moved. A disk that fills up during a save stops the run
+with DiskFullError: which step was being written, and the step a rerun resumes from (the
+last complete checkpoint).
+
+Each checkpoint's metadata holds the record of what its model was trained on
+(runtime/fingerprint.py): resume() checks it against this run's before training further.
 """
 import json
 import os
@@ -21,8 +26,28 @@ import sys
 import jax
 import orbax.checkpoint as ocp
 
-from unode_jax.runtime import hosts
+from unode_jax.runtime import fingerprint, hosts
 from unode_jax.runtime.errors import CheckpointMismatchError, DiskFullError, is_disk_full
+
+# What orbax and tensorstore raise for a damaged checkpoint, each forced by
+# tests/test_reliability.py: tensorstore's status for a truncated array file (OUT_OF_RANGE),
+# a garbled one or a garbled OCDBT manifest (DATA_LOSS), a deleted one (NOT_FOUND), a
+# deleted OCDBT sub-database (FAILED_PRECONDITION); orbax's 'pytree structure error' for a
+# deleted _METADATA; json's and utf-8's errors for a garbled JSON file; FileNotFoundError
+# for a deleted JSON item file; KeyError 'Item ... was not found in the checkpoint' for a
+# deleted item folder.
+_DAMAGED_STATUS = ('OUT_OF_RANGE:', 'DATA_LOSS:', 'NOT_FOUND:', 'FAILED_PRECONDITION:',
+                   'pytree structure error')
+
+
+def is_damaged(error):
+    """Whether a restore's error says that the checkpoint's files are damaged (and only
+    then: an out-of-memory, a failed read or a permission is not)."""
+    if isinstance(error, (json.JSONDecodeError, UnicodeDecodeError, FileNotFoundError)):
+        return True
+    if isinstance(error, KeyError):
+        return 'was not found in the checkpoint' in str(error)
+    return type(error) is ValueError and str(error).startswith(_DAMAGED_STATUS)
 
 
 def _tree(state):
@@ -104,35 +129,60 @@ class Checkpointer:
             f'some space and rerun the same command (it resumes from {kept})') from error
 
     def restore(self, state):
-        """The newest checkpoint that restores into `state`'s structure, or None if there
-        is none. Newer ones that do not restore are set aside; if none restores, nothing
-        is moved and CheckpointMismatchError says so (another config's model, most likely)."""
+        """(state, meta) of the newest checkpoint, restored into `state`'s structure, or None
+        if there is none. Newer ones that are damaged (is_damaged) are set aside; any other
+        error is raised with nothing moved; a checkpoint of other shapes stops the run
+        (CheckpointMismatchError: another config's model, most likely)."""
         target = jax.device_get(_tree(state))  # Restored as numpy, on every process.
         failed = []
         for step in sorted(self.manager.all_steps(), reverse=True):
             try:
                 restored = self.manager.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(target)))['state']
-                _check_like(restored, target)  # A numpy restore takes the saved shapes.
-            except Exception as e:  # noqa: BLE001 -- orbax and tensorstore raise many kinds
+                    state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+            except Exception as e:  # noqa: BLE001 -- only a damaged file is tried past
                 _quiet_closed_loop_errors()
+                if not is_damaged(e):
+                    raise
                 failed.append((step, e))
                 continue
+            try:  # A numpy restore takes the saved shapes.
+                _check_like(restored['state'], target)
+            except ValueError as e:
+                raise CheckpointMismatchError(
+                    f'no checkpoint in {self.directory} restores into this config\'s model '
+                    f'(step {step}: {_first_line(e)}): it was trained with another config '
+                    '(rerun without --config to use its config.json)') from None
             if failed:
                 hosts.sync('checkpoint_restored')  # Every process has read before a move.
                 for bad_step, error in failed:
                     self._set_aside(bad_step, error)
                 hosts.sync('checkpoint_set_aside')
                 self.manager.reload()
-            return state.replace(**jax.device_put(restored))
+            return state.replace(**jax.device_put(restored['state'])), dict(restored['meta'])
         if failed:
             step, error = failed[0]
             raise CheckpointMismatchError(
-                f'no checkpoint in {self.directory} restores into this config\'s model (step '
-                f'{step}: {_first_line(error)}): it was trained with another config (rerun '
-                'without --config to use its config.json), or its checkpoints are damaged '
-                '(delete the folder to train again)')
+                f'no checkpoint in {self.directory} restores (step {step}: '
+                f'{_first_line(error)}): its checkpoints are damaged (train in a new workdir, '
+                'or delete the folder to train again)')
         return None
+
+    def latest_record(self):
+        """The training record (runtime/fingerprint.py) in the newest checkpoint's metadata:
+        None where there is no checkpoint, {} where it has none or is damaged (restore
+        decides), else the record."""
+        steps = self.manager.all_steps()
+        if not steps:
+            return None
+        try:
+            meta = self.manager.restore(max(steps), args=ocp.args.Composite(
+                meta=ocp.args.JsonRestore()))['meta']
+        except Exception as e:  # noqa: BLE001 -- only a damaged file is left to restore
+            _quiet_closed_loop_errors()
+            if not is_damaged(e):
+                raise
+            return {}
+        return dict(meta).get('record') or {}
 
     def _set_aside(self, step, error):
         """Moves an unreadable checkpoint out of orbax's sight, so that a resumed run can
@@ -182,13 +232,17 @@ def truncate_metrics(path, last_step):
         f.writelines(lines)
 
 
-def resume(ckpt, state, metrics_path):
+def resume(ckpt, state, metrics_path, record=None):
     """The newest readable checkpoint (metrics.jsonl cut back to it), or state as it is
-    (and no metrics.jsonl) when there is none."""
+    (and no metrics.jsonl) when there is none. record (fingerprint.training_record): the
+    checkpoint must have been trained with these fields on these images (ConfigError)."""
     restored = ckpt.restore(state)
     if restored is not None:
-        truncate_metrics(metrics_path, int(restored.step))
-        return restored
+        state, meta = restored
+        if record is not None:
+            fingerprint.check_record(meta.get('record'), record, ckpt.workdir)
+        truncate_metrics(metrics_path, int(state.step))
+        return state
     if os.path.exists(metrics_path) and hosts.is_writer():
         os.remove(metrics_path)
     return state

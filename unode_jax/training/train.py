@@ -27,7 +27,7 @@ from unode_jax.augment import negatives, views
 from unode_jax.augment.weights import has_negatives
 from unode_jax.models import build_model, frozen_mask, normalize_input
 from unode_jax.models.torchvision import load_torchvision_encoder
-from unode_jax.runtime import hosts
+from unode_jax.runtime import fingerprint, hosts
 from unode_jax.runtime.errors import Interrupted
 from unode_jax.runtime.interrupt import deferred_sigint
 from unode_jax.torch_io import weights as torch_weights
@@ -316,15 +316,16 @@ def step_batches(config, images, targets, weights, outliers, n, start, total, st
 
 
 def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train_step=None,
-          outliers=None, stream=None):
+          outliers=None, stream=None, record=None):
     """Train on the normal images x_train (n, H, W, 3) uint8; returns the final TrainState.
 
     labels: None (one-class and unlabeled multi-class: the binary head), or (n,) ints in
     0..K-1 (labeled multi-class: a (K+1)-way head, class K the hard negatives).
-    Resumes from the latest checkpoint in <workdir>/checkpoints. n_pad (>= n) pads the
-    image array so runs on classes of different sizes share one compilation, and
-    p_train_step may be passed in for the same reason. stream: keep the images in host
-    memory and send each step's to the devices (default: when they exceed
+    Resumes from the latest checkpoint in <workdir>/checkpoints if its record is `record`
+    (default: fingerprint.training_record of config, x_train, labels; else ConfigError).
+    n_pad (>= n) pads the image array so runs on classes of different sizes share one
+    compilation, and p_train_step may be passed in for the same reason. stream: keep the
+    images in host memory and send each step's to the devices (default: when they exceed
     data.device_budget_mb), with the same samples and draws as on the devices.
     """
     n_dev, n = jax.device_count(), len(x_train)  # Every process's devices share the batch.
@@ -338,12 +339,14 @@ def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train
     images, targets, num_classes = training_arrays(config, x_train, labels, n_pad)
     state = create_train_state(jax.random.key(config.seed), config, x_train.shape[1], AXIS,
                                num_classes)
+    record = record or fingerprint.training_record(config, x_train, labels)  # Checked on resume.
     ckpt = Checkpointer(workdir, config.keep_checkpoints)
-    state = resume(ckpt, state, os.path.join(workdir, METRICS_FILE))
+    state = resume(ckpt, state, os.path.join(workdir, METRICS_FILE), record)
     state = state.replace(opt_state=optim.set_steps_per_epoch(state.opt_state, steps_per_epoch))
     start = int(state.step)
     meta = dict(n_train=n, steps_per_epoch=steps_per_epoch, total_steps=total,
-                weights=[float(w) for w in weights], transforms=list(config.negatives.transforms))
+                weights=[float(w) for w in weights], transforms=list(config.negatives.transforms),
+                record=record)
     stream = images.nbytes > config.data.device_budget_mb * 2 ** 20 if stream is None else stream
     state_r = replicate(state)
     batches = step_batches(config, images, targets, weights, outliers, n, start, total, stream)
