@@ -75,8 +75,10 @@ def run(config, workdir, mode='train_eval', classes=None, images=None, threshold
     summary of the mode's first evaluator (None when it has none).
 
     One-class: normal_class = -1 sweeps every class (or those in `classes`) in turn, and
-    a stopped sweep resumes, skipping finished classes. 'predict' scores `images` (a
-    folder or glob) with the trained model, 'export' writes it to the folder `out`.
+    a stopped sweep resumes, skipping classes finished under the same settings and
+    images. 'predict' scores `images` (a folder or glob) with the trained model, 'export'
+    writes it to the folder `out`. A workdir whose models were trained with other training
+    fields stops the run before any work (trained.check_trained_with).
     """
     if mode not in MODES:
         raise ValueError(f'--mode must be one of {tuple(MODES)}, got {mode!r}')
