@@ -35,7 +35,8 @@ import numpy as np  # noqa: E402
 from configs import default  # noqa: E402
 from unode_jax.augment import weights as weights_lib  # noqa: E402
 from unode_jax.models import DTYPES, STEMS, compute_dtype, normalize_input  # noqa: E402
-from unode_jax.training import losses, optim, train as train_lib  # noqa: E402
+from unode_jax.training import (devices as devices_lib, losses, optim,  # noqa: E402
+                                train as train_lib)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('model', 'resnet18_cifar', 'Our encoder (configs/default.py model.name). The '
@@ -155,10 +156,10 @@ def setup_jax(config, images_np, warmup):
     state = train_lib.create_train_state(jax.random.key(0), config, s, train_lib.AXIS)
     state = state.replace(opt_state=optim.set_steps_per_epoch(state.opt_state, steps_per_epoch))
     # Outlier images unused: the mixup partners are batch images.
-    batch = train_lib.replicate(train_lib.device_batch(
+    batch = devices_lib.replicate(train_lib.device_batch(
         images_np, np.ones(len(images_np), np.int32), weights, images_np[:1],
         n_valid=len(images_np)), devices)
-    holder = [train_lib.replicate(state, devices)]
+    holder = [devices_lib.replicate(state, devices)]
     t0 = time.perf_counter()
     compiled = train_lib.make_p_train_step(config, devices).lower(holder[0], batch).compile()
     compile_s = time.perf_counter() - t0

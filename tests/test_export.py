@@ -96,8 +96,14 @@ def test_bad_exports_and_targets(trained, tmp_path):
     with pytest.raises(ConfigError, match='exists and is not an export'):
         det.export(str(tmp_path / 'busy'))
     assert (tmp_path / 'busy' / 'mine.txt').read_text() == 'keep'
+    # Its bank was computed with one view: loading it for four is refused, naming the field.
+    with pytest.raises(ConfigError, match=r'bank.npz was computed with other evaluation '
+                                          r'settings: score.ensemble \(1 saved, 4 now\)'):
+        Detector.load(str(root / 'run'), **{'score.ensemble': 4})
+    four = Detector.load(str(root / 'run'))
+    four.config.score.ensemble = 4  # the export itself scores one view
     with pytest.raises(ConfigError, match='score.ensemble=1'):
-        Detector.load(str(root / 'run'), **{'score.ensemble': 4}).export(str(tmp_path / 'e'))
+        four.export(str(tmp_path / 'e'))
     path = det.export(str(tmp_path / 'exp'))
     (tmp_path / 'exp' / 'arrays.npz').write_bytes(b'not a zip')
     with pytest.raises(DamagedFileError, match='arrays.npz is damaged'):

@@ -8,7 +8,7 @@ import pytest
 
 from tests.tiny_config import tiny_config
 from unode_jax.runtime.errors import error_line
-from unode_jax.training import memory, optim, train as train_lib
+from unode_jax.training import devices as devices_lib, memory, optim, train as train_lib
 
 SMALL_SET = ('rotation', 'cutout', 'mixup')
 
@@ -31,7 +31,7 @@ def step_and_args():
     batch = train_lib.device_batch(images, np.ones(24, np.int32), np.full(3, 1 / 3), images[:1],
                                    n_valid=24)
     return (len(devices), train_lib.make_p_train_step(config, devices),
-            (train_lib.replicate(state, devices), train_lib.replicate(batch, devices)))
+            (devices_lib.replicate(state, devices), devices_lib.replicate(batch, devices)))
 
 
 @pytest.mark.slow

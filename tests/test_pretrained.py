@@ -16,7 +16,7 @@ import pytest
 
 from tests.tiny_config import tiny_config
 from unode_jax.torch_io import weights as torch_weights
-from unode_jax.training import train as train_lib
+from unode_jax.training import devices as devices_lib, train as train_lib
 from unode_jax.models import (FROZEN_PREFIXES, MODELS, BasicBlock, Bottleneck, ResNet, create_model,
                               normalize_input)
 from unode_jax.models import torchvision as tv
@@ -182,13 +182,13 @@ def test_frozen_layers_keep_their_weights_while_batch_stats_update(pretrained_st
     p_step = train_lib.make_p_train_step(config, devices)
 
     n = len(config.negatives.transforms)
-    batch = train_lib.replicate(train_lib.device_batch(
+    batch = devices_lib.replicate(train_lib.device_batch(
         images, np.ones(len(images), np.int32), np.full(n, 1 / n), images[:1],
         n_valid=len(images)), devices)
-    new = train_lib.replicate(state, devices)
+    new = devices_lib.replicate(state, devices)
     for _ in range(2):
         new, _ = p_step(new, batch)
-    new = train_lib.unreplicate(new)
+    new = devices_lib.unreplicate(new)
 
     def leaves(tree):
         return {jax.tree_util.keystr(p): np.asarray(v)

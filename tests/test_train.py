@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 
 from tests import children
 from tests.tiny_config import tiny_config
-from unode_jax.training import optim, sampling, train as train_lib
+from unode_jax.training import devices as devices_lib, optim, sampling, train as train_lib
 from unode_jax.training.checkpoint import truncate_metrics
 
 SMALL_SET = ('rotation', 'cutout', 'mixup')  # fewer branches: faster compiles in tests
@@ -30,15 +30,15 @@ def run_steps(config, images, n_dev, k):
     state = train_lib.create_train_state(jax.random.key(0), config, images.shape[1], train_lib.AXIS)
     state = state.replace(opt_state=optim.set_steps_per_epoch(state.opt_state, len(images) // 8))
     p_step = train_lib.make_p_train_step(config, devices)
-    state_r = train_lib.replicate(state, devices)
-    batch_r = train_lib.replicate(train_lib.device_batch(
+    state_r = devices_lib.replicate(state, devices)
+    batch_r = devices_lib.replicate(train_lib.device_batch(
         images, np.ones(len(images), np.int32), np.full(len(SMALL_SET), 1 / len(SMALL_SET)),
         images[:1], n_valid=len(images)), devices)
     history = []
     for _ in range(k):
         state_r, m = p_step(state_r, batch_r)
         history.append({name: float(v[0]) for name, v in m.items()})
-    return train_lib.unreplicate(state_r), history
+    return devices_lib.unreplicate(state_r), history
 
 
 @pytest.fixture(scope='module')

@@ -54,7 +54,16 @@ def test_eval_and_predict_without_config(trained_digits3, tmp_path):
     images.mkdir()
     for i in range(3):
         Image.fromarray(np.full((16, 16, 3), 60 * i, np.uint8)).save(images / f'{i}.png')
+    # bank.npz is now eval's (ensemble 2): predict with the saved config's ensemble 1 would
+    # compare one-view embeddings with a two-view bank and lambda. One line, nothing scored.
     r = launch(f'--workdir={work}', '--mode=predict', f'--images={images}', '--threshold=0.5')
+    assert r.returncode == 1 and r.stderr == (
+        f'error: {work / "bank.npz"} was computed with other evaluation settings: '
+        'score.ensemble (2 saved, 1 now): rerun --mode=eval with these settings to write it '
+        'again, or score with the saved ones\n'), r.stderr
+    assert not (work / 'predictions.csv').exists()
+    r = launch(f'--workdir={work}', '--mode=predict', f'--images={images}', '--threshold=0.5',
+               '--config.score.ensemble=2')
     assert r.returncode == 0, r.stderr[-3000:]
     assert '3 files:' in r.stdout and (work / 'predictions.csv').exists()
 

@@ -60,7 +60,8 @@ class Detector:
     @classmethod
     def load(cls, workdir, **overrides):
         """The detector of a trained workdir (a run, or a sweep's class_<c>/), with its own
-        config.json; overrides as launch.py allows them (score.*, predict.quantile, ...)."""
+        config.json; overrides as launch.py allows them (predict.quantile, ...; a score.*
+        field must be the one its bank.npz was computed with: --mode=eval rewrites it)."""
         det = cls(saved_config(workdir, overrides), workdir, **overrides)
         directory = predict_dir(det.config, workdir)
         det.model = load_trained(det.config, directory, det.config.data.image_size)

@@ -40,6 +40,7 @@ class TrainedModel:
     x_fit: Optional[np.ndarray] = None  # the images trained on
     negative_weights: Optional[np.ndarray] = None  # the hard negatives' weights used
     embedder: Optional[str] = None  # AutoAugOOD's embedder, when it made the weights
+    record: Optional[dict] = None  # what it was trained on (fingerprint.training_record)
 
     @property
     def threshold(self):
@@ -125,7 +126,7 @@ def fit_images(config, run: ModelRun):
 def results_key(config, run: ModelRun):
     """The key a run's results.json is computed under (fingerprint.results_key)."""
     x_fit, _, labels = fit_images(config, run)
-    return fingerprint.results_key(config, x_fit, labels)
+    return fingerprint.results_key(config, fingerprint.images_record(x_fit, labels))
 
 
 def holds_model(directory):
@@ -182,10 +183,11 @@ def train_or_restore(config, run: ModelRun, train, *, weights, embedder=None, ou
             if found is not None:
                 weights, embedder_used = found['weights'], found['embedder']
     state = precise_bn.inlier_batch_stats(state, x_fit, config)
-    bank, weight, held = make_bank(state, config, run.directory, x_fit, x_hold)
+    bank, weight, held = make_bank(state, config, run.directory, x_fit, x_hold,
+                                   record['images'])
     return TrainedModel(run, run.directory, state, bank, weight, head_of(config),
                         config.score.balance, held, config.predict.quantile, x_fit, weights,
-                        embedder_used)
+                        embedder_used, record)
 
 
 def check_resumable(config, directory, record):
@@ -214,9 +216,10 @@ def autoaug_weights(config, run, x_fit, embedder, outliers):
     return (weights if hosts.is_writer() else received), found['embedder']
 
 
-def make_bank(state, config, directory, x_fit, x_hold):
+def make_bank(state, config, directory, x_fit, x_hold, images):
     """Embeds the training images (the bank of eq. 13), computes lambda, and saves both with
-    the held-out images' scores and threshold in bank.npz; -> (bank, lambda, those scores)."""
+    the held-out images' scores and threshold in bank.npz, with what they came from (the
+    images' record, the evaluation fields); -> (bank, lambda, those scores)."""
     bank = embed(state, x_fit, config)
     head = head_of(config)
     reference = embed(state, x_hold, config) if len(x_hold) else None
@@ -230,16 +233,23 @@ def make_bank(state, config, directory, x_fit, x_hold):
                           batch_stats=None if config.score.bn_stats == 'train'
                           else state.batch_stats,
                           balance=config.score.balance, holdout_scores=held,
-                          quantile=config.predict.quantile)
+                          quantile=config.predict.quantile,
+                          provenance=dict(images=images, score=fingerprint.bank_fields(config)))
     return bank, weight, held
 
 
 def load_trained(config, directory, image_size) -> TrainedModel:
     """The model of a trained folder from its checkpoint and bank.npz alone (no dataset):
-    what predict scores new images with, exactly as evaluation scored the test set."""
+    what predict scores new images with, exactly as evaluation scored the test set. The
+    bank must have been computed with config's evaluation fields, from the images the
+    checkpoint's model was trained on (where it records them)."""
     bank = predict_lib.load_bank(directory)
+    made = bank['provenance'] or {}
+    fingerprint.check_bank(made.get('score'), config,
+                           os.path.join(directory, predict_lib.BANK_FILE))
+    record = dict(fields=fingerprint.training_fields(config), images=made.get('images'))
     state = predict_lib.with_batch_stats(
-        restore_for_eval(config, directory, image_size, bank['logits'].shape[1]), bank)
+        restore_for_eval(config, directory, image_size, bank['logits'].shape[1], record), bank)
     if int(state.step) != bank['step']:
         raise FileNotFoundError(f'{directory}: {predict_lib.BANK_FILE} is from step '
                                 f'{bank["step"]} but the checkpoint is at step '

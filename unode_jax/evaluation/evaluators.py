@@ -55,7 +55,7 @@ class OneClassTest:
         result = dict(dataset=self.ds.name, normal_class=run.normal_class,
                       class_name=self.ds.class_names[run.normal_class], steps=model.step,
                       **model.weights_record(config), **result,
-                      key=fingerprint.results_key(config, model.x_fit))  # What run.py reuses.
+                      key=fingerprint.results_key(config, model.record['images']))  # run.py's
         save_scores(model.directory, run.is_normal, scores)
         log_evaluation(model.directory, model.step, result, config.tensorboard)
         if run.in_sweep:  # A finished class: a resumed sweep reads it back (run.py).

@@ -9,11 +9,13 @@ quantile of the held-out scores, so that fraction of unseen normal images is exp
 be called novel (0.05: the 95% TPR of FPR@95).
 """
 import csv
+import json
 import os
 
 import numpy as np
 
 from unode_jax.runtime import hosts
+from unode_jax.runtime.errors import DamagedFileError
 from unode_jax.runtime.files import read_npz, write_npz
 
 BANK_FILE = 'bank.npz'
@@ -31,10 +33,12 @@ BN_PREFIX = 'batch_stats/'
 
 
 def save_bank(directory, *, step, bank, weight, head, balance, holdout_scores, quantile,
-              batch_stats=None):
+              batch_stats=None, provenance=None):
     """bank.npz: what predict needs to score new images as evaluation scored the test set;
     batch_stats: the BatchNorm statistics scored with, when they are not the checkpoint's
-    (score.bn_stats='inliers'), flattened under 'batch_stats/<layer>/<name>'."""
+    (score.bn_stats='inliers'), flattened under 'batch_stats/<layer>/<name>'; provenance:
+    what it was computed from (a JSON-able dict: the model's training images, the
+    evaluation fields), checked when it is read back (trained.load_trained)."""
     path = os.path.join(directory, BANK_FILE)
     bn = {}
     if batch_stats is not None:
@@ -46,7 +50,8 @@ def save_bank(directory, *, step, bank, weight, head, balance, holdout_scores, q
               step=np.int64(step), head=np.str_(head), balance=np.str_(balance),
               holdout_scores=np.asarray(holdout_scores, np.float64),
               quantile=np.float64(quantile),
-              threshold=np.float64(fit_threshold(holdout_scores, quantile)))
+              threshold=np.float64(fit_threshold(holdout_scores, quantile)),
+              provenance=np.str_(json.dumps(provenance)))
 
 
 def load_bank(directory):
@@ -58,7 +63,20 @@ def load_bank(directory):
     return dict(z=b['z'], logits=b['logits'], weight=float(b['weight']), step=int(b['step']),
                 head=str(b['head']), balance=str(b['balance']),
                 holdout_scores=b['holdout_scores'], quantile=float(b['quantile']),
-                threshold=float(b['threshold']), batch_stats=_batch_stats(b))
+                threshold=float(b['threshold']), batch_stats=_batch_stats(b),
+                provenance=_provenance(b, path))
+
+
+def _provenance(b, path):
+    """The bank's provenance dict; None for a bank written before it was recorded."""
+    if 'provenance' not in b:
+        return None
+    try:
+        value = json.loads(str(b['provenance']))
+    except ValueError as e:
+        raise DamagedFileError(f'{path} is damaged (provenance: {e}): rerun --mode=eval to '
+                               'rewrite it') from None
+    return value if isinstance(value, dict) else None
 
 
 def _batch_stats(b):

@@ -266,9 +266,15 @@ def unode_scores(train, test, balance='appendix_c', head='binary', weight=None):
     sim = max_cosine_similarity(test['z'], train['z'])
     if balance == 'appendix_c_norm':  # <z, z_m/|z_m|>: the cosine on the norm scale.
         sim = sim * np.linalg.norm(np.asarray(test['z'], np.float64), axis=1)
-    if balance != 'authors':
-        binary = head_term(test['logits'], head)
-    else:  # The authors' scaled raw similarity and negative-class logit.
+    if balance == 'authors':  # The authors' scaled raw similarity.
         sim = sim * np.linalg.norm(test['z'], axis=1) / np.mean(np.linalg.norm(train['z'], axis=1))
-        binary = np.asarray(test['logits'])[:, 0]
+    binary = balanced_head_term(test['logits'], head, balance)
     return dict(score=sim + weight * binary, sim=sim, binary=binary, weight=weight)
+
+
+def balanced_head_term(logits, head, balance):
+    """The head's term that eq. (15) adds under `balance`: head_term (float64), or with the
+    authors' balance their raw negative-class logit. The export's scorer shares it."""
+    if balance == 'authors':
+        return np.asarray(logits)[:, 0]
+    return head_term(logits, head)

@@ -89,11 +89,19 @@ def training_record(config, x, labels=None):
     return dict(fields=training_fields(config), images=images_record(x, labels))
 
 
-def results_key(config, x, labels=None):
-    """The key of a results.json: every field but RUN_FIELDS, and the training images."""
+def results_key(config, images):
+    """The key of a results.json: every field but RUN_FIELDS, and the training images'
+    record (images_record)."""
     fields = {k: v for k, v in flat_fields(config).items() if not _matches(k, RUN_FIELDS)}
-    text = json.dumps(dict(fields=fields, images=images_record(x, labels)), sort_keys=True)
+    text = json.dumps(dict(fields=fields, images=images), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def bank_fields(config):
+    """The evaluation fields a bank.npz (its embeddings, lambda, BatchNorm statistics,
+    held-out scores) is computed with: score.* but the batch size and the baselines."""
+    return {k: v for k, v in flat_fields(config).items() if k.startswith('score.')
+            and k not in ('score.batch_size', 'score.baselines')}
 
 
 def differences(saved, fields):
@@ -108,15 +116,27 @@ def ways_out():
             'may change')
 
 
+def _named(diffs):
+    named = ', '.join(f'{k} ({a!r} saved, {b!r} now)' for k, a, b in diffs)
+    return named + ''.join(f' ({_NOTES[k]})' for k, _, _ in diffs if k in _NOTES)
+
+
 def check_fields(saved, fields, where):
     """ConfigError naming every training field whose value differs from the saved one."""
     diffs = [d for d in differences(saved, fields) if is_training_field(d[0])]
-    if not diffs:
-        return
-    named = ', '.join(f'{k} ({a!r} saved, {b!r} now)' for k, a, b in diffs)
-    notes = ''.join(f' ({_NOTES[k]})' for k, _, _ in diffs if k in _NOTES)
-    raise ConfigError(f'{where} holds a model trained with other settings: {named}{notes}: '
-                      f'{ways_out()}')
+    if diffs:
+        raise ConfigError(f'{where} holds a model trained with other settings: '
+                          f'{_named(diffs)}: {ways_out()}')
+
+
+def check_bank(saved, config, where):
+    """ConfigError when a bank.npz was computed with other bank_fields than config's (a
+    bank written before it recorded them, saved None, is not compared)."""
+    diffs = differences(saved or {}, bank_fields(config))
+    if diffs:
+        raise ConfigError(f'{where} was computed with other evaluation settings: '
+                          f'{_named(diffs)}: rerun --mode=eval with these settings to write '
+                          'it again, or score with the saved ones')
 
 
 def check_images(saved, images, where):

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from unode_jax.data.images import prepare_batch
-from unode_jax.evaluation.score import head_term
+from unode_jax.evaluation.score import balanced_head_term
 from unode_jax.runtime.files import read_json, read_npz
 
 FORMAT = 2  # The model.json 'format' this reader reads (export.FORMAT).
@@ -87,10 +87,7 @@ def terms(sim, logits, info):
     and logits and model.json's lambda, head and balance: score.unode_scores' head term
     and sum (float64, so confident images do not tie at P(inlier) = 1.0)."""
     sim = np.asarray(sim, np.float64)
-    if info['balance'] == 'authors':  # The authors' negative-class logit.
-        binary = np.asarray(logits, np.float64)[:, 0]
-    else:
-        binary = head_term(logits, info['head'])
+    binary = balanced_head_term(logits, info['head'], info['balance'])
     return dict(score=sim + float(info['weight']) * binary, sim=sim, binary=binary)
 
 

@@ -33,11 +33,9 @@ from unode_jax.runtime.interrupt import deferred_sigint
 from unode_jax.torch_io import weights as torch_weights
 from unode_jax.training import losses, memory, optim
 from unode_jax.training.checkpoint import Checkpointer, resume
+from unode_jax.training.devices import AXIS, local_device_positions, replicate, unreplicate
 from unode_jax.training.metrics_log import METRICS_FILE, MetricsLog
 from unode_jax.training.sampling import image_indices, prefetch, streamed_batches
-
-AXIS = 'batch'
-
 
 class TrainState(train_state.TrainState):
     batch_stats: Any
@@ -219,33 +217,6 @@ def train_step(state, batch, *, config, axis_name=AXIS):
     return state, metrics
 
 
-def replicate(tree, devices=None):
-    """A copy of tree on each device, laid out as pmap's own outputs are.
-
-    flax's replicate gives arrays whose sharding names another mesh axis than
-    pmap's outputs, so the second step would recompile the train step.
-    """
-    devices = devices or jax.local_devices()
-    stacked = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (len(devices),) + np.shape(x)),
-                           tree)
-    return jax.pmap(lambda x: x, axis_name=AXIS, devices=devices)(stacked)
-
-
-def unreplicate(tree):
-    """Device 0's copy of a pmap-replicated tree (flax's returns (1, ...) arrays when
-    pmap ran on 1 of several devices)."""
-    return jax.tree.map(lambda x: x.addressable_shards[0].data.reshape(x.shape[1:]), tree)
-
-
-def local_device_positions():
-    """The pmap axis index (the global position) of each of this process's devices, in
-    jax.local_devices() order: which rows of a global batch this host feeds."""
-    out = jax.pmap(lambda x: jax.lax.axis_index(AXIS), axis_name=AXIS)(
-        np.zeros(jax.local_device_count()))
-    position = {s.device: int(np.asarray(s.data).reshape(-1)[0]) for s in out.addressable_shards}
-    return [position[d] for d in jax.local_devices()]
-
-
 def make_p_train_step(config, devices=None):
     return jax.pmap(functools.partial(train_step, config=config), axis_name=AXIS,
                     donate_argnums=(0,), devices=devices)
@@ -321,8 +292,9 @@ def train(config, workdir, x_train, weights, *, labels=None, n_pad=None, p_train
 
     labels: None (one-class and unlabeled multi-class: the binary head), or (n,) ints in
     0..K-1 (labeled multi-class: a (K+1)-way head, class K the hard negatives).
-    Resumes from the latest checkpoint in <workdir>/checkpoints if its record is `record`
-    (default: fingerprint.training_record of config, x_train, labels; else ConfigError).
+    Resumes from the latest checkpoint in <workdir>/checkpoints if its record says it was
+    trained with these training fields on these images (record: the checkpoints' record,
+    default fingerprint.training_record of config, x_train and labels; else ConfigError).
     n_pad (>= n) pads the image array so runs on classes of different sizes share one
     compilation, and p_train_step may be passed in for the same reason. stream: keep the
     images in host memory and send each step's to the devices (default: when they exceed
