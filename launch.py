@@ -136,8 +136,8 @@ def main(argv):
         sys.exit(f'error: --classes takes class numbers, e.g. --classes=0,6,9, got '
                  f'{",".join(FLAGS.classes)}')
     classes = [int(c) for c in FLAGS.classes] if FLAGS.classes else None
-    if FLAGS.config is not None and MODES[FLAGS.mode].devices:
-        xla_options.deterministic_ops(FLAGS.config)  # Before anything starts the backend.
+    if MODES[FLAGS.mode].devices:
+        xla_options.set_flags(FLAGS.config)  # Before anything starts the backend.
     try:
         cluster = hosts.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                                    FLAGS.process_id, FLAGS.heartbeat_timeout_s)

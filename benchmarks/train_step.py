@@ -38,9 +38,37 @@ from unode_jax.models import DTYPES, STEMS, compute_dtype, normalize_input  # no
 from unode_jax.training import (devices as devices_lib, losses, optim,  # noqa: E402
                                 train as train_lib)
 
+TEMPERATURE = 0.5
+# The torch restatement's stem width (its stages: w, 2w, 4w, 8w channels) per our model.
+TORCH_WIDTHS = {'resnet18_cifar': 64, 'resnet18_cifar_w16': 16}
+
+# XLA:CPU's library paths, as compiler options of one compile (DebugOptions fields; the
+# same names as XLA_FLAGS' --xla_cpu_... flags, repeated enums spelled in full).
+YNN = 'xla_cpu_experimental_ynn_fusion_type'
+
+
+def ynn_types(*types):
+    return ','.join(f'LIBRARY_FUSION_TYPE_{t}' for t in types)
+
+
+XLA_VARIANTS = {
+    'default': {},  # jaxlib 0.10.2: YNNPACK for single dots and convolutions.
+    'ynn_off': {YNN: ''},  # Eigen and XLA's own emitters only.
+    'ynn_dot': {YNN: ynn_types('INDIVIDUAL_DOT')},  # Convolutions to Eigen.
+    'ynn_fused': {YNN: ynn_types('INDIVIDUAL_DOT', 'INDIVIDUAL_CONVOLUTION', 'DOT', 'ELTWISE',
+                                 'REDUCE')},
+    'onednn': {'xla_cpu_use_onednn': True, YNN: ''},
+    # Not listed: oneDNN's dot fusions (xla_cpu_experimental_onednn_fusion_type=
+    # LIBRARY_FUSION_TYPE_DOT) kill the process with an illegal instruction on jaxlib 0.10.2
+    # ("partition compile failed", a 2-core Xeon with AVX-512).
+    'eigen_1thread': {'xla_cpu_multi_thread_eigen': False},
+    'vector512': {'xla_cpu_prefer_vector_width': 512},
+    'vector256': {'xla_cpu_prefer_vector_width': 256},
+}
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string('model', 'resnet18_cifar', 'Our encoder (configs/default.py model.name). The '
-                    'torch baseline exists for resnet18_cifar only.')
+                    f'torch baseline exists for {", ".join(TORCH_WIDTHS)}.')
 flags.DEFINE_integer('batch', 32, 'Inlier images per step (the model sees 4x rows).')
 flags.DEFINE_integer('image_size', 32, 'Image side in pixels.')
 flags.DEFINE_enum('dtype', 'auto', list(DTYPES), 'model.dtype: the compute dtype (auto: '
@@ -56,8 +84,10 @@ flags.DEFINE_bool('torch', True, 'Run the PyTorch baseline (when torch is instal
 flags.DEFINE_integer('torch_threads', 0, 'torch.set_num_threads; 0: the number of usable cores. '
                      'On a loaded machine fewer threads can be much faster (OpenMP barriers).')
 flags.DEFINE_string('json_out', None, 'Write all numbers to this JSON file.')
+flags.DEFINE_list('xla_variants', ['default'], 'XLA:CPU option sets to time against each other '
+                  f'in the same rounds ({", ".join(XLA_VARIANTS)}): each compiles our programs '
+                  'with its compiler options on top of XLA_FLAGS.')
 
-TEMPERATURE = 0.5
 NEG_PROBS = {'rotation': 0.3, 'mixup': 0.7}  # The authors' default table (not cifar10's).
 
 
@@ -141,8 +171,10 @@ def authors_config(model, batch, image_size, dtype='auto', stem=None):
 # --------------------------------------------------------------------------------------
 
 
-def setup_jax(config, images_np, warmup):
-    """Compiles our three programs; returns (info, name -> blocking step fn)."""
+def setup_jax(config, images_np, warmup, options=None):
+    """Compiles our three programs (with XLA compiler `options`); returns (info, name ->
+    blocking step fn)."""
+    options = options or None
     b, s = config.batch_size, config.data.image_size
     devices = jax.local_devices()
     if b % len(devices):
@@ -161,7 +193,8 @@ def setup_jax(config, images_np, warmup):
         n_valid=len(images_np)), devices)
     holder = [devices_lib.replicate(state, devices)]
     t0 = time.perf_counter()
-    compiled = train_lib.make_p_train_step(config, devices).lower(holder[0], batch).compile()
+    compiled = train_lib.make_p_train_step(config, devices).lower(holder[0], batch).compile(
+        compiler_options=options)
     compile_s = time.perf_counter() - t0
 
     def full_step():
@@ -192,7 +225,8 @@ def setup_jax(config, images_np, warmup):
 
     holder1 = [state1]
     t0 = time.perf_counter()
-    compiled1 = jax.jit(model_step, donate_argnums=0).lower(state1, x).compile()
+    compiled1 = jax.jit(model_step, donate_argnums=0).lower(state1, x).compile(
+        compiler_options=options)
     res['model'] = dict(compile_s=time.perf_counter() - t0, flops=xla_flops(compiled1))
 
     def model_only():
@@ -212,7 +246,7 @@ def setup_jax(config, images_np, warmup):
                                     positions, b)
 
     t0 = time.perf_counter()
-    compiled2 = jax.jit(views_step).lower(jnp.int32(0)).compile()
+    compiled2 = jax.jit(views_step).lower(jnp.int32(0)).compile(compiler_options=options)
     res['views'] = dict(compile_s=time.perf_counter() - t0, flops=xla_flops(compiled2))
     counter = [0]
 
@@ -230,8 +264,9 @@ def setup_jax(config, images_np, warmup):
 # --------------------------------------------------------------------------------------
 
 
-def torch_model(proj_dim=128, num_classes=2):
-    """CIFAR ResNet-18 (3x3 stem, no max-pool) + projection head + binary head."""
+def torch_model(width=64, proj_dim=128, num_classes=2):
+    """CIFAR ResNet-18 (3x3 stem, no max-pool; stages of width, 2, 4 and 8 x width channels)
+    + projection head + binary head, as our resnet18_cifar (width 64) and _w16 (16)."""
     from torch import nn
 
     class Block(nn.Module):
@@ -253,16 +288,17 @@ def torch_model(proj_dim=128, num_classes=2):
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.stem = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64),
-                                      nn.ReLU())
-            layers, cin = [], 64
-            for i, cout in enumerate((64, 128, 256, 512)):
+            self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False),
+                                      nn.BatchNorm2d(width), nn.ReLU())
+            layers, cin = [], width
+            for i, cout in enumerate((width, 2 * width, 4 * width, 8 * width)):
                 for j in range(2):
                     layers.append(Block(cin, cout, 2 if i > 0 and j == 0 else 1))
                     cin = cout
             self.layers = nn.Sequential(*layers)
-            self.proj = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, proj_dim))
-            self.head = nn.Linear(512, num_classes)
+            d = 8 * width
+            self.proj = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, proj_dim))
+            self.head = nn.Linear(d, num_classes)
 
         def forward(self, x):
             f = self.layers(self.stem((x - 0.5) / 0.5)).mean((2, 3))
@@ -406,7 +442,7 @@ def num_cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
 
 
-def setup_torch(images_np, batch, warmup, threads=0):
+def setup_torch(images_np, batch, warmup, threads=0, width=64):
     """Builds the eager torch step; returns (info, name -> blocking step fn)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -416,7 +452,7 @@ def setup_torch(images_np, batch, warmup, threads=0):
     dev = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     sync = torch.cuda.synchronize if dev.type == 'cuda' else (lambda: None)
     images = torch.from_numpy(images_np).permute(0, 3, 1, 2).contiguous().to(dev)  # uint8 NCHW
-    net = torch_model().to(dev).train()
+    net = torch_model(width).to(dev).train()
     params = list(net.parameters())
     bufs = [torch.zeros_like(p) for p in params]
     b, s = batch, images.shape[-1]
@@ -509,6 +545,23 @@ def print_table(ours, theirs, batch, image_size):
           'step; MFU = achieved / the chip\'s peak. FLOPs are per device.')
 
 
+def print_variants(variants, theirs):
+    """Each XLA option set's median s/step, and its speed against the first set and torch."""
+    first = next(iter(variants.values()))
+    print()
+    print(f'XLA:CPU option sets, timed in the same rounds (s/step; x: speed against '
+          f'{next(iter(variants))}{" and torch" if theirs else ""}, > 1: faster)')
+    for part in ('full', 'model', 'views'):
+        cells = []
+        for v, res in variants.items():
+            t = res[part]['s_per_step']
+            cell = f'{v} {t:.4f} ({first[part]["s_per_step"] / t:.2f}x'
+            if theirs:
+                cell += f', {theirs[part]["s_per_step"] / t:.2f}x torch'
+            cells.append(cell + ')')
+        print(f'  {part:6s} ' + '; '.join(cells))
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'unexpected arguments: {argv[1:]}')
@@ -521,16 +574,24 @@ def main(argv):
           f'{jax.default_backend()} device(s); model {FLAGS.model}, stem '
           f'{FLAGS.stem or "(its own)"}, {compute_dtype(FLAGS.dtype).name}')
 
-    t0 = time.perf_counter()
-    ours, fns = setup_jax(config, images_np, FLAGS.warmup)
-    print(f'ours: compiled and warmed up in {time.perf_counter() - t0:.0f} s (full step compile '
-          f'{ours["full"]["compile_s"]:.1f} s)')
+    unknown = [v for v in FLAGS.xla_variants if v not in XLA_VARIANTS]
+    if unknown or not FLAGS.xla_variants:
+        raise app.UsageError(f'--xla_variants: unknown {unknown}; known: {", ".join(XLA_VARIANTS)}')
+    variants, fns = {}, {}
+    for v in FLAGS.xla_variants:
+        t0 = time.perf_counter()
+        variants[v], v_fns = setup_jax(config, images_np, FLAGS.warmup, XLA_VARIANTS[v])
+        fns.update({f'{v}:{k}': fn for k, fn in v_fns.items()})
+        print(f'ours ({v}): compiled and warmed up in {time.perf_counter() - t0:.0f} s (full '
+              f'step compile {variants[v]["full"]["compile_s"]:.1f} s)')
+    ours = variants[FLAGS.xla_variants[0]]
 
     theirs, torch_note = None, None
     if not FLAGS.torch:
         torch_note = 'torch baseline skipped (--notorch)'
-    elif FLAGS.model != 'resnet18_cifar':
-        torch_note = f'torch baseline exists for resnet18_cifar only, not {FLAGS.model}'
+    elif FLAGS.model not in TORCH_WIDTHS:
+        torch_note = (f'torch baseline exists for {", ".join(TORCH_WIDTHS)} only, '
+                      f'not {FLAGS.model}')
     else:
         try:
             import torch  # noqa: F401
@@ -540,19 +601,23 @@ def main(argv):
     if torch_note:
         print(torch_note)
     else:
-        theirs, torch_fns = setup_torch(images_np, b, FLAGS.warmup, FLAGS.torch_threads)
+        theirs, torch_fns = setup_torch(images_np, b, FLAGS.warmup, FLAGS.torch_threads,
+                                        TORCH_WIDTHS[FLAGS.model])
         print(f'torch {theirs["version"]} ({theirs["threads"]} threads, {theirs["device"]}): '
               f'built and warmed up')
-        fns.update({f'torch_{k}': v for k, v in torch_fns.items()})
+        fns.update({f'torch:{k}': v for k, v in torch_fns.items()})
 
     print(f'timing {FLAGS.steps} rounds of {len(fns)} interleaved steps ...')
     times = time_interleaved(fns, FLAGS.steps)
     for part in ('full', 'model', 'views'):
-        ours[part].update(summarize(times[part], b, ours[part]['flops']))
+        for v, res in variants.items():
+            res[part].update(summarize(times[f'{v}:{part}'], b, res[part]['flops']))
         if theirs:
-            theirs[part].update(summarize(times[f'torch_{part}'], b))
+            theirs[part].update(summarize(times[f'torch:{part}'], b))
 
     print_table(ours, theirs, b, s)
+    if len(variants) > 1:
+        print_variants(variants, theirs)
     peak = peak_memory_gib()
     if peak is not None:
         print(f'peak device memory (all three programs, device 0): {peak:.2f} GiB')
@@ -564,7 +629,8 @@ def main(argv):
         out = dict(model=FLAGS.model, stem=FLAGS.stem, dtype=compute_dtype(FLAGS.dtype).name,
                    batch=b, rows=4 * b, image_size=s, steps=FLAGS.steps, peak_memory_gib=peak,
                    warmup=FLAGS.warmup, jax_version=jax.__version__, load_average=(load0, load1),
-                   ours=ours, torch=theirs,
+                   ours=ours, torch=theirs, xla_variants={
+                       v: dict(options=XLA_VARIANTS[v], **res) for v, res in variants.items()},
                    torch_note=torch_note,
                    ratios_ours_over_torch=theirs and {
                        f'{part}_{key}': ours[part][key] / theirs[part][key]

@@ -1,4 +1,4 @@
-"""Test set-up: 4 fake CPU devices, set before JAX starts.
+"""Test set-up: 4 fake CPU devices and the project's XLA:CPU flags, set before JAX starts.
 
 On a machine with a GPU or TPU the suite still runs on the CPU (JAX_PLATFORMS=cpu unless
 set). With JAX_PLATFORMS=cuda (or tpu) it runs on the accelerator; then a test marked
@@ -10,6 +10,10 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from unode_jax.runtime import xla_options  # noqa: E402
+
+xla_options.set_flags()  # XLA:CPU's library choice, as launch.py makes it (the user's wins).
 
 import pytest  # noqa: E402
 

@@ -1,14 +1,26 @@
 """The benchmark scripts run (tiny sizes; their timings are not checked, only that they
 measure the configuration asked for and write their summary)."""
-import pytest
+import functools
 import importlib.util
 import json
 import os
 import sys
 
+import pytest
+
 from tests import children
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@functools.lru_cache(maxsize=None)
+def train_step_bench():
+    """benchmarks/train_step.py as a module, loaded once (it defines absl flags)."""
+    spec = importlib.util.spec_from_file_location(
+        'train_step_bench', os.path.join(ROOT, 'benchmarks/train_step.py'))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
 
 
 @pytest.mark.slow
@@ -17,20 +29,66 @@ def test_train_step_benchmark_times_the_asked_model_dtype_and_stem(tmp_path):
     r = children.run([sys.executable, os.path.join(ROOT, 'benchmarks/train_step.py'),
                       '--model=resnet18', '--stem=cifar', '--dtype=bfloat16', '--batch=2',
                       '--image_size=16', '--steps=1', '--warmup=0', '--num_images=8',
-                      '--notorch', f'--json_out={out}'])
+                      '--notorch', f'--json_out={out}', '--xla_variants=default,ynn_off'])
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())
     assert (res['model'], res['stem'], res['dtype']) == ('resnet18', 'cifar', 'bfloat16')
     assert 'stem cifar, bfloat16' in r.stdout
     assert res['ours']['full']['flops'] > 0 and res['ours']['full']['loss_finite']
+    # Each XLA option set is compiled and timed in the same rounds; the first is 'ours'.
+    variants = res['xla_variants']
+    assert list(variants) == ['default', 'ynn_off']
+    assert variants['ynn_off']['options'] == {'xla_cpu_experimental_ynn_fusion_type': ''}
+    assert variants['default']['full']['times'] == res['ours']['full']['times']
+    assert all(len(variants[v][p]['times']) == 1 for v in variants for p in ('full', 'model'))
+    assert 'ynn_off' in r.stdout.split('XLA:CPU option sets')[1]
+
+
+def test_train_step_benchmark_refuses_an_unknown_xla_variant():
+    r = children.run([sys.executable, os.path.join(ROOT, 'benchmarks/train_step.py'),
+                      '--xla_variants=default,fastest', '--notorch'])
+    assert r.returncode != 0 and "unknown ['fastest']" in r.stderr
+
+
+def test_the_torch_baseline_is_our_network_at_each_width():
+    """The torch restatement has our encoder's and heads' parameter count at both widths
+    (BatchNorm's running statistics are buffers there, batch_stats here)."""
+    torch = pytest.importorskip('torch')
+    import jax
+    import numpy as np
+    bench = train_step_bench()
+    from unode_jax.models import create_model
+    for name, width in bench.TORCH_WIDTHS.items():
+        variables = jax.eval_shape(lambda: create_model(name).init(
+            jax.random.key(0), jax.numpy.zeros((1, 16, 16, 3)), train=False))
+        ours = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables['params']))
+        net = bench.torch_model(width)
+        assert sum(p.numel() for p in net.parameters()) == ours, name
+        assert isinstance(net(torch.zeros(2, 3, 16, 16))[0], torch.Tensor)
+
+
+@pytest.mark.slow
+def test_profile_step_places_every_op_of_the_step(tmp_path):
+    """benchmarks/profile_step.py on a tiny step: the parts the breakdown names are there,
+    each op placed once (the parts add up to the ops' sum)."""
+    out = tmp_path / 'profile.json'
+    r = children.run([sys.executable, os.path.join(ROOT, 'benchmarks/profile_step.py'),
+                      f'--config={ROOT}/configs/digits.py', '--config.model.name=tiny',
+                      '--config.batch_size=2', '--steps=2', '--warmup=1',
+                      f'--profile_json_out={out}'], cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert {'views + negatives', 'BatchNorm', 'optimizer', 'convolutions layer1'} <= set(
+        res['part'])
+    assert res['ops_s'] > 0 and res['wall_s'] > 0
+    for key in ('part', 'kind', 'direction', 'part_kind'):
+        assert abs(sum(res[key].values()) - res['ops_s']) < 1e-9, key
+    assert 'by part' in r.stdout and 'slowest ops' in r.stdout
 
 
 def test_train_step_table_prints_without_flops(capsys):
     """A backend whose cost analysis gives no FLOPs: '-' in the table, no crash."""
-    spec = importlib.util.spec_from_file_location(
-        'train_step_bench', os.path.join(ROOT, 'benchmarks/train_step.py'))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = train_step_bench()
 
     class NoCost:
         def cost_analysis(self):

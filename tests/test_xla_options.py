@@ -4,6 +4,8 @@ import os
 import re
 import shutil
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from unode_jax.runtime import xla_options
@@ -67,10 +69,49 @@ def test_a_run_writes_its_compiled_steps_to_the_cache_and_a_rerun_reads_them(tmp
 
 def test_deterministic_adds_xla_s_flag_once_and_keeps_the_user_s():
     flag = '--xla_gpu_deterministic_ops=true'
-    assert xla_options.xla_flags(False, '--xla_dump_to=/d') == '--xla_dump_to=/d'
-    assert xla_options.xla_flags(True, '') == flag
-    assert xla_options.xla_flags(True, '--xla_dump_to=/d') == f'--xla_dump_to=/d {flag}'
-    assert xla_options.xla_flags(True, flag) == flag  # not twice
+    cpu = ' '.join(xla_options.CPU_FLAGS)
+    assert xla_options.xla_flags(False, '--xla_dump_to=/d') == f'--xla_dump_to=/d {cpu}'
+    assert xla_options.xla_flags(True, '') == f'{cpu} {flag}'
+    assert xla_options.xla_flags(True, '--xla_dump_to=/d') == f'--xla_dump_to=/d {cpu} {flag}'
+    assert xla_options.xla_flags(True, flag) == f'{flag} {cpu}'  # not twice
+
+
+def test_the_cpu_library_flags_yield_to_the_user_s_own():
+    """A flag the user sets (any value, empty included) is theirs; others are added once."""
+    assert xla_options.CPU_FLAGS == ('--xla_cpu_experimental_ynn_fusion_type=individual_dot',)
+    for own in ('--xla_cpu_experimental_ynn_fusion_type=',
+                '--xla_cpu_experimental_ynn_fusion_type=individual_dot,individual_convolution'):
+        assert xla_options.xla_flags(False, f'--a=1 {own}') == f'--a=1 {own}'
+    once = xla_options.xla_flags(False, '')
+    assert xla_options.xla_flags(False, once) == once
+    assert xla_options.with_flags(' --a=1  --b ', ('--b=2', '--c=3')) == '--a=1  --b --c=3'
+
+
+@pytest.mark.cpu_only('XLA:CPU\'s own option')
+def test_the_cpu_flag_sends_convolutions_to_eigen_and_dots_to_ynnpack():
+    """What CPU_FLAGS buys, read off the compiled program: with it a convolution stays an
+    XLA convolution (Eigen) and a dot becomes a YNNPACK fusion; jaxlib's default hands the
+    convolution (32 channels: over YNNPACK's 16-channel cut) to YNNPACK too. Compiler
+    options are XLA_FLAGS' names, per compile (enum values spelled in full)."""
+    x, w = jnp.ones((8, 8, 8, 32)), jnp.ones((3, 3, 32, 32))
+
+    def f(x, w):
+        y = jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME',
+                                         dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+        return y.reshape(-1, 32) @ w[0, 0]
+
+    def ops(options):
+        text = jax.jit(f).lower(x, w).compile(compiler_options=options).as_text()
+        entry = text.split('\nENTRY ')[1]  # Not the fused computations' insides.
+        return entry.count('"__ynn_fusion"'), entry.count(' convolution(')
+
+    def options(flag):
+        name, value = flag.lstrip('-').split('=')
+        return {name: ','.join(f'LIBRARY_FUSION_TYPE_{t.upper()}' for t in value.split(','))}
+
+    assert ops(options(xla_options.CPU_FLAGS[0])) == (1, 1)
+    assert ops(options('--xla_cpu_experimental_ynn_fusion_type=individual_dot,'
+                       'individual_convolution')) == (2, 0)
 
 
 def debug_options(path):
@@ -103,6 +144,7 @@ def test_a_deterministic_run_starts_xla_with_the_flag(tmp_path):
     options = debug_options(dump / steps[0].name.replace('.before_optimizations.txt',
                                                          '.debug_options'))
     assert options['xla_gpu_deterministic_ops'] == 'true'
+    assert options['xla_cpu_experimental_ynn_fusion_type'] == 'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT'
     assert options['xla_dump_to'] == f'"{dump}"'  # The user's own flags, kept.
     assert options['xla_dump_hlo_module_re'] == '"jit__fun"'
     shutil.rmtree(dump)  # ~30 MB of HLO text and LLVM IR.

@@ -1,8 +1,25 @@
 """XLA's process-wide options, set by launch.py before the first compile.
 
-deterministic_ops(config): config.deterministic adds --xla_gpu_deterministic_ops=true to
-XLA_FLAGS (before the backend starts): a GPU then picks deterministic reductions and
-scatters (slower), so that the same run on the same GPU gives the same bits.
+set_flags(config) writes XLA_FLAGS before the backend starts (XLA reads them once):
+
+- config.deterministic adds --xla_gpu_deterministic_ops=true: a GPU then picks
+  deterministic reductions and scatters (slower), so that the same run on the same GPU
+  gives the same bits.
+- CPU_FLAGS, XLA:CPU's library choice measured fastest for this project's steps (below).
+
+Each flag the user's own XLA_FLAGS already sets is left as they set it.
+
+XLA:CPU (jaxlib 0.10.2) hands single dots and 2-D convolutions to its YNNPACK library
+(`--xla_cpu_experimental_ynn_fusion_type`, default individual_dot,individual_convolution).
+For the convolutions of this project's CPU models it is slower than XLA's Eigen path: the
+CPU recipe's training step (`benchmarks/train_step.py --model=resnet18_cifar_w16
+--image_size=16 --batch=16 --xla_variants=default,ynn_dot,...`, interleaved) took 0.0554
+s with YNNPACK's convolutions and 0.0466 s without them (1.19x) on a 2-core Xeon with
+AVX-512, 0.0566 and 0.0505 s (1.12x) with --xla_cpu_max_isa=AVX2; docs/speed.md has the
+other option sets (YNNPACK off, its fusions, oneDNN, one Eigen thread, vector widths).
+Dots stay with YNNPACK. The flag names XLA:CPU's options only; other backends ignore it.
+To get jaxlib's own choice back: XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=
+individual_dot,individual_convolution.
 
 JAX's persistent compilation cache, so that a rerun, a resume or the next run of the
 same config loads its compiled steps instead of compiling them again (minutes for
@@ -46,15 +63,26 @@ def enable(flag):
 
 
 DETERMINISTIC_FLAG = '--xla_gpu_deterministic_ops=true'
+CPU_FLAGS = ('--xla_cpu_experimental_ynn_fusion_type=individual_dot',)
+
+
+def flag_name(flag):
+    return flag.split('=', 1)[0]
+
+
+def with_flags(flags, wanted):
+    """flags (an XLA_FLAGS string) with each of `wanted` added whose name it does not set."""
+    given = {flag_name(f) for f in flags.split()}
+    return ' '.join([flags.strip()] + [f for f in wanted if flag_name(f) not in given]).strip()
 
 
 def xla_flags(deterministic, flags=''):
-    """XLA_FLAGS with (or as given without) the deterministic-ops flag."""
-    if not deterministic or DETERMINISTIC_FLAG in flags.split():
-        return flags
-    return f'{flags} {DETERMINISTIC_FLAG}'.strip()
+    """XLA_FLAGS with CPU_FLAGS and (or as given without) the deterministic-ops flag."""
+    return with_flags(flags, CPU_FLAGS + ((DETERMINISTIC_FLAG,) if deterministic else ()))
 
 
-def deterministic_ops(config):
-    """Sets XLA_FLAGS for config.deterministic (before anything starts the backend)."""
-    os.environ['XLA_FLAGS'] = xla_flags(config.deterministic, os.environ.get('XLA_FLAGS', ''))
+def set_flags(config=None):
+    """Sets XLA_FLAGS for this project (config.deterministic; CPU_FLAGS) before anything
+    starts the backend; once it has started, XLA no longer reads them."""
+    deterministic = bool(config is not None and config.deterministic)
+    os.environ['XLA_FLAGS'] = xla_flags(deterministic, os.environ.get('XLA_FLAGS', ''))

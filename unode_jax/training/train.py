@@ -178,8 +178,9 @@ def train_step(state, batch, *, config, axis_name=AXIS):
     global_batch = config.batch_size
     positions = jax.lax.axis_index(axis_name) * b + jnp.arange(b)
     rng = jax.random.key(config.seed)
-    views_, idx = make_batch(config, rng, state.step, batch, positions, global_batch)
-    inputs = normalize_input(views_, config.model.input_norm)
+    with jax.named_scope('views_and_negatives'):  # The scopes name ops in profiles.
+        views_, idx = make_batch(config, rng, state.step, batch, positions, global_batch)
+        inputs = normalize_input(views_, config.model.input_norm)
     # Head targets, rows [x, G(x), x', G(x')]: eq. (12)'s 1 = inlier view, 0 = hard
     # negative; labeled multi-class (appendix B.3): the label, and class K for negatives.
     num_classes = state.params['head']['kernel'].shape[-1]
@@ -210,7 +211,8 @@ def train_step(state, batch, *, config, axis_name=AXIS):
     # Each device's loss is its contribution to the global-batch loss: sum them.
     grads = jax.lax.psum(grads, axis_name)
     con, ce, acc = jax.lax.psum((con, ce, acc), axis_name)
-    state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    with jax.named_scope('optimizer'):
+        state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     metrics = dict(loss=con_weight * con + ce_weight * ce, loss_con=con, loss_ce=ce, acc_bin=acc,
                    lr=optim.applied_learning_rate(state.opt_state),
                    grad_norm=optax.tree.norm(grads))
