@@ -59,11 +59,14 @@ def child(args):
         import jax
         from unode_jax.evaluation import score
         imported = maxrss_mib()
-        kw = dict(query_chunk=args.query_chunk, bank_chunk=args.bank_chunk)
+        kw = {k: v for k, v in (('query_chunk', args.query_chunk),
+                                ('bank_chunk', args.bank_chunk)) if v}
+        chunks = dict(score.DEFAULT_CHUNKS, **kw)
         n_dev = len(jax.local_devices())
-        # Warm-up: the same tile shapes, so the timed call does not compile.
-        score.max_cosine_similarity(queries[:args.query_chunk],
-                                    bank[:n_dev * args.bank_chunk], **kw)
+        # Warm-up: the same tile shapes, so the timed call does not compile (a full bank
+        # block and a padded one: the plain and the masked tile program).
+        score.max_cosine_similarity(queries[:chunks['query_chunk']],
+                                    bank[:n_dev * chunks['bank_chunk'] + 1], **kw)
 
         def run():
             return score.max_cosine_similarity(queries, bank, **kw)
@@ -103,8 +106,8 @@ def main():
     p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--dims', default='128,2048')
     p.add_argument('--contenders', default=','.join(CONTENDERS))
-    p.add_argument('--query_chunk', type=int, default=512)
-    p.add_argument('--bank_chunk', type=int, default=4096)
+    p.add_argument('--query_chunk', type=int, default=0, help='0: the library\'s default')
+    p.add_argument('--bank_chunk', type=int, default=0, help='0: the library\'s default')
     p.add_argument('--contender', help=argparse.SUPPRESS)  # child process
     p.add_argument('--dim', type=int, help=argparse.SUPPRESS)
     p.add_argument('--n_bank', type=int, help=argparse.SUPPRESS)

@@ -1,10 +1,12 @@
 """Scoring (eq. 13-15) against numpy brute force, and the balancing weight."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from unode_jax.evaluation import metrics, score
+from unode_jax.training.losses import l2_normalize
 
 
 def brute_force(q, bank):
@@ -59,15 +61,41 @@ def test_max_cosine_similarity_one_and_four_devices_agree():
 def test_max_cosine_similarity_compiles_once_per_shape():
     devices = tuple(jax.local_devices()[:4])
     rng = np.random.default_rng(8)
-    caches = (score._block_max_fn(score._mesh(devices)), score._normalize)
+    mesh = score._mesh(devices)
+    caches = (score._block_max_fn(mesh, False), score._block_max_fn(mesh, True), score._normalize)
     start = [f._cache_size() for f in caches]
     for m, n in [(300, 1000), (1000, 2500), (257, 4099), (5000, 300)]:
-        # D = 20 is used by no other test: the first call compiles, the rest must not.
+        # D = 20 is used by no other test: each program compiles once, at its first use.
         got = score.max_cosine_similarity(_unnormalised(rng, m, 20), _unnormalised(rng, n, 20),
                                           query_chunk=256, bank_chunk=256, devices=devices)
         assert got.shape == (m,)
         added = [f._cache_size() - s for f, s in zip(caches, start)]
-        assert added == [1, 2]  # one tile program; normalising queries and bank blocks
+        # 1,000 rows: one padded block (masked); 2,500: two full blocks of 1,024 (plain) first.
+        assert added == ([0, 1, 2] if (m, n) == (300, 1000) else [1, 1, 2])
+
+
+@pytest.mark.devices(4)
+def test_full_blocks_skip_the_mask_and_keep_its_values():
+    """A plain search's full bank blocks go to the tile program without the mask; the last,
+    padded block and every leave-one-out block to the masked one. Both take the same
+    products (one dot of the same tiles), so the maxima agree to float32 rounding of the
+    D = 32 sum (as the 1-and-4-devices test argues: 4e-6)."""
+    devices = tuple(jax.local_devices()[:4])
+    mesh = score._mesh(devices)
+    rng = np.random.default_rng(11)
+    by_bank = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('bank'))
+    q = l2_normalize(jnp.asarray(_unnormalised(rng, 64, 32)))
+    b = jax.device_put(l2_normalize(jnp.asarray(_unnormalised(rng, 4 * 128, 32))), by_bank)
+
+    def block_max(masked):  # A full block (512 valid rows), no query among the bank's rows.
+        best = jax.device_put(np.full((4, 64), -np.inf, np.float32), by_bank)
+        return np.asarray(score._block_max_fn(mesh, masked)(
+            q, b, jnp.int32(512), best, jnp.int32(-10_000), jnp.int32(0)))
+
+    plain, masked = block_max(False), block_max(True)
+    np.testing.assert_allclose(plain, masked, rtol=0, atol=4e-6)
+    np.testing.assert_allclose(plain.max(0), brute_force(np.asarray(q), np.asarray(b)),
+                               atol=1e-5)
 
 
 def test_max_cosine_similarity_large_bank():
