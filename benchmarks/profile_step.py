@@ -18,7 +18,10 @@ and Flax module path that made it) and its kind:
 
 --steps, --warmup, --model, --image_size, --batch, --dtype and --stem are train_step.py's
 flags. Ops can overlap on the thread pool, so the sum of op times can differ from the step's
-wall time (both printed). --variant takes train_step.py's XLA:CPU option sets.
+wall time (both printed); an op XLA hands to Eigen (its convolutions) is traced as its
+dispatch only, so with convolutions on Eigen (this project's CPU flags) most of their time
+shows as wall time outside the traced ops, and --variant=default (YNNPACK's convolutions,
+traced whole) gives the finer picture. --variant takes train_step.py's XLA:CPU option sets.
 """
 import collections
 import glob
@@ -48,7 +51,8 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'A configs/*.py file (its training step).')
 flags.DEFINE_bool('authors', False, 'Profile benchmarks/train_step.py\'s step (the authors\' '
                   'work at --model, --image_size, --batch) instead of --config\'s.')
-flags.DEFINE_string('variant', 'default', 'An XLA:CPU option set of benchmarks/train_step.py.')
+flags.DEFINE_string('variant', 'ynn_dot', 'An XLA:CPU option set of benchmarks/train_step.py '
+                    '(ynn_dot: what launch.py runs with; default: jaxlib\'s own).')
 flags.DEFINE_integer('top', 15, 'How many single ops to list.')
 flags.DEFINE_string('profile_json_out', None, 'Write the breakdown to this JSON file.')
 
@@ -125,6 +129,8 @@ def part_of(op_name, inner=frozenset(), shape=''):
     gradients' convolutions it hands to a library: those are named by their shape)."""
     if not op_name and 'convolution' in inner:
         return 'convolutions, weight gradients', shape, 'backward'
+    if not op_name:
+        return 'no metadata (copies, layout)', '', 'forward'
     direction = 'backward' if 'transpose(jvp' in op_name else 'forward'
     if 'views_and_negatives' in op_name:
         return 'views + negatives', '', 'forward'
@@ -224,6 +230,10 @@ def print_profile(result, title):
     total = result['ops_s']
     print(f'\n{title}\nstep wall time {result["wall_s"] * 1e3:.1f} ms (median); '
           f'sum of op times {total * 1e3:.1f} ms')
+    if result['wall_s'] > total:
+        print(f'   {(result["wall_s"] - total) * 1e3:.1f} ms of the wall time are in no traced op: '
+              'Eigen runs an XLA convolution on its own threads after its op returns (the op is '
+              'traced as its dispatch), and threads wait')
     for key, heading in (('part', 'by part'), ('kind', 'by kind'), ('direction', 'by pass'),
                          ('part_kind', 'by part and kind')):
         print(f'-- {heading}')

@@ -3,6 +3,10 @@
   python benchmarks/train_step.py                       # resnet18_cifar, batch 32, 10 timed steps
   python benchmarks/train_step.py --json_out=/tmp/step.json
   python benchmarks/train_step.py --model=wide_resnet50_2 --stem=cifar --batch=128 --notorch
+  # The CPU recipe's step (configs/digits.py's network) against its PyTorch twin, and
+  # XLA:CPU's library paths timed in the same rounds (docs/speed.md):
+  python benchmarks/train_step.py --model=resnet18_cifar_w16 --image_size=16 --batch=16 \
+      --xla_variants=ynn_dot,default,ynn_off,ynn_fused,onednn,eigen_1thread,vector512
 
 Both sides do the authors' work per step (our config set to their behaviour): B inlier
 images, per view a flip and one negative per image (rotation 90/180/270 with p=0.3,
@@ -14,7 +18,8 @@ torchlars-rule LARS + SGD momentum 0.9. Reported per side:
   views only  the input pipeline (batch gather, negatives, views), no model;
 plus XLA's FLOP count of our compiled programs (per device), so achieved FLOP/s and MFU
 can be read on any accelerator. images/s counts inlier images (the model sees 4x rows).
-torch is optional (`pip install torch==2.13.0`); without it only our half runs.
+torch is optional (`pip install torch==2.13.0`); without it only our half runs. The torch
+network exists for resnet18_cifar and its quarter-width resnet18_cifar_w16 (TORCH_WIDTHS).
 """
 import json
 import math
@@ -52,9 +57,11 @@ def ynn_types(*types):
 
 
 XLA_VARIANTS = {
-    'default': {},  # jaxlib 0.10.2: YNNPACK for single dots and convolutions.
+    # jaxlib 0.10.2's default: YNNPACK for single dots and convolutions.
+    'default': {YNN: ynn_types('INDIVIDUAL_DOT', 'INDIVIDUAL_CONVOLUTION')},
     'ynn_off': {YNN: ''},  # Eigen and XLA's own emitters only.
-    'ynn_dot': {YNN: ynn_types('INDIVIDUAL_DOT')},  # Convolutions to Eigen.
+    # Convolutions to Eigen: the project's choice (runtime/xla_options.py CPU_FLAGS).
+    'ynn_dot': {YNN: ynn_types('INDIVIDUAL_DOT')},
     'ynn_fused': {YNN: ynn_types('INDIVIDUAL_DOT', 'INDIVIDUAL_CONVOLUTION', 'DOT', 'ELTWISE',
                                  'REDUCE')},
     'onednn': {'xla_cpu_use_onednn': True, YNN: ''},
@@ -84,9 +91,10 @@ flags.DEFINE_bool('torch', True, 'Run the PyTorch baseline (when torch is instal
 flags.DEFINE_integer('torch_threads', 0, 'torch.set_num_threads; 0: the number of usable cores. '
                      'On a loaded machine fewer threads can be much faster (OpenMP barriers).')
 flags.DEFINE_string('json_out', None, 'Write all numbers to this JSON file.')
-flags.DEFINE_list('xla_variants', ['default'], 'XLA:CPU option sets to time against each other '
+flags.DEFINE_list('xla_variants', ['ynn_dot'], 'XLA:CPU option sets to time against each other '
                   f'in the same rounds ({", ".join(XLA_VARIANTS)}): each compiles our programs '
-                  'with its compiler options on top of XLA_FLAGS.')
+                  'with its compiler options on top of XLA_FLAGS. ynn_dot is what launch.py '
+                  'runs with (runtime/xla_options.py), default is jaxlib\'s own choice.')
 
 NEG_PROBS = {'rotation': 0.3, 'mixup': 0.7}  # The authors' default table (not cifar10's).
 

@@ -1,4 +1,5 @@
-"""Test set-up: 4 fake CPU devices and the project's XLA:CPU flags, set before JAX starts.
+"""Test set-up: 4 fake CPU devices, the project's XLA:CPU flags and a session-wide XLA
+compilation cache, set before JAX starts.
 
 On a machine with a GPU or TPU the suite still runs on the CPU (JAX_PLATFORMS=cpu unless
 set). With JAX_PLATFORMS=cuda (or tpu) it runs on the accelerator; then a test marked
@@ -7,15 +8,31 @@ set). With JAX_PLATFORMS=cuda (or tpu) it runs on the accelerator; then a test m
 skipped, each with its reason.
 """
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent XLA compilation cache for the session, this process's and the launch.py
+# children's (they inherit the environment): a program many tests compile (the tiny
+# model's train step, its scoring passes) compiles once and is loaded after. Removed at the
+# session's end; a JAX_COMPILATION_CACHE_DIR of the user's own is used and kept.
+SESSION_XLA_CACHE = None
+if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    SESSION_XLA_CACHE = tempfile.mkdtemp(prefix="unode_jax_tests_xla_")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = SESSION_XLA_CACHE
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 from unode_jax.runtime import xla_options  # noqa: E402
 
 xla_options.set_flags()  # XLA:CPU's library choice, as launch.py makes it (the user's wins).
 
 import pytest  # noqa: E402
+
+
+def pytest_unconfigure(config):
+    if SESSION_XLA_CACHE:
+        shutil.rmtree(SESSION_XLA_CACHE, ignore_errors=True)
 
 
 def pytest_configure(config):

@@ -377,6 +377,7 @@ def test_ctrl_c_while_the_loop_waits_for_a_checkpoint_still_stops(tmp_path, stra
     _assert_resumed_as_straight(workdir, straight, launch_env, restored)
 
 
+@pytest.mark.slow  # The straight run it copies takes ~35 s, each rerun ~10 s.
 @pytest.mark.cpu_only(RESUMED_BITWISE)
 @pytest.mark.parametrize('damage', ['truncate an array file', 'delete _METADATA'])
 def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(

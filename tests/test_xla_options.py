@@ -3,6 +3,7 @@ run writes its compiled steps there, and config.deterministic's XLA flag."""
 import os
 import re
 import shutil
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -85,6 +86,26 @@ def test_the_cpu_library_flags_yield_to_the_user_s_own():
     once = xla_options.xla_flags(False, '')
     assert xla_options.xla_flags(False, once) == once
     assert xla_options.with_flags(' --a=1  --b ', ('--b=2', '--c=3')) == '--a=1  --b --c=3'
+
+
+@pytest.mark.cpu_only('XLA:CPU\'s own option')
+def test_the_api_sets_the_cpu_flags_before_the_backend_starts():
+    """`from unode_jax import Detector` in a fresh interpreter: XLA_FLAGS then hold the
+    project's CPU flags beside the user's own, and XLA compiles with them (a 32-channel
+    convolution stays XLA's, jaxlib's default would hand it to YNNPACK)."""
+    code = ('import os\n'
+            'from unode_jax import Detector\n'
+            'import jax, jax.numpy as jnp\n'
+            'x, w = jnp.ones((8, 8, 8, 32)), jnp.ones((3, 3, 32, 32))\n'
+            'f = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", '
+            'dimension_numbers=("NHWC", "HWIO", "NHWC"))\n'
+            'entry = jax.jit(f).lower(x, w).compile().as_text().split("\\nENTRY ")[1]\n'
+            'print(os.environ["XLA_FLAGS"]); print(entry.count(" convolution("))\n')
+    env = dict(os.environ, XLA_FLAGS='--xla_cpu_enable_fast_math=false')
+    r = children.run([sys.executable, '-c', code], env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split('\n')[:2] == [
+        f'--xla_cpu_enable_fast_math=false {" ".join(xla_options.CPU_FLAGS)}', '1']
 
 
 @pytest.mark.cpu_only('XLA:CPU\'s own option')

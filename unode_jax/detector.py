@@ -30,11 +30,17 @@ from unode_jax.data.datasets import load_outliers
 from unode_jax.data.splits import holdout_split
 from unode_jax.plan import ModelRun, predict_dir
 from unode_jax.runtime.errors import ConfigError
+from unode_jax.runtime import xla_options
 from unode_jax.runtime.lock import workdir_lock
 from unode_jax.serving.exported import below_threshold
 from unode_jax.trained import check_trained_with, load_trained, save_config, train_or_restore
 from unode_jax.training import train as train_lib
 from unode_jax.validate import validate_config
+
+# XLA:CPU's library choice (runtime/xla_options.py), as launch.py makes it: XLA reads its
+# flags when the backend starts, so this takes effect where nothing has run on JAX yet.
+xla_options.set_flags()
+
 
 def prepare_images(x, config):
     """uint8 (N, H, W) or (N, H, W, C) -> uint8 (N, S, S, 3) as the folder datasets and
