@@ -214,6 +214,17 @@ def get_config():
     # The weight of L_con (paper: 1; 0 = Table 5's "L_CE only").
     config.loss.con_weight = 1.0
 
+    # --- head h (eq. 12, 14) ------------------------------------------------------
+    config.head = config_dict.ConfigDict()
+    # binary: the paper's 2-way head, inlier or hard negative (eq. 12), scored by
+    # P(inlier) (eq. 14) | transform: one class per hard transform of negatives.transforms,
+    # then the identity: the head names the transform that made a negative (as GEOM,
+    # GOAD and CSI's shift head), scored by log P(identity | x) and, with score.copies,
+    # the log-probability of the right transform of each copy. Needs one transform per
+    # negative (negatives.max_compose=1 or mode=single) and data.setting other than
+    # labeled.
+    config.head.kind = 'binary'
+
     # --- optimiser (appendix C.1) ---------------------------------------------
     config.batch_size = 128  # Inlier images per step, global (4x rows go through the model).
     config.optim = config_dict.ConfigDict()
@@ -296,6 +307,19 @@ def get_config():
     # invariances that cost the kNN detail; docs/ablations.md).
     config.score.features = 'encoder'
     config.score.crop_area = 0.54
+    # The test-time views of score.ensemble > 1 (unode_jax/evaluation/evaluate.py): crop =
+    # the authors' (a crop of area score.crop_area, colour jitter, grayscale, no flip) |
+    # shift = the whole image moved by up to an eighth of its side (reflected), flipped
+    # where views.flip is on, colours untouched.
+    config.score.ensemble_views = 'crop'
+    # Eq. (13) with the mean cosine to the k nearest training embeddings (1: the paper's
+    # largest cosine).
+    config.score.knn_k = 1
+    # Test-time copies (unode_jax/evaluation/copies.py, CSI's transform ensemble): hard
+    # transforms (COPY_TRANSFORMS: those of negatives.transforms but mixup) applied to each image; eq. (13) and
+    # (14) become weighted means over the image and its copies (rotation: the 3 turns),
+    # each copy weighted by AutoAugOOD's weight of its transform. () = the image alone.
+    config.score.copies = ()
     config.score.batch_size = 256  # Images per forward pass when embedding.
     # Labeled setting: the head's term of eq. (15). msp (appendix B.3: the largest softmax
     # probability over the K inlier classes) | not_negative (1 - P(class K); authors'

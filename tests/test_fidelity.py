@@ -74,7 +74,7 @@ def test_outlier_exposure_with_lam_0_makes_each_negative_its_keyed_outlier(digit
     data = jax.tree.map(jnp.asarray, device_batch(inliers, np.ones(len(inliers), np.int32),
                                                   np.ones(1), outliers, n_valid=len(inliers)))
     build = jax.jit(lambda *a: make_batch(config, *a), static_argnums=(4,))
-    batch, idx = build(rng, jnp.int32(step), data, positions, g)
+    batch, idx, _ = build(rng, jnp.int32(step), data, positions, g)
     batch, idx = np.asarray(batch), np.asarray(idx)
     b = len(positions)
     assert batch.shape == (4 * b, 16, 16, 3)

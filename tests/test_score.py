@@ -62,7 +62,8 @@ def test_max_cosine_similarity_compiles_once_per_shape():
     devices = tuple(jax.local_devices()[:4])
     rng = np.random.default_rng(8)
     mesh = score._mesh(devices)
-    caches = (score._block_max_fn(mesh, False), score._block_max_fn(mesh, True), score._normalize)
+    caches = (score._block_max_fn(mesh, False, 1), score._block_max_fn(mesh, True, 1),
+              score._normalize)
     start = [f._cache_size() for f in caches]
     for m, n in [(300, 1000), (1000, 2500), (257, 4099), (5000, 300)]:
         # D = 20 is used by no other test: each program compiles once, at its first use.
@@ -88,13 +89,13 @@ def test_full_blocks_skip_the_mask_and_keep_its_values():
     b = jax.device_put(l2_normalize(jnp.asarray(_unnormalised(rng, 4 * 128, 32))), by_bank)
 
     def block_max(masked):  # A full block (512 valid rows), no query among the bank's rows.
-        best = jax.device_put(np.full((4, 64), -np.inf, np.float32), by_bank)
+        best = jax.device_put(np.full((4, 64, 1), -np.inf, np.float32), by_bank)
         return np.asarray(score._block_max_fn(mesh, masked)(
             q, b, jnp.int32(512), best, jnp.int32(-10_000), jnp.int32(0)))
 
     plain, masked = block_max(False), block_max(True)
     np.testing.assert_allclose(plain, masked, rtol=0, atol=4e-6)
-    np.testing.assert_allclose(plain.max(0), brute_force(np.asarray(q), np.asarray(b)),
+    np.testing.assert_allclose(plain.max(0)[:, 0], brute_force(np.asarray(q), np.asarray(b)),
                                atol=1e-5)
 
 
@@ -150,7 +151,7 @@ def test_a_bank_s_leave_one_out_is_computed_once_for_every_balance(monkeypatch):
     calls = []
     real = score.leave_one_out_max_cosine
     monkeypatch.setattr(score, 'leave_one_out_max_cosine',
-                        lambda z: calls.append(len(z)) or real(z))
+                        lambda z, k=1: calls.append(len(z)) or real(z, k=k))
     rng = np.random.default_rng(1)
     bank = dict(z=rng.normal(size=(20, 8)), logits=rng.normal(size=(20, 2)))
     weights = [score.score_weight(bank, b) for b in ('appendix_c', 'spread', 'appendix_c')]

@@ -14,7 +14,7 @@ import numpy as np
 
 from unode_jax.augment import autoaug
 from unode_jax.data.splits import holdout_split
-from unode_jax.evaluation import precise_bn, predict as predict_lib, score
+from unode_jax.evaluation import copies, precise_bn, predict as predict_lib, score
 from unode_jax.evaluation.evaluate import embed
 from unode_jax.models import compute_dtype
 from unode_jax.plan import ModelRun
@@ -70,7 +70,9 @@ class TrainedModel:
 
 
 def head_of(config):
-    return score.HEAD_TERMS[0] if config.data.setting != 'labeled' else config.score.labeled_term
+    """The head's term of eq. (15): binary (eq. 14) or the transform head's (head.kind),
+    score.labeled_term in the labeled setting."""
+    return config.head.kind if config.data.setting != 'labeled' else config.score.labeled_term
 
 
 def save_config(config, directory, normal_class=None):
@@ -176,7 +178,7 @@ def train_or_restore(config, run: ModelRun, train, *, weights, embedder=None, ou
                                 n_pad=n_pad, p_train_step=p_train_step, outliers=outliers,
                                 record=record)
     else:
-        num_classes = 2 if labels is None else int(labels.max()) + 2
+        num_classes = train_lib.head_classes(config, labels)
         state = restore_for_eval(config, run.directory, x_fit.shape[1], num_classes, record)
         if weights is None:  # Eval only: the weights this model was trained with, if recorded.
             found = autoaug.cached_weights(run.directory)
@@ -184,7 +186,7 @@ def train_or_restore(config, run: ModelRun, train, *, weights, embedder=None, ou
                 weights, embedder_used = found['weights'], found['embedder']
     state = precise_bn.inlier_batch_stats(state, x_fit, config)
     bank, weight, held = make_bank(state, config, run.directory, x_fit, x_hold,
-                                   record['images'])
+                                   record['images'], weights)
     return TrainedModel(run, run.directory, state, bank, weight, head_of(config),
                         config.score.balance, held, config.predict.quantile, x_fit, weights,
                         embedder_used, record)
@@ -216,12 +218,18 @@ def autoaug_weights(config, run, x_fit, embedder, outliers):
     return (weights if hosts.is_writer() else received), found['embedder']
 
 
-def make_bank(state, config, directory, x_fit, x_hold, images):
+def make_bank(state, config, directory, x_fit, x_hold, images, negative_weights=None):
     """Embeds the training images (the bank of eq. 13), computes lambda, and saves both with
     the held-out images' scores and threshold in bank.npz, with what they came from (the
-    images' record, the evaluation fields); -> (bank, lambda, those scores)."""
+    images' record, the evaluation fields); -> (bank, lambda, those scores). The bank
+    carries score.knn_k and, with score.copies, its copies' embeddings and weights
+    (copies.plan, from the hard negatives' weights the model trained with; None: uniform)."""
     bank = embed(state, x_fit, config)
     head = head_of(config)
+    bank['knn_k'] = int(config.score.knn_k)
+    plan = copies.plan(config, negative_weights, head)
+    if plan is not None:
+        bank['copies'].update(plan)
     reference = embed(state, x_hold, config) if len(x_hold) else None
     weight = score.score_weight(bank, config.score.balance, head, reference,
                                 config.score.spread_share)
@@ -254,6 +262,8 @@ def load_trained(config, directory, image_size) -> TrainedModel:
         raise FileNotFoundError(f'{directory}: {predict_lib.BANK_FILE} is from step '
                                 f'{bank["step"]} but the checkpoint is at step '
                                 f'{int(state.step)}: rerun --mode=eval to refresh it')
-    return TrainedModel(None, directory, state, dict(z=bank['z'], logits=bank['logits']),
+    return TrainedModel(None, directory, state, dict(z=bank['z'], logits=bank['logits'],
+                                                     knn_k=bank['knn_k'],
+                                                     copies=bank['copies']),
                         bank['weight'], bank['head'], bank['balance'], bank['holdout_scores'],
                         config.predict.quantile)  # An evaluation field: it may be changed.

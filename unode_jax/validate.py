@@ -17,14 +17,16 @@ from unode_jax.data.folders import MVTEC_CATEGORIES
 from unode_jax.data.registry import DATASETS, names_with_idx
 from unode_jax.data.splits import holdout_split
 from unode_jax.evaluation.baselines import BASELINES
-from unode_jax.evaluation.evaluate import FEATURES
+from unode_jax.evaluation.copies import COPY_TRANSFORMS
+from unode_jax.evaluation.evaluate import ENSEMBLE_VIEWS, FEATURES
 from unode_jax.evaluation.precise_bn import BN_STATS
-from unode_jax.evaluation.score import BALANCES, HEAD_TERMS
+from unode_jax.evaluation.score import BALANCES, LABELED_TERMS, NORM_SCALED
 from unode_jax.models import DTYPES, INPUT_NORMS, MODELS, STEM_MODELS, STEMS
 from unode_jax.models.torchvision import torchvision_models
 from unode_jax.plan import SETTINGS
 from unode_jax.runtime.errors import ConfigError
 from unode_jax.training.losses import LOSS_KINDS
+from unode_jax.training.train import HEAD_KINDS
 from unode_jax.training.optim import OPTIMIZERS
 
 # Every enumerated config field and where its values are defined (by the code that
@@ -35,7 +37,8 @@ CHOICES = {
     'model.name': MODELS, 'model.dtype': DTYPES, 'model.input_norm': INPUT_NORMS,
     'loss.kind': LOSS_KINDS, 'optim.name': OPTIMIZERS,
     'score.balance': BALANCES, 'score.bn_stats': BN_STATS, 'score.features': FEATURES,
-    'score.labeled_term': HEAD_TERMS[1:],
+    'score.labeled_term': LABELED_TERMS, 'score.ensemble_views': ENSEMBLE_VIEWS,
+    'head.kind': HEAD_KINDS,
     'negatives.mode': COMPOSE_MODES, 'negatives.per': PER,
     'autoaug.embedder': EMBEDDERS, 'autoaug.tsne': TSNE_BACKENDS,
     'autoaug.divergence': DIVERGENCES, 'autoaug.random_cnn': MODELS,
@@ -43,7 +46,8 @@ CHOICES = {
 }
 # Fields whose value is a tuple of choices, and optional fields (None allowed).
 ENTRY_CHOICES = {'ablation.variants': VARIANT_NAMES, 'score.baselines': BASELINES,
-                 'negatives.transforms': TRANSFORMS}
+                 'negatives.transforms': TRANSFORMS,
+                 'score.copies': COPY_TRANSFORMS}
 OPTIONAL_CHOICES = {'model.stem': STEMS}
 
 
@@ -83,6 +87,7 @@ def validate_config(config, *, num_classes=None, num_devices=None):
     if a.num_images < 0 or 0 < a.num_images < 10:
         raise ConfigError(f'autoaug.num_images must be 0 (all) or >= 10, got {a.num_images}')
     _check_settings(config)
+    _check_head_and_copies(config)
     _check_paper_auroc(config, num_classes)
     _check_corruptions(config)
     if config.corruptions.severity not in (1, 2, 3, 4, 5):
@@ -207,6 +212,34 @@ def _check_settings(config):
         raise ConfigError(f'predict.holdout must be in [0, 0.5], got {p.holdout}')
     if not 0 < p.quantile < 1:
         raise ConfigError(f'predict.quantile must be in (0, 1), got {p.quantile}')
+
+
+def _check_head_and_copies(config):
+    """head.kind, score.copies and score.knn_k: what each needs of the rest of the config."""
+    s, n = config.score, config.negatives
+    if not (isinstance(s.knn_k, int) and s.knn_k >= 1):
+        raise ConfigError(f'score.knn_k must be an integer >= 1, got {s.knn_k!r}')
+    plain = not s.copies and s.knn_k == 1
+    if not plain and s.balance in NORM_SCALED:
+        raise ConfigError(f'score.balance={s.balance!r} scores one view with the nearest '
+                          'neighbour: drop score.copies and score.knn_k, or use spread')
+    missing = [t for t in s.copies if t not in n.transforms]
+    if missing:
+        raise ConfigError(f'score.copies {missing} are not among negatives.transforms')
+    if len(set(s.copies)) != len(s.copies):
+        raise ConfigError(f'score.copies names a transform twice: {tuple(s.copies)}')
+    if s.copies and (n.weights == 'none' or config.data.setting == 'labeled'):
+        raise ConfigError('score.copies needs hard negatives (negatives.weights other than none) '
+                          "and the binary or transform head (data.setting other than labeled)")
+    if config.head.kind == 'transform':
+        if n.weights == 'none' or config.data.setting == 'labeled':
+            raise ConfigError("head.kind='transform' needs hard negatives and data.setting "
+                              "other than labeled")
+        if n.mode == 'compose' and n.max_compose != 1:
+            raise ConfigError("head.kind='transform' names the one transform of each negative: "
+                              "set negatives.max_compose=1 (or negatives.mode=single)")
+        if s.balance == 'authors':
+            raise ConfigError("score.balance='authors' is defined for the binary head only")
 
 
 def _check_paper_auroc(config, num_classes):

@@ -106,8 +106,10 @@ def _check_weights(weights, k):
 
 def negative_batch(batch_key, sample_keys, images, partners, weights, *,
                    mode='compose', per='batch', max_compose=None,
-                   names=TRANSFORMS, params=None):
-    """Hard negatives for a batch (B,H,W,3) -> (B,H,W,3).
+                   names=TRANSFORMS, params=None, with_index=False):
+    """Hard negatives for a batch (B,H,W,3) -> (B,H,W,3) (with_index: and (B,) int32,
+    the index in `names` of each negative's transform, the last one applied in a
+    composition: the transform head's target, exact when one transform is applied).
 
     mode='compose' (the paper): r and the weighted order drawn once per batch
     from batch_key when per='batch' (the paper applies one composition s* to
@@ -153,9 +155,10 @@ def negative_batch(batch_key, sample_keys, images, partners, weights, *,
         def one(key, x, p):
             k_choice, k_apply = jax.random.split(key)
             idx = jax.random.categorical(k_choice, logits)
-            return jax.lax.switch(idx, branches, k_apply, x, p)
+            return jax.lax.switch(idx, branches, k_apply, x, p), idx.astype(jnp.int32)
 
-        return jax.vmap(one)(sample_keys, images, partners)
+        out, index = jax.vmap(one)(sample_keys, images, partners)
+        return (out, index) if with_index else out
 
     if mode != 'compose':
         raise ValueError(f"mode must be one of {COMPOSE_MODES}, got {mode!r}.")
@@ -163,14 +166,17 @@ def negative_batch(batch_key, sample_keys, images, partners, weights, *,
                              num_stages=max_compose)
     if per == 'batch':
         order, r = sample_composition(batch_key, weights, max_compose)
-        return jax.vmap(comp, in_axes=(0, 0, 0, None, None))(
+        out = jax.vmap(comp, in_axes=(0, 0, 0, None, None))(
             sample_keys, images, partners, order, r)
+        index = jnp.full((images.shape[0],), order[0], jnp.int32)
+        return (out, index) if with_index else out
     if per == 'sample':
 
         def one(key, x, p):
             k_comp, k_apply = jax.random.split(key)
             order, r = sample_composition(k_comp, weights, max_compose)
-            return comp(k_apply, x, p, order, r)
+            return comp(k_apply, x, p, order, r), order[0]
 
-        return jax.vmap(one)(sample_keys, images, partners)
+        out, index = jax.vmap(one)(sample_keys, images, partners)
+        return (out, index) if with_index else out
     raise ValueError(f"per must be one of {PER}, got {per!r}.")

@@ -67,6 +67,20 @@ def random_flip(key, image):
     return jnp.where(jax.random.bernoulli(key), image[:, ::-1], image)
 
 
+def random_shift(key, image, max_shift, *, flip=False):
+    """The image moved by whole pixels dy, dx ~ U{-max_shift..max_shift}, reflected at the
+    border (so no pixel is invented), then flipped horizontally with p = 0.5 when flip:
+    a test-time view that keeps the whole object, its colours and its scale."""
+    k_y, k_x, k_flip = jax.random.split(key, 3)
+    h, w = image.shape[0], image.shape[1]
+    padded = jnp.pad(image, ((max_shift, max_shift), (max_shift, max_shift), (0, 0)),
+                     mode='reflect')
+    dy = jax.random.randint(k_y, (), 0, 2 * max_shift + 1)
+    dx = jax.random.randint(k_x, (), 0, 2 * max_shift + 1)
+    out = jax.lax.dynamic_slice(padded, (dy, dx, 0), (h, w, image.shape[2]))
+    return random_flip(k_flip, out) if flip else out
+
+
 def _blend(a, b, factor):
     # torchvision's _blend: factor * a + (1 - factor) * b, clamped.
     return jnp.clip(factor * a + (1.0 - factor) * b, 0.0, 1.0)

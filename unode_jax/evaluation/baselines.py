@@ -54,7 +54,7 @@ def untrained_embedder(config, image_size, num_classes, embed):
     # axis only matters to batch statistics in training, which embedding does not use.
     state = train_lib.create_train_state(jax.random.key(config.seed), config, image_size,
                                          train_lib.AXIS, num_classes=num_classes)
-    return lambda images: embed(state, images, config)['z']
+    return lambda images: embed(state, images, config, with_copies=False)['z']
 
 
 class Baselines:

@@ -49,6 +49,7 @@ class OneClassTest:
         config, run = self.config, model.run
         result, scores = evaluate_one_class(model.state, config, model.bank, run.x_test,
                                             run.is_normal, weight=model.weight,
+                                            head=model.head,
                                             reference=model.bank['reference'])
         scores.update(Baselines(config, model.x_fit, embed).scores(run.x_test))
         result.update(report.class_metrics(dict(scores, is_normal=run.is_normal)))
@@ -189,7 +190,7 @@ class Corrupted:
             mask, is_normal = one_class_test(y, self.ds.test_anomalous, k)
             out.update(evaluate_corrupted(model.state, self.config, model.bank,
                                           [(name, x if mask is None else x[mask], is_normal)],
-                                          weight=model.weight))
+                                          weight=model.weight, head=model.head))
         write_json(os.path.join(model.directory, 'corrupted.json'), out)
         return k, out
 

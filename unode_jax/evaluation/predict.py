@@ -30,6 +30,7 @@ def fit_threshold(holdout_scores, quantile):
 
 
 BN_PREFIX = 'batch_stats/'
+COPIES_PREFIX = 'copies/'  # score.copies: their z, logits, weight and label arrays.
 
 
 def save_bank(directory, *, step, bank, weight, head, balance, holdout_scores, quantile,
@@ -45,7 +46,9 @@ def save_bank(directory, *, step, bank, weight, head, balance, holdout_scores, q
         from flax import traverse_util
         bn = {BN_PREFIX + k: np.asarray(v) for k, v in
               traverse_util.flatten_dict(batch_stats, sep='/').items()}
-    write_npz(path, **bn, z=np.asarray(bank['z'], np.float32),
+    copies = {f'{COPIES_PREFIX}{k}': np.asarray(v) for k, v in (bank.get('copies') or {}).items()}
+    write_npz(path, **bn, **copies, z=np.asarray(bank['z'], np.float32),
+              knn_k=np.int64(bank.get('knn_k', 1)),
               logits=np.asarray(bank['logits'], np.float32), weight=np.float64(weight),
               step=np.int64(step), head=np.str_(head), balance=np.str_(balance),
               holdout_scores=np.asarray(holdout_scores, np.float64),
@@ -60,7 +63,9 @@ def load_bank(directory):
         raise FileNotFoundError(f'no {BANK_FILE} in {directory}: evaluate the run first '
                                 '(--mode=eval or train_eval writes it)')
     b = read_npz(path, 'rerun --mode=eval to rewrite it')
+    copies = {k[len(COPIES_PREFIX):]: v for k, v in b.items() if k.startswith(COPIES_PREFIX)}
     return dict(z=b['z'], logits=b['logits'], weight=float(b['weight']), step=int(b['step']),
+                knn_k=int(b['knn_k']) if 'knn_k' in b else 1, copies=copies or None,
                 head=str(b['head']), balance=str(b['balance']),
                 holdout_scores=b['holdout_scores'], quantile=float(b['quantile']),
                 threshold=float(b['threshold']), batch_stats=_batch_stats(b),

@@ -29,7 +29,11 @@ NORM_SCALED = ('appendix_c_norm', 'authors')
 # (K+1)-way head of the labeled setting (class K = hard negatives): msp, the largest
 # softmax probability over the K inlier classes (appendix B.3), or not_negative,
 # 1 - P(class K) (the other option in the authors' research code).
-HEAD_TERMS = ('binary', 'msp', 'not_negative')
+# transform: the log-probability of the identity class (the last) of the transform head
+# (head.kind='transform': one class per hard transform, then the identity), whose
+# test-time copies (copies.py) add the log-probability of the transform that made them.
+HEAD_TERMS = ('binary', 'msp', 'not_negative', 'transform')
+LABELED_TERMS = ('msp', 'not_negative')
 
 
 def _pad_rows(x, multiple):
@@ -52,12 +56,12 @@ def _normalize(x):
 
 
 @functools.lru_cache(maxsize=None)
-def _block_max_fn(mesh, masked):
-    """Jitted best <- max(best, max over one bank block of <q, b>) for a fixed mesh.
+def _block_max_fn(mesh, masked, k=1):
+    """Jitted best <- the k largest of (best, one bank block's <q, b>) for a fixed mesh.
 
     A block holds bank_chunk rows per device; each device takes one (query_chunk,
-    bank_chunk) tile and keeps its own running max (best is (devices, query_chunk),
-    one row per device), reduced on the host at the end: no collectives, which on
+    bank_chunk) tile and keeps its own running k largest (best is (devices, query_chunk,
+    k), one row per device), reduced on the host at the end: no collectives, which on
     CPU can deadlock when many multi-device programs are queued. The tile shape does
     not depend on the number of devices, so 1 and k devices compute the same
     products and give bit-identical maxima. masked (static): n_valid (traced, so it
@@ -65,7 +69,8 @@ def _block_max_fn(mesh, masked):
     is masked for query q_start + i where the two are one image (leave-one-out; q_start
     < -N for none). Unmasked, for the full blocks of a plain search, the tile is one dot
     and its row maxima (the mask cost up to half the tile's time on a CPU:
-    benchmarks/knn.py); the products are the same either way.
+    benchmarks/knn.py); the products are the same either way. k = 1 keeps a running max;
+    k > 1 a running lax.top_k over the k kept and the tile's own k largest.
     """
     P = jax.sharding.PartitionSpec
 
@@ -76,7 +81,10 @@ def _block_max_fn(mesh, masked):
             row = jax.lax.axis_index('bank') * b.shape[0] + jnp.arange(b.shape[0])
             same = (b_start + row)[None, :] == (q_start + jnp.arange(q.shape[0]))[:, None]
             sim = jnp.where((row < n_valid)[None, :] & ~same, sim, -jnp.inf)
-        return jnp.maximum(best, sim.max(axis=1)[None])
+        if k == 1:
+            return jnp.maximum(best, sim.max(axis=1)[None, :, None])
+        kept = jnp.concatenate([best[0], jax.lax.top_k(sim, k)[0]], axis=1)
+        return jax.lax.top_k(kept, k)[0][None]
 
     return jax.jit(jax.shard_map(tile, mesh=mesh,
                                  in_specs=(P(), P('bank'), P(), P('bank'), P(), P()),
@@ -95,9 +103,10 @@ def _check_chunks(query_chunk, bank_chunk):
 DEFAULT_CHUNKS = dict(query_chunk=2048, bank_chunk=1024)
 
 
-def max_cosine_similarity(queries, bank, *, query_chunk=DEFAULT_CHUNKS['query_chunk'],
+def max_cosine_similarity(queries, bank, *, k=1, query_chunk=DEFAULT_CHUNKS['query_chunk'],
                           bank_chunk=DEFAULT_CHUNKS['bank_chunk'], devices=None) -> np.ndarray:
-    """Each query's largest cosine similarity to the rows of bank (rows need not be normalised).
+    """Each query's largest cosine similarity to the rows of bank (rows need not be normalised);
+    k > 1: the mean of its k largest (k is capped at the bank's rows; score.knn_k).
 
     queries: (M, D), bank: (N, D). Returns float32 (M,). The bank is normalised once
     and kept on `devices` (default: jax.local_devices()), split into blocks of
@@ -118,16 +127,18 @@ def max_cosine_similarity(queries, bank, *, query_chunk=DEFAULT_CHUNKS['query_ch
     if bank.shape[0] == 0:
         raise ValueError('the feature bank is empty')
     _check_chunks(query_chunk, bank_chunk)
+    k = _check_k(k, bank.shape[0])
     if queries.shape[0] == 0:
         return np.zeros((0,), np.float32)
     return hosts.split_rows(
-        lambda q, first: _local_max_cosine(q, bank, query_chunk, bank_chunk, devices),
+        lambda q, first: _local_max_cosine(q, bank, query_chunk, bank_chunk, devices, k=k),
         queries, align=query_chunk)
 
 
-def leave_one_out_max_cosine(z, *, query_chunk=DEFAULT_CHUNKS['query_chunk'],
+def leave_one_out_max_cosine(z, *, k=1, query_chunk=DEFAULT_CHUNKS['query_chunk'],
                              bank_chunk=DEFAULT_CHUNKS['bank_chunk'], devices=None):
-    """For each row of z, the largest cosine to any *other* row (the self-match excluded):
+    """For each row of z, the largest cosine to any *other* row (the self-match excluded;
+    k > 1: the mean of the k largest, k capped at the other rows):
     max_cosine_similarity's tiled kernel on the devices with each row's own column masked
     (a single row: 1.0). A multi-host run splits the rows as max_cosine_similarity does."""
     z = np.asarray(z, np.float32)
@@ -136,22 +147,31 @@ def leave_one_out_max_cosine(z, *, query_chunk=DEFAULT_CHUNKS['query_chunk'],
     _check_chunks(query_chunk, bank_chunk)
     if len(z) == 1:
         return np.ones(1, np.float32)
+    k = _check_k(k, len(z) - 1)
     return hosts.split_rows(
-        lambda q, first: _local_max_cosine(q, z, query_chunk, bank_chunk, devices, first),
+        lambda q, first: _local_max_cosine(q, z, query_chunk, bank_chunk, devices, first, k),
         z, align=query_chunk)
 
 
-def bank_leave_one_out(bank):
-    """leave_one_out_max_cosine of bank['z'], computed once per bank (kept in bank): the
-    balances of eq. (15) compared in one evaluation all read it."""
-    if 'loo_max_cosine' not in bank:
-        bank['loo_max_cosine'] = leave_one_out_max_cosine(bank['z'])
-    return bank['loo_max_cosine']
+def bank_leave_one_out(bank, k=1):
+    """leave_one_out_max_cosine of bank['z'], computed once per bank and k (kept in bank):
+    the balances of eq. (15) compared in one evaluation all read it."""
+    key = 'loo_max_cosine' if k == 1 else f'loo_max_cosine_k{k}'
+    if key not in bank:
+        bank[key] = leave_one_out_max_cosine(bank['z'], k=k)
+    return bank[key]
 
 
-def _local_max_cosine(queries, bank, query_chunk, bank_chunk, devices, self_start=None):
+def _check_k(k, n_rows):
+    if int(k) != k or k < 1:
+        raise ValueError(f'k must be a positive integer, got {k!r}')
+    return min(int(k), n_rows)
+
+
+def _local_max_cosine(queries, bank, query_chunk, bank_chunk, devices, self_start=None, k=1):
     """max_cosine_similarity on this process's devices; self_start: the bank row of the
-    first query when the queries are the bank's own rows (leave-one-out), else None."""
+    first query when the queries are the bank's own rows (leave-one-out), else None; k:
+    the mean of the k largest (k <= the rows that count)."""
     mesh = _mesh(tuple(jax.local_devices() if devices is None else devices))
     n_dev = mesh.devices.size
     # Small inputs need no full-size chunk; powers of two keep the compile count small.
@@ -176,12 +196,20 @@ def _local_max_cosine(queries, bank, query_chunk, bank_chunk, devices, self_star
         q = queries[start:start + query_chunk]
         qn = _normalize(jax.device_put(_pad_rows(q, query_chunk), replicated))
         q_start = scalar(no_self if self_start is None else self_start + start)
-        best = jax.device_put(np.full((n_dev, query_chunk), -np.inf, np.float32),
+        best = jax.device_put(np.full((n_dev, query_chunk, k), -np.inf, np.float32),
                               bank_sharding)
         for b, n_valid, b_start, masked in blocks:  # asynchronous dispatch: no sync here
-            best = _block_max_fn(mesh, masked)(qn, b, n_valid, best, q_start, b_start)
+            best = _block_max_fn(mesh, masked, k)(qn, b, n_valid, best, q_start, b_start)
         out.append((best, len(q)))
-    return np.concatenate([np.asarray(best).max(axis=0)[:n] for best, n in out])
+    return np.concatenate([_top_k_mean(np.asarray(best), k)[:n] for best, n in out])
+
+
+def _top_k_mean(best, k):
+    """The mean of the k largest over the devices' running k largest (devices, rows, k)."""
+    if k == 1:
+        return best[..., 0].max(axis=0)
+    rows = np.moveaxis(best, 0, 1).reshape(best.shape[1], -1)
+    return np.sort(rows, axis=1)[:, -k:].mean(axis=1, dtype=np.float64).astype(np.float32)
 
 
 def softmax64(logits):
@@ -210,8 +238,67 @@ def head_term(logits, kind='binary'):
         raise ValueError(f'head term must be one of {HEAD_TERMS}, got {kind!r}')
     if logits.shape[1] < 2:
         raise ValueError(f'{kind!r} needs a (K+1)-way head, got {logits.shape[1]} outputs')
+    if kind == 'transform':
+        return log_softmax64(logits)[:, -1]
     p = softmax64(logits)
     return p[:, :-1].max(axis=1) if kind == 'msp' else 1.0 - p[:, -1]
+
+
+def log_softmax64(logits):
+    """log softmax over the last axis in float64."""
+    x = np.asarray(logits, np.float64)
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def copy_term(logits, label, kind='binary'):
+    """The head's term of a test-time copy (copies.py): the probability (binary head) or
+    log-probability (transform head) of its right class `label`."""
+    if kind == 'binary':
+        return softmax64(logits)[:, label]
+    if kind == 'transform':
+        return log_softmax64(logits)[:, label]
+    raise ValueError(f"test-time copies need the 'binary' or 'transform' head term, got {kind!r}")
+
+
+def _copy_mean(first, rest, bank):
+    """(first + sum_c v_c rest[c]) / (1 + sum_c v_c): the image's term and its copies'."""
+    v = np.asarray(bank['copies']['weight'], np.float64)
+    return (first + sum(w * r for w, r in zip(v, rest))) / (1.0 + v.sum())
+
+
+def similarity(bank, test):
+    """Eq. (13) of each test row: its largest cosine to the bank's z (the mean of the
+    bank['knn_k'] largest), and with test-time copies the weighted mean over the image and
+    its copies, each against the bank's copies under the same transform."""
+    k = bank.get('knn_k', 1)
+    sim = max_cosine_similarity(test['z'], bank['z'], k=k)
+    if not bank.get('copies'):
+        return sim
+    rest = [max_cosine_similarity(tz, bz, k=k)
+            for tz, bz in zip(test['copies']['z'], bank['copies']['z'])]
+    return _copy_mean(sim, rest, bank)
+
+
+def similarity_leave_one_out(bank):
+    """similarity() of the bank's own rows, each row's self-match left out."""
+    k = bank.get('knn_k', 1)
+    sim = bank_leave_one_out(bank, k)
+    if not bank.get('copies'):
+        return sim
+    rest = [leave_one_out_max_cosine(bz, k=k) for bz in bank['copies']['z']]
+    return _copy_mean(sim, rest, bank)
+
+
+def head_terms(bank, test, head='binary'):
+    """The head's term of eq. (15) for each test row (head_term), with test-time copies
+    the weighted mean over the image and its copies (copy_term)."""
+    term = head_term(test['logits'], head)
+    if not bank.get('copies'):
+        return term
+    rest = [copy_term(l, label, head)
+            for l, label in zip(test['copies']['logits'], bank['copies']['label'])]
+    return _copy_mean(term, rest, bank)
 
 
 def balance_weight(train_sim, train_prob, floor=1e-3):
@@ -246,13 +333,13 @@ def score_weight(train, balance='appendix_c', head='binary', reference=None, sha
         raise ValueError(f'score.balance must be one of {BALANCES}, got {balance!r}')
     if balance == 'spread':
         if reference is not None and len(reference['z']) >= 2:
-            return spread_weight(max_cosine_similarity(reference['z'], train['z']),
-                                 head_term(reference['logits'], head), share)
-        return spread_weight(bank_leave_one_out(train),
-                             head_term(train['logits'], head), share)
+            return spread_weight(similarity(train, reference),
+                                 head_terms(train, reference, head), share)
+        return spread_weight(similarity_leave_one_out(train),
+                             head_terms(train, train, head), share)
     if balance == 'appendix_c':
-        return balance_weight(bank_leave_one_out(train),
-                              head_term(train['logits'], head))
+        return balance_weight(similarity_leave_one_out(train), head_terms(train, train, head))
+    _check_plain(train, balance)
     if balance == 'appendix_c_norm':
         return balance_weight(np.linalg.norm(np.asarray(train['z'], np.float64), axis=1),
                               head_term(train['logits'], head))
@@ -262,7 +349,9 @@ def score_weight(train, balance='appendix_c', head='binary', reference=None, sha
 
 
 def unode_scores(train, test, balance='appendix_c', head='binary', weight=None):
-    """Eq. (15) for every test image, from {'z', 'logits'} of the train bank and test set.
+    """Eq. (15) for every test image, from {'z', 'logits'} of the train bank and test set
+    (with score.copies, their 'copies' too; the bank's 'knn_k' and copy weights say how
+    eq. 13 and 14 are taken: similarity, head_terms).
 
     Returns dict(score, sim, binary, weight); `binary` is the head's term (`head`, one of
     HEAD_TERMS: eq. (14) by default, appendix B.3's MSP in the labeled setting). weight:
@@ -274,6 +363,11 @@ def unode_scores(train, test, balance='appendix_c', head='binary', weight=None):
     """
     if weight is None:
         weight = score_weight(train, balance, head)
+    if balance not in NORM_SCALED:
+        sim = similarity(train, test)
+        binary = head_terms(train, test, head)
+        return dict(score=sim + weight * binary, sim=sim, binary=binary, weight=weight)
+    _check_plain(train, balance)
     sim = max_cosine_similarity(test['z'], train['z'])
     if balance == 'appendix_c_norm':  # <z, z_m/|z_m|>: the cosine on the norm scale.
         sim = sim * np.linalg.norm(np.asarray(test['z'], np.float64), axis=1)
@@ -281,6 +375,18 @@ def unode_scores(train, test, balance='appendix_c', head='binary', weight=None):
         sim = sim * np.linalg.norm(test['z'], axis=1) / np.mean(np.linalg.norm(train['z'], axis=1))
     binary = balanced_head_term(test['logits'], head, balance)
     return dict(score=sim + weight * binary, sim=sim, binary=binary, weight=weight)
+
+
+def is_plain(bank):
+    """Whether the bank is scored with one view and the nearest neighbour (no score.copies,
+    score.knn_k = 1), which the norm-scaled balances need."""
+    return not bank.get('copies') and bank.get('knn_k', 1) == 1
+
+
+def _check_plain(bank, balance):
+    if not is_plain(bank):
+        raise ValueError(f'score.balance={balance!r} scores one view with the nearest '
+                         'neighbour: it takes no score.copies and score.knn_k = 1')
 
 
 def balanced_head_term(logits, head, balance):

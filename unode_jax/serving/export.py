@@ -99,6 +99,10 @@ def export_model(model, config, path):
     if config.score.ensemble != 1:
         raise ConfigError(f'export scores with one view of each image: pass '
                           f'--config.score.ensemble=1 (got {config.score.ensemble})')
+    if not score.is_plain(model.bank):
+        raise ConfigError(f'export scores one view with the nearest neighbour: pass '
+                          f'--config.score.copies="()" --config.score.knn_k=1 (got '
+                          f'{tuple(config.score.copies)} and {config.score.knn_k})')
     if model.head not in score.HEAD_TERMS or model.balance not in score.BALANCES:
         raise ConfigError(f'export: unknown head {model.head!r} or balance {model.balance!r}')
     if os.path.exists(path) and not (os.path.isdir(path) and set(os.listdir(path)) <= set(FILES)):

@@ -121,8 +121,10 @@ def device_batch(images, targets, neg_weights, outliers, n_valid=None, partners=
 def make_batch(config, rng, step, batch, positions, global_batch):
     """The model input [t(x), t(G(x)), t'(x), t'(G(x))] for this device's positions.
 
-    Returns float32 (4b, H, W, 3) in [0, 1] and the indices of x into batch['images'];
-    with negatives.weights='none' (no hard negatives) only [t(x), t'(x)], (2b, H, W, 3).
+    Returns float32 (4b, H, W, 3) in [0, 1], the indices of x into batch['images'] and the
+    index in negatives.transforms of each negative's transform, (2b,) for the rows of G(x)
+    and G(x') (the transform head's targets); with negatives.weights='none' (no hard
+    negatives) only [t(x), t'(x)], (2b, H, W, 3), and None.
     Keys: one per (step, global position), split into the views' and negatives' keys; the
     paper's per-batch composition of negatives is keyed by the step alone. A streamed
     batch (device_batch) holds this step's images and partners, gathered on the host by
@@ -146,7 +148,7 @@ def make_batch(config, rng, step, batch, positions, global_batch):
                    jitter=tuple(v.jitter), jitter_p=v.jitter_p, gray_p=v.gray_p)
     if not has_negatives(config):
         rows, row_keys = jnp.concatenate([x, x]), jnp.concatenate([keys[:, 0], keys[:, 1]])
-        return views.random_views(row_keys, rows, **view_kw), idx
+        return views.random_views(row_keys, rows, **view_kw), idx, None
     if c.outliers:  # Outlier exposure: a random external image per sample.
         pick = jax.vmap(lambda k: jax.random.randint(k, (), 0, outliers.shape[0]))(keys[:, 6])
         partner = outliers[pick].astype(jnp.float32) / 255.0
@@ -156,17 +158,17 @@ def make_batch(config, rng, step, batch, positions, global_batch):
     names = tuple(c.transforms)
     params = {'mixup': {'lam_range': tuple(c.mixup_lam)}} if 'mixup' in names else None
     neg_kw = dict(mode=c.mode, per=c.per, max_compose=c.max_compose or None, names=names,
-                  params=params)
-    neg1 = negatives.negative_batch(jax.random.fold_in(neg_key, 0), keys[:, 2], x, partner,
-                                    weights, **neg_kw)
-    neg2 = neg1
+                  params=params, with_index=True)
+    neg1, t1 = negatives.negative_batch(jax.random.fold_in(neg_key, 0), keys[:, 2], x,
+                                        partner, weights, **neg_kw)
+    neg2, t2 = neg1, t1
     if c.per_view:  # The authors draw an independent negative for each view.
-        neg2 = negatives.negative_batch(jax.random.fold_in(neg_key, 1), keys[:, 5], x, partner,
-                                        weights, **neg_kw)
+        neg2, t2 = negatives.negative_batch(jax.random.fold_in(neg_key, 1), keys[:, 5], x,
+                                            partner, weights, **neg_kw)
     # One vmapped call over all 4b rows (one copy of the view code to compile).
     rows = jnp.concatenate([x, neg1, x, neg2])
     row_keys = jnp.concatenate([keys[:, 0], keys[:, 3], keys[:, 1], keys[:, 4]])
-    return views.random_views(row_keys, rows, **view_kw), idx
+    return views.random_views(row_keys, rows, **view_kw), idx, jnp.concatenate([t1, t2])
 
 
 def train_step(state, batch, *, config, axis_name=AXIS):
@@ -179,13 +181,20 @@ def train_step(state, batch, *, config, axis_name=AXIS):
     positions = jax.lax.axis_index(axis_name) * b + jnp.arange(b)
     rng = jax.random.key(config.seed)
     with jax.named_scope('views_and_negatives'):  # The scopes name ops in profiles.
-        views_, idx = make_batch(config, rng, state.step, batch, positions, global_batch)
+        views_, idx, transform = make_batch(config, rng, state.step, batch, positions,
+                                            global_batch)
         inputs = normalize_input(views_, config.model.input_norm)
     # Head targets, rows [x, G(x), x', G(x')]: eq. (12)'s 1 = inlier view, 0 = hard
-    # negative; labeled multi-class (appendix B.3): the label, and class K for negatives.
+    # negative; labeled multi-class (appendix B.3): the label, and class K for negatives;
+    # the transform head: the identity class K for the inlier views, each negative's
+    # transform 0..K-1 for the negatives.
     num_classes = state.params['head']['kernel'].shape[-1]
-    negative = jnp.full((b,), 0 if num_classes == 2 else num_classes - 1, jnp.int32)
-    labels = jnp.tile(jnp.concatenate([batch['targets'][idx], negative]), 2)
+    inlier = batch['targets'][idx]
+    if config.head.kind == 'transform' and transform is not None:
+        labels = jnp.concatenate([inlier, transform[:b], inlier, transform[b:]])
+    else:
+        negative = jnp.full((b,), 0 if num_classes == 2 else num_classes - 1, jnp.int32)
+        labels = jnp.tile(jnp.concatenate([inlier, negative]), 2)
     with_negatives = has_negatives(config)
     # L = con_weight * L_con + lambda * L_CE; without negatives L_CE has nothing to tell
     # apart, and the loss is NT-Xent on the inlier views alone (Table 4's "None").
@@ -251,9 +260,27 @@ def _log_metrics(log, bar, rows, images_per_s):
     bar.update(rows[-1]['step'] - bar.n)
 
 
+# head.kind: binary = eq. (12)'s 2-way head (class 1 = inlier, 0 = hard negative) |
+# transform = one class per hard transform of negatives.transforms, then the identity
+# (class K = inlier): the head names the transform that made a negative (GEOM, GOAD,
+# CSI's shift head), and the score's term is its log-probability (score.HEAD_TERMS).
+HEAD_KINDS = ('binary', 'transform')
+
+
+def head_classes(config, labels=None):
+    """The head's number of classes: K + 1 with the labeled setting's K inlier labels,
+    len(negatives.transforms) + 1 with the transform head, else 2."""
+    if labels is not None:
+        return int(np.max(labels)) + 2
+    if config.head.kind == 'transform':
+        return len(config.negatives.transforms) + 1
+    return 2
+
+
 def training_arrays(config, x_train, labels=None, n_pad=None):
     """(images padded to n_pad rows, each image's head target, the head's classes): the
-    binary head's inlier class 1, or labels 0..K-1 for a (K+1)-way head."""
+    binary head's inlier class 1, the transform head's identity class K, or labels 0..K-1
+    for a (K+1)-way head."""
     n = len(x_train)
     if n < config.batch_size:
         raise ValueError(f'only {n} training images for batch_size {config.batch_size}: '
@@ -261,14 +288,16 @@ def training_arrays(config, x_train, labels=None, n_pad=None):
     n_pad = max(n_pad or n, n)
     images = np.zeros((n_pad,) + x_train.shape[1:], np.uint8)
     images[:n] = x_train
-    targets = np.ones((n_pad,), np.int32)  # The binary head's inlier class.
+    classes = head_classes(config, labels)
+    # The inlier class: the binary head's 1, the transform head's last.
+    targets = np.full((n_pad,), classes - 1, np.int32)
     if labels is None:
-        return images, targets, 2
+        return images, targets, classes
     labels = np.asarray(labels)
     if labels.shape != (n,) or labels.min() < 0:
         raise ValueError(f'labels must be (n,) = ({n},) ints >= 0, got {labels.shape}')
     targets[:n] = labels
-    return images, targets, int(labels.max()) + 2
+    return images, targets, classes
 
 
 def step_batches(config, images, targets, weights, outliers, n, start, total, stream):
