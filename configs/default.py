@@ -126,6 +126,10 @@ def get_config():
     config.views.jitter = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue
     config.views.jitter_p = 0.8
     config.views.gray_p = 0.2
+    # Views of each image (and of its hard negative) a step: 2 (SimCLR's pair, which L_con
+    # needs) | 1 (only with loss.con_weight = 0: L_CE alone needs no pair, so a step costs
+    # half the rows; train twice the epochs for the same compute).
+    config.views.num_views = 2
 
     # --- hard negatives Gamma(x) (sec. 3.1) -----------------------------------
     config.negatives = config_dict.ConfigDict()

@@ -1,6 +1,7 @@
 """The accuracy levers of issue 36, each against a numpy restatement: eq. (13) over the k
 nearest neighbours, the test-time copies (CSI's transform ensemble weighted by AutoAugOOD),
 the shift views, and the transform head (its targets, its term, its copies), end to end."""
+import json
 import os
 
 import jax
@@ -204,3 +205,27 @@ def test_transform_head_trains_on_the_transforms_and_predict_scores_as_evaluatio
     config.score.copies = ()
     with pytest.raises(ConfigError, match='other evaluation settings'):  # not this config's
         trained.load_trained(config, directory, 16)
+
+
+def test_one_view_is_the_first_half_of_the_pair_and_trains_on_l_ce_alone(tmp_path):
+    images = np.random.default_rng(2).integers(0, 256, size=(16, 16, 16, 3), dtype=np.uint8)
+    names = ('rotation', 'sobel')
+    pair = tiny_config(**{'negatives.transforms': names, 'loss.con_weight': 0.0})
+    one = tiny_config(**{'negatives.transforms': names, 'loss.con_weight': 0.0,
+                         'views.num_views': 1, 'optim.num_epochs': 1})
+    data = jax.tree.map(jnp.asarray, device_batch(*train_lib.training_arrays(pair, images)[:2],
+                                                  np.array([0.5, 0.5], np.float32), images[:1],
+                                                  n_valid=len(images)))
+    args = (jax.random.key(0), jnp.int32(3), data, jnp.arange(8), 8)
+    rows2, idx2, t2 = make_batch(pair, *args)
+    rows1, idx1, t1 = make_batch(one, *args)
+    # The same images, negatives and view draws: [t(x), t(G(x))] of the pair's four blocks.
+    assert rows1.shape[0] == 16 and rows2.shape[0] == 32
+    np.testing.assert_array_equal(rows1, rows2[:16])
+    np.testing.assert_array_equal(idx1, idx2)
+    np.testing.assert_array_equal(t1, t2[:8])
+    train_lib.train(one, str(tmp_path), images, np.array([0.5, 0.5], np.float32))
+    rows = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
+    assert rows and all(r['loss_con'] == 0 and np.isfinite(r['loss_ce']) for r in rows)
+    with pytest.raises(ConfigError, match='num_views=1'):
+        validate.validate_config(tiny_config(**{'views.num_views': 1}))

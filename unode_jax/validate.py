@@ -231,6 +231,11 @@ def _check_head_and_copies(config):
     if s.copies and (n.weights == 'none' or config.data.setting == 'labeled'):
         raise ConfigError('score.copies needs hard negatives (negatives.weights other than none) '
                           "and the binary or transform head (data.setting other than labeled)")
+    if config.views.num_views not in (1, 2):
+        raise ConfigError(f'views.num_views must be 1 or 2, got {config.views.num_views!r}')
+    if config.views.num_views == 1 and (config.loss.con_weight != 0 or n.weights == 'none'):
+        raise ConfigError('views.num_views=1 drops the pair L_con needs: it takes '
+                          'loss.con_weight=0 and hard negatives')
     if config.head.kind == 'transform':
         if n.weights == 'none' or config.data.setting == 'labeled':
             raise ConfigError("head.kind='transform' needs hard negatives and data.setting "

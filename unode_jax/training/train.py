@@ -121,7 +121,8 @@ def device_batch(images, targets, neg_weights, outliers, n_valid=None, partners=
 def make_batch(config, rng, step, batch, positions, global_batch):
     """The model input [t(x), t(G(x)), t'(x), t'(G(x))] for this device's positions.
 
-    Returns float32 (4b, H, W, 3) in [0, 1], the indices of x into batch['images'] and the
+    Returns float32 (4b, H, W, 3) in [0, 1] (views.num_views = 1: [t(x), t(G(x))], (2b, H,
+    W, 3), and b transform indices), the indices of x into batch['images'] and the
     index in negatives.transforms of each negative's transform, (2b,) for the rows of G(x)
     and G(x') (the transform head's targets); with negatives.weights='none' (no hard
     negatives) only [t(x), t'(x)], (2b, H, W, 3), and None.
@@ -165,6 +166,9 @@ def make_batch(config, rng, step, batch, positions, global_batch):
     if c.per_view:  # The authors draw an independent negative for each view.
         neg2, t2 = negatives.negative_batch(jax.random.fold_in(neg_key, 1), keys[:, 5], x,
                                             partner, weights, **neg_kw)
+    if config.views.num_views == 1:  # L_CE alone: one view of x and of G(x), 2b rows.
+        rows, row_keys = jnp.concatenate([x, neg1]), jnp.concatenate([keys[:, 0], keys[:, 3]])
+        return views.random_views(row_keys, rows, **view_kw), idx, t1
     # One vmapped call over all 4b rows (one copy of the view code to compile).
     rows = jnp.concatenate([x, neg1, x, neg2])
     row_keys = jnp.concatenate([keys[:, 0], keys[:, 3], keys[:, 1], keys[:, 4]])
@@ -190,11 +194,12 @@ def train_step(state, batch, *, config, axis_name=AXIS):
     # transform 0..K-1 for the negatives.
     num_classes = state.params['head']['kernel'].shape[-1]
     inlier = batch['targets'][idx]
+    views_made = config.views.num_views
     if config.head.kind == 'transform' and transform is not None:
-        labels = jnp.concatenate([inlier, transform[:b], inlier, transform[b:]])
+        labels = jnp.concatenate([inlier, transform[:b], inlier, transform[b:]][:2 * views_made])
     else:
         negative = jnp.full((b,), 0 if num_classes == 2 else num_classes - 1, jnp.int32)
-        labels = jnp.tile(jnp.concatenate([inlier, negative]), 2)
+        labels = jnp.tile(jnp.concatenate([inlier, negative]), views_made)
     with_negatives = has_negatives(config)
     # L = con_weight * L_con + lambda * L_CE; without negatives L_CE has nothing to tell
     # apart, and the loss is NT-Xent on the inlier views alone (Table 4's "None").
@@ -204,7 +209,11 @@ def train_step(state, batch, *, config, axis_name=AXIS):
     def loss_fn(params):
         out, new_vars = state.apply_fn({'params': params, 'batch_stats': state.batch_stats}, inputs,
                                        train=True, mutable=['batch_stats'])
-        if with_negatives:
+        if with_negatives and views_made == 1:  # L_CE alone (loss.con_weight = 0)
+            con = jnp.zeros((), jnp.float32)
+            ce = losses.cross_entropy(out['logits'], labels, 2 * global_batch)
+            acc = jnp.sum(jnp.argmax(out['logits'], -1) == labels) / (2 * global_batch)
+        elif with_negatives:
             z1, zn1, z2, zn2 = jnp.split(out['z'], 4)
             con = losses.contrastive_loss(config.loss.kind, z1, z2, zn1, zn2,
                                           config.loss.temperature, axis_name)
