@@ -184,6 +184,8 @@ def test_transform_head_trains_on_the_transforms_and_predict_scores_as_evaluatio
     np.testing.assert_allclose(bank['copies']['weight'],
                                copies.copy_weights(('rotation', 'sobel'), names, weights))
     assert bank['copies']['z'].shape[:2] == (4, 16) and bank['knn_k'] == 2
+    with pytest.raises(ConfigError, match='autoaug.json'):  # weights unknown: no uniform guess
+        trained.make_bank(state, config, directory, images[:16], images[16:20], None, None)
     # The copies are keyed by each image's row in its set: any batch size, the same copies.
     small = embed(state, images[20:], config)
     config.score.batch_size = 2

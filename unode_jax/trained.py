@@ -19,6 +19,7 @@ from unode_jax.evaluation.evaluate import embed
 from unode_jax.models import compute_dtype
 from unode_jax.plan import ModelRun
 from unode_jax.runtime import fingerprint, hosts
+from unode_jax.runtime.errors import ConfigError
 from unode_jax.runtime.files import read_json
 from unode_jax.training import train as train_lib
 from unode_jax.training.checkpoint import Checkpointer
@@ -224,6 +225,10 @@ def make_bank(state, config, directory, x_fit, x_hold, images, negative_weights=
     images' record, the evaluation fields); -> (bank, lambda, those scores). The bank
     carries score.knn_k and, with score.copies, its copies' embeddings and weights
     (copies.plan, from the hard negatives' weights the model trained with; None: uniform)."""
+    if config.score.copies and negative_weights is None:
+        raise ConfigError(f'score.copies weighs each copy by the AutoAugOOD weights the model '
+                          f'trained with, and {directory} has no readable autoaug.json: train '
+                          'in a new workdir, or score without copies')
     bank = embed(state, x_fit, config)
     head = head_of(config)
     bank['knn_k'] = int(config.score.knn_k)
