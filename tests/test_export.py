@@ -179,3 +179,32 @@ def test_a_platform_that_does_not_lower_is_left_out_with_one_line(trained, tmp_p
     with pytest.raises(RuntimeError, match="does not lower for this machine's tpu "
                                            r'\(NotImplementedError: no lowering rule'):
         det.export(str(tmp_path / 'exp2'))
+
+
+@pytest.mark.slow
+def test_the_export_with_rotation_copies_and_k_neighbours_scores_as_the_model(trained, tmp_path):
+    """score.copies=('rotation',) and score.knn_k > 1 travel in the export: each turn against
+    the bank's turned copies, the mean of the k largest cosines, weighted as the model."""
+    import copy
+    import dataclasses
+    from unode_jax import trained as trained_lib
+    det, x, _ = trained
+    config = copy.deepcopy(det.config)
+    config.score.copies, config.score.knn_k = ('rotation',), 3
+    m = det.model
+    prepared = prepare_images(x[:40], config)
+    bank, weight, held = trained_lib.make_bank(m.state, config, str(tmp_path), m.x_fit,
+                                               prepared[:20], None, np.array([0.5, 0.3, 0.2]))
+    model = dataclasses.replace(m, bank=bank, weight=weight, holdout_scores=held)
+    path = export_model(model, config, str(tmp_path / 'exp'))
+    loaded = exported.load(path)
+    info = json.loads(open(os.path.join(path, 'model.json')).read())
+    assert info['knn_k'] == 3 and info['copies']['transforms'] == ['rotation']
+    # v = K w_rotation / 3 turns, K = 3 transforms.
+    np.testing.assert_allclose(info['copies']['weight'], [0.5] * 3)
+    want, got = model.scores(prepared, config), loaded.score_terms(x[:40])
+    for k in ('score', 'sim', 'binary'):
+        np.testing.assert_allclose(got[k], want[k], rtol=0, atol=1e-5)
+    config.score.copies = ('rotation', 'cutout')
+    with pytest.raises(ConfigError, match='rotation copies alone'):
+        export_model(model, config, str(tmp_path / 'exp2'))

@@ -66,6 +66,8 @@ class TrainedModel:
                     autoaug_embedder=self.embedder, outlier_exposure=config.negatives.outliers,
                     score_balance=config.score.balance,
                     spread_share=config.score.spread_share, ensemble=config.score.ensemble,
+                    ensemble_views=config.score.ensemble_views, knn_k=config.score.knn_k,
+                    copies=list(config.score.copies), head_kind=self.head,
                     holdout=config.predict.holdout,
                     compute_dtype=compute_dtype(config.model.dtype).name)
 

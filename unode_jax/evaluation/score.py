@@ -261,10 +261,15 @@ def copy_term(logits, label, kind='binary'):
     raise ValueError(f"test-time copies need the 'binary' or 'transform' head term, got {kind!r}")
 
 
+def copy_mean(first, rest, weights):
+    """(first + sum_c v_c rest[c]) / (1 + sum_c v_c): the image's term and its copies',
+    v = weights (copies.copy_weights)."""
+    v = np.asarray(weights, np.float64)
+    return (first + sum(w * np.asarray(r, np.float64) for w, r in zip(v, rest))) / (1.0 + v.sum())
+
+
 def _copy_mean(first, rest, bank):
-    """(first + sum_c v_c rest[c]) / (1 + sum_c v_c): the image's term and its copies'."""
-    v = np.asarray(bank['copies']['weight'], np.float64)
-    return (first + sum(w * r for w, r in zip(v, rest))) / (1.0 + v.sum())
+    return copy_mean(first, rest, bank['copies']['weight'])
 
 
 def similarity(bank, test):

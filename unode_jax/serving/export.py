@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from unode_jax.evaluation import score
+from unode_jax.evaluation import copies, score
 from unode_jax.evaluation.evaluate import forward
 from unode_jax.models import compute_dtype
 from unode_jax.runtime import hosts
@@ -44,20 +44,34 @@ SEP = '/'  # arrays.npz keys: the argument pytree's dict path, joined.
 
 def score_function(apply_fn, config, balance):
     """f(variables, bank, images) -> dict(sim, logits): eq. (13)'s similarity on the scale
-    score.unode_scores gives it for `balance`, and the head's logits, float32."""
+    score.unode_scores gives it for `balance` (the mean of the score.knn_k largest cosines),
+    and the head's logits, float32; with rotation copies (score.copies) also copy_sim
+    (C, N) and copy_logits (C, N, classes), each turn against the bank's turned copies."""
     input_norm, features = config.model.input_norm, config.score.features
+    k = int(config.score.knn_k)
+    turns = [c.turn for c in copies.copy_list(config.score.copies)]
+
+    def nearest(z, bank_z):
+        cos = jnp.matmul(l2_normalize(z), bank_z.T, precision=jax.lax.Precision.HIGHEST)
+        return jnp.max(cos, axis=1) if k == 1 else jax.lax.top_k(cos, k)[0].mean(axis=1)
 
     def f(variables, bank, images):
-        z, logits = forward(apply_fn, variables, images.astype(jnp.float32) / 255.0,
-                            input_norm, features)
-        sim = jnp.max(jnp.matmul(l2_normalize(z), bank['z'].T,
-                                 precision=jax.lax.Precision.HIGHEST), axis=1)
+        x = images.astype(jnp.float32) / 255.0
+        z, logits = forward(apply_fn, variables, x, input_norm, features)
+        sim = nearest(z, bank['z'])
         norm = jnp.linalg.norm(z, axis=1)
         if balance == 'appendix_c_norm':  # as score.unode_scores
             sim = sim * norm
         if balance == 'authors':
             sim = sim * norm / bank['mean_norm']
-        return dict(sim=sim, logits=logits.astype(jnp.float32))
+        out = dict(sim=sim, logits=logits.astype(jnp.float32))
+        if turns:
+            got = [forward(apply_fn, variables, jnp.rot90(x, k=t, axes=(1, 2)), input_norm,
+                           features) for t in turns]
+            out['copy_sim'] = jnp.stack([nearest(zc, bz) for (zc, _), bz in
+                                         zip(got, bank['copy_z'])])
+            out['copy_logits'] = jnp.stack([lc.astype(jnp.float32) for _, lc in got])
+        return out
     return f
 
 
@@ -99,10 +113,14 @@ def export_model(model, config, path):
     if config.score.ensemble != 1:
         raise ConfigError(f'export scores with one view of each image: pass '
                           f'--config.score.ensemble=1 (got {config.score.ensemble})')
-    if not score.is_plain(model.bank):
-        raise ConfigError(f'export scores one view with the nearest neighbour: pass '
-                          f'--config.score.copies="()" --config.score.knn_k=1 (got '
-                          f'{tuple(config.score.copies)} and {config.score.knn_k})')
+    if any(t != 'rotation' for t in config.score.copies):
+        raise ConfigError(f'export takes the rotation copies alone (their draws are not '
+                          f'random): pass --config.score.copies="(\'rotation\',)" or "()" '
+                          f'(got {tuple(config.score.copies)})')
+    if model.bank.get('knn_k', 1) != config.score.knn_k or bool(model.bank.get('copies')) != \
+            bool(config.score.copies):
+        raise ConfigError('export: the model\'s bank was scored with other score.knn_k or '
+                          'score.copies than the config: rerun --mode=eval first')
     if model.head not in score.HEAD_TERMS or model.balance not in score.BALANCES:
         raise ConfigError(f'export: unknown head {model.head!r} or balance {model.balance!r}')
     if os.path.exists(path) and not (os.path.isdir(path) and set(os.listdir(path)) <= set(FILES)):
@@ -110,6 +128,9 @@ def export_model(model, config, path):
     z = np.asarray(model.bank['z'], np.float32)
     bank = dict(z=np.asarray(l2_normalize(jnp.asarray(z))),
                 mean_norm=np.float32(np.mean(np.linalg.norm(z.astype(np.float64), axis=1))))
+    made = model.bank.get('copies')
+    if made:
+        bank['copy_z'] = np.asarray(l2_normalize(jnp.asarray(made['z'], jnp.float32)))
     variables = dict(params=model.state.params, batch_stats=model.state.batch_stats)
     args = dict(variables=flatten(variables), bank=bank)
     size = config.data.image_size
@@ -128,6 +149,11 @@ def export_model(model, config, path):
                 quantile=model.quantile,
                 holdout_images=int(len(model.holdout_scores)), weight=float(model.weight),
                 head=model.head, balance=model.balance, step=model.step,
+                knn_k=int(config.score.knn_k),
+                copies=None if not made else dict(
+                    transforms=list(config.score.copies),
+                    weight=[float(v) for v in made['weight']],
+                    label=[int(v) for v in made['label']]),
                 config_sha256=config_sha256(config), model=config.model.name,
                 compute_dtype=compute_dtype(config.model.dtype).name,
                 platforms=list(exported.platforms), jax_version=jax.__version__)

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from unode_jax.data.images import prepare_batch
-from unode_jax.evaluation.score import balanced_head_term
+from unode_jax.evaluation.score import balanced_head_term, copy_mean, copy_term
 from unode_jax.runtime.files import read_json, read_npz
 
 FORMAT = 2  # The model.json 'format' this reader reads (export.FORMAT).
@@ -68,9 +68,11 @@ class ExportedModel:
             chunk = x[start:start + BATCH]
             padded = np.zeros((_pow2_at_least(len(chunk)),) + chunk.shape[1:], np.uint8)
             padded[:len(chunk)] = chunk
-            out = self.function.call(self.variables, self.bank, padded)
-            parts.append(terms(np.asarray(out['sim'])[:len(chunk)],
-                               np.asarray(out['logits'])[:len(chunk)], self.info))
+            out = {k: np.asarray(v) for k, v in
+                   self.function.call(self.variables, self.bank, padded).items()}
+            parts.append(terms(out['sim'][:len(chunk)], out['logits'][:len(chunk)], self.info,
+                               out.get('copy_sim', np.zeros((0, 0)))[:, :len(chunk)],
+                               out.get('copy_logits', np.zeros((0, 0, 0)))[:, :len(chunk)]))
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def score(self, x):
@@ -82,12 +84,19 @@ class ExportedModel:
         return below_threshold(self.score(x), self.threshold if threshold is None else threshold)
 
 
-def terms(sim, logits, info):
+def terms(sim, logits, info, copy_sim=(), copy_logits=()):
     """{'score', 'sim', 'binary'}, float64, from the exported function's float32 similarity
     and logits and model.json's lambda, head and balance: score.unode_scores' head term
-    and sum (float64, so confident images do not tie at P(inlier) = 1.0)."""
+    and sum (float64, so confident images do not tie at P(inlier) = 1.0); with the
+    rotation copies, the weighted means over the image and its copies (score.copy_mean)."""
     sim = np.asarray(sim, np.float64)
     binary = balanced_head_term(logits, info['head'], info['balance'])
+    made = info.get('copies')
+    if made:
+        sim = copy_mean(sim, np.asarray(copy_sim, np.float64), made['weight'])
+        binary = copy_mean(binary, [copy_term(lc, label, info['head'])
+                                    for lc, label in zip(copy_logits, made['label'])],
+                           made['weight'])
     return dict(score=sim + float(info['weight']) * binary, sim=sim, binary=binary)
 
 
