@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.tiny_config import tiny_config
-from unode_jax import ablation
+from unode_jax import ablation, validate
 from unode_jax.data.registry import load_dataset
 from unode_jax.data.splits import holdout_split, one_class_split
 from unode_jax.evaluation import metrics, score
@@ -179,3 +179,19 @@ def test_equal_spreads_row_is_the_spread_balance_whatever_the_configs_balance():
     assert [v.name for v in ablation.selected(config)] == ['autoaugood', 'spread_equal']
     cfg = ablation.variant_config(config, by_name['spread_equal'])
     assert (cfg.score.balance, cfg.score.spread_share) == ('spread', 1.0)
+
+
+def test_the_copies_and_the_transform_head_have_their_literal_rows():
+    config = _config()
+    config.ablation.variants = ('none', 'binary_head', 'no_copies', 'compose_all')
+    config.negatives.max_compose = 1
+    names = lambda: [v.name for v in ablation.selected(config)]  # noqa: E731
+    assert names() == ['autoaugood', 'none', 'compose_all']  # the paper's head, no copies
+    config.head.kind, config.score.copies = 'transform', ('rotation',)
+    assert names() == ['autoaugood', 'none', 'compose_all', 'binary_head', 'no_copies']
+    by_name = {v.name: v for v in ablation.VARIANTS}
+    for name in names():  # every row is a config the run accepts
+        validate.validate_config(ablation.variant_config(config, by_name[name]))
+    none = ablation.variant_config(config, by_name['none'])
+    assert (none.score.copies, none.head.kind) == ((), 'binary')
+    assert by_name['no_copies'].scoring_only and not by_name['binary_head'].scoring_only

@@ -10,7 +10,8 @@ run.py, so a stopped ablation resumes and finished variants are not redone.
   Table 5 (losses)     L_con only | L_CE only | both (= the AutoAugOOD run)
   literal choices      where this config departs from the paper's text, the text's
                        choice: eq. (9)-(11)'s loss, composition of all weighted
-                       transforms, lambda = 1, eq. (13) on the projection z (scored from
+                       transforms, lambda = 1, the binary head, eq. (13) on the projection
+                       z and on the image alone without test-time copies (both scored from
                        the base run's checkpoints); one the config already makes is skipped
   BatchNorm            statistics recomputed on clean inliers (score.bn_stats)
   Table 6 (score)      sim (13) | binary (14) | both (15), of the AutoAugOOD run
@@ -73,8 +74,10 @@ VARIANTS = (
     Variant('uniform', NEGATIVES, 'uniform weights',
             (('negatives.weights', 'uniform'),)),
     *(_fixed(t) for t in PAPER_TRANSFORMS),
+    # No hard negatives: nothing to copy or to name (the binary head, no test-time copies).
     Variant('none', NEGATIVES, 'none: NT-Xent on inlier views only (sim)',
-            (('negatives.weights', 'none'),), score='auroc_sim'),
+            (('negatives.weights', 'none'), ('score.copies', ()), ('head.kind', 'binary')),
+            score='auroc_sim'),
     Variant('con_only', LOSSES, 'L_con only (sim)', (('loss.ce_weight', 0.0),),
             score='auroc_sim'),
     Variant('ce_only', LOSSES, 'L_CE only', (('loss.con_weight', 0.0),)),
@@ -84,8 +87,12 @@ VARIANTS = (
             (('loss.kind', 'paper'),)),
     Variant('paper_lambda', LITERAL, 'lambda = 1 in L_con + lambda L_CE (sec. 3.2)',
             (('loss.ce_weight', 1.0),)),
-    Variant('compose_all', LITERAL, 'r ~ U(1, k), k = all weighted transforms',
-            (('negatives.max_compose', 0),)),
+    Variant('compose_all', LITERAL, 'r ~ U(1, k), k = all weighted transforms (binary head)',
+            (('negatives.max_compose', 0), ('head.kind', 'binary'))),
+    Variant('binary_head', LITERAL, "the binary head of eq. (12), scored by eq. (14)",
+            (('head.kind', 'binary'),)),
+    Variant('no_copies', LITERAL, 'eq. (13)-(14) on the image alone (no test-time copies)',
+            (('score.copies', ()),), scoring_only=True),
     Variant('projection_sim', LITERAL, 'eq. (13) on the projection z = g(f(x))',
             (('score.features', 'projection'),), scoring_only=True),
     Variant('bn_inliers', BN, 'recomputed on clean inliers after training',
