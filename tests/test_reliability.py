@@ -235,6 +235,13 @@ def test_malicious_or_mismatched_pretrained_is_refused_before_any_work(tmp_path)
 # One override per `raise ConfigError` in validate.py that a config can reach; the test
 # checks that together they execute every such line, so a new check needs a case here.
 BAD_CONFIGS = [
+    {'score.knn_k': 0}, {'score.copies': ('rotation',), 'score.balance': 'authors'},
+    {'negatives.transforms': ('sobel',), 'score.copies': ('rotation',)},
+    {'score.copies': ('rotation', 'rotation')},
+    {'score.copies': ('rotation',), 'negatives.weights': 'none'}, {'views.num_views': 3},
+    {'views.num_views': 1}, {'head.kind': 'transform', 'negatives.weights': 'none'},
+    {'head.kind': 'transform', 'negatives.max_compose': 0},
+    {'head.kind': 'transform', 'score.balance': 'authors'},
     {'data.name': 'nope'}, {'autoaug.tau': 0.0}, {'autoaug.num_images': 5},
     {'corruptions.severity': 7}, {'batch_size': 0}, {'data.device_budget_mb': -1},
     {'optim.warmup_epochs': -1}, {'negatives.max_compose': -1}, {'loss.ce_weight': -1.0},

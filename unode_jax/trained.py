@@ -17,6 +17,7 @@ from unode_jax.data.splits import holdout_split
 from unode_jax.evaluation import copies, precise_bn, predict as predict_lib, score
 from unode_jax.evaluation.evaluate import embed
 from unode_jax.models import compute_dtype
+from unode_jax.models.unode import head_classes
 from unode_jax.plan import ModelRun
 from unode_jax.runtime import fingerprint, hosts
 from unode_jax.runtime.errors import ConfigError
@@ -181,7 +182,7 @@ def train_or_restore(config, run: ModelRun, train, *, weights, embedder=None, ou
                                 n_pad=n_pad, p_train_step=p_train_step, outliers=outliers,
                                 record=record)
     else:
-        num_classes = train_lib.head_classes(config, labels)
+        num_classes = head_classes(config, labels)
         state = restore_for_eval(config, run.directory, x_fit.shape[1], num_classes, record)
         if weights is None:  # Eval only: the weights this model was trained with, if recorded.
             found = autoaug.cached_weights(run.directory)

@@ -26,7 +26,7 @@ from unode_jax.models.torchvision import torchvision_models
 from unode_jax.plan import SETTINGS
 from unode_jax.runtime.errors import ConfigError
 from unode_jax.training.losses import LOSS_KINDS
-from unode_jax.training.train import HEAD_KINDS
+from unode_jax.models.unode import HEAD_KINDS
 from unode_jax.training.optim import OPTIMIZERS
 
 # Every enumerated config field and where its values are defined (by the code that

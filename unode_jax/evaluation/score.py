@@ -268,9 +268,6 @@ def copy_mean(first, rest, weights):
     return (first + sum(w * np.asarray(r, np.float64) for w, r in zip(v, rest))) / (1.0 + v.sum())
 
 
-def _copy_mean(first, rest, bank):
-    return copy_mean(first, rest, bank['copies']['weight'])
-
 
 def similarity(bank, test):
     """Eq. (13) of each test row: its largest cosine to the bank's z (the mean of the
@@ -282,7 +279,7 @@ def similarity(bank, test):
         return sim
     rest = [max_cosine_similarity(tz, bz, k=k)
             for tz, bz in zip(test['copies']['z'], bank['copies']['z'])]
-    return _copy_mean(sim, rest, bank)
+    return copy_mean(sim, rest, bank['copies']['weight'])
 
 
 def similarity_leave_one_out(bank):
@@ -292,7 +289,7 @@ def similarity_leave_one_out(bank):
     if not bank.get('copies'):
         return sim
     rest = [leave_one_out_max_cosine(bz, k=k) for bz in bank['copies']['z']]
-    return _copy_mean(sim, rest, bank)
+    return copy_mean(sim, rest, bank['copies']['weight'])
 
 
 def head_terms(bank, test, head='binary'):
@@ -303,7 +300,7 @@ def head_terms(bank, test, head='binary'):
         return term
     rest = [copy_term(l, label, head)
             for l, label in zip(test['copies']['logits'], bank['copies']['label'])]
-    return _copy_mean(term, rest, bank)
+    return copy_mean(term, rest, bank['copies']['weight'])
 
 
 def balance_weight(train_sim, train_prob, floor=1e-3):

@@ -4,6 +4,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 
 class UNODEModel(nn.Module):
@@ -33,3 +34,20 @@ class UNODEModel(nn.Module):
         logits = nn.Dense(self.num_classes, dtype=self.dtype, name='head')(f)
         return dict(feature=f, z=jnp.asarray(z, jnp.float32),
                     logits=jnp.asarray(logits, jnp.float32))
+
+
+# head.kind: binary = eq. (12)'s 2-way head (class 1 = inlier, 0 = hard negative) |
+# transform = one class per hard transform of negatives.transforms, then the identity
+# (class K = inlier): the head names the transform that made a negative (GEOM, GOAD,
+# CSI's shift head), and the score's term is its log-probability (score.HEAD_TERMS).
+HEAD_KINDS = ('binary', 'transform')
+
+
+def head_classes(config, labels=None):
+    """The head's number of classes: K + 1 with the labeled setting's K inlier labels,
+    len(negatives.transforms) + 1 with the transform head, else 2."""
+    if labels is not None:
+        return int(np.asarray(labels).max()) + 2
+    if config.head.kind == 'transform':
+        return len(config.negatives.transforms) + 1
+    return 2

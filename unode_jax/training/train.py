@@ -26,6 +26,7 @@ from tqdm import tqdm
 from unode_jax.augment import negatives, views
 from unode_jax.augment.weights import has_negatives
 from unode_jax.models import build_model, frozen_mask, normalize_input
+from unode_jax.models.unode import head_classes
 from unode_jax.models.torchvision import load_torchvision_encoder
 from unode_jax.runtime import fingerprint, hosts
 from unode_jax.runtime.errors import Interrupted
@@ -267,23 +268,6 @@ def _log_metrics(log, bar, rows, images_per_s):
     log.write([dict(row, images_per_s=images_per_s) for row in rows])
     bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}", img_s=f'{images_per_s:.0f}')
     bar.update(rows[-1]['step'] - bar.n)
-
-
-# head.kind: binary = eq. (12)'s 2-way head (class 1 = inlier, 0 = hard negative) |
-# transform = one class per hard transform of negatives.transforms, then the identity
-# (class K = inlier): the head names the transform that made a negative (GEOM, GOAD,
-# CSI's shift head), and the score's term is its log-probability (score.HEAD_TERMS).
-HEAD_KINDS = ('binary', 'transform')
-
-
-def head_classes(config, labels=None):
-    """The head's number of classes: K + 1 with the labeled setting's K inlier labels,
-    len(negatives.transforms) + 1 with the transform head, else 2."""
-    if labels is not None:
-        return int(np.max(labels)) + 2
-    if config.head.kind == 'transform':
-        return len(config.negatives.transforms) + 1
-    return 2
 
 
 def training_arrays(config, x_train, labels=None, n_pad=None):
