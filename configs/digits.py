@@ -14,10 +14,11 @@ stand-in for MNIST (Table 1: 97.4).
 The defaults that depart from the paper's text (configs/default.py) were chosen on
 this dataset with --mode=ablate and checked on configs/faces.py; lambda, shared by every
 CPU config, on validation splits of digits', faces' and Fashion-MNIST's training images
-together (below). The paper's literal choices are one override away:
+together, and the head, the test-time copies and the score's balance on those of the
+textures too (below). The paper's literal choices are one override away:
   --config.loss.ce_weight=1 --config.loss.kind=paper --config.negatives.max_compose=0
   --config.autoaug.divergence=jeffreys --config.score.features=projection
-  --config.score.balance=appendix_c
+  --config.score.balance=appendix_c --config.head.kind=binary --config.score.copies="()"
 XLA FLOPs per training step: 2.6 GFLOP (resnet18_cifar_w16, 16 px, batch 16;
 benchmarks/flops.py).
 Memory of that step on one device (XLA, compiled on a CPU: benchmarks/flops.py
@@ -72,7 +73,7 @@ def get_config():
     config.score.spread_share = 0.3
     # Batch 16: twice the updates of batch 32 at the same cost (digits classes 2, 3, 8, 9,
     # 40 epochs: binary term's AUROC 95.2 at batch 16, 92.4 at 32). 20 epochs (120 steps
-    # a class): --mode=all in 216 s on 2 cores (docs/speed.md).
+    # a class): --mode=all in 172 s on 2 cores (docs/quickstart.md).
     config.batch_size = 16
     config.optim.num_epochs = 20
     config.optim.warmup_epochs = 3
