@@ -6,7 +6,7 @@
 
 All contenders get the same L2-normalised float32 embeddings (seeded Gaussian) and return
 each query's largest cosine similarity to the bank:
-  ours     unode_jax.evaluation.score.max_cosine_similarity (jitted tiles, bank on the device(s));
+  ours     unode_jax.evaluation.knn.max_cosine_similarity (jitted tiles, bank on the device(s));
   faiss    faiss.IndexFlatIP, add + search(k=1); optional: `pip install faiss-cpu==1.15.1`,
            skipped with a message when missing;
   sklearn  NearestNeighbors(metric='cosine', algorithm='brute', n_neighbors=1), fit +
@@ -57,19 +57,19 @@ def child(args):
     if args.contender == 'ours':
         sys.path.insert(0, ROOT)
         import jax
-        from unode_jax.evaluation import score
+        from unode_jax.evaluation import knn
         imported = maxrss_mib()
         kw = {k: v for k, v in (('query_chunk', args.query_chunk),
                                 ('bank_chunk', args.bank_chunk)) if v}
-        chunks = dict(score.DEFAULT_CHUNKS, **kw)
+        chunks = dict(knn.DEFAULT_CHUNKS, **kw)
         n_dev = len(jax.local_devices())
         # Warm-up: the same tile shapes, so the timed call does not compile (a full bank
         # block and a padded one: the plain and the masked tile program).
-        score.max_cosine_similarity(queries[:chunks['query_chunk']],
+        knn.max_cosine_similarity(queries[:chunks['query_chunk']],
                                     bank[:n_dev * chunks['bank_chunk'] + 1], **kw)
 
         def run():
-            return score.max_cosine_similarity(queries, bank, **kw)
+            return knn.max_cosine_similarity(queries, bank, **kw)
     elif args.contender == 'faiss':
         import faiss
         imported = maxrss_mib()

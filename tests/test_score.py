@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unode_jax.evaluation import metrics, score
+from unode_jax.evaluation import knn, metrics, score
 from unode_jax.training.losses import l2_normalize
 
 
@@ -61,9 +61,9 @@ def test_max_cosine_similarity_one_and_four_devices_agree():
 def test_max_cosine_similarity_compiles_once_per_shape():
     devices = tuple(jax.local_devices()[:4])
     rng = np.random.default_rng(8)
-    mesh = score._mesh(devices)
-    caches = (score._block_max_fn(mesh, False, 1), score._block_max_fn(mesh, True, 1),
-              score._normalize)
+    mesh = knn._mesh(devices)
+    caches = (knn._block_max_fn(mesh, False, 1), knn._block_max_fn(mesh, True, 1),
+              knn._normalize)
     start = [f._cache_size() for f in caches]
     for m, n in [(300, 1000), (1000, 2500), (257, 4099), (5000, 300)]:
         # D = 20 is used by no other test: each program compiles once, at its first use.
@@ -82,7 +82,7 @@ def test_full_blocks_skip_the_mask_and_keep_its_values():
     products (one dot of the same tiles), so the maxima agree to float32 rounding of the
     D = 32 sum (as the 1-and-4-devices test argues: 4e-6)."""
     devices = tuple(jax.local_devices()[:4])
-    mesh = score._mesh(devices)
+    mesh = knn._mesh(devices)
     rng = np.random.default_rng(11)
     by_bank = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('bank'))
     q = l2_normalize(jnp.asarray(_unnormalised(rng, 64, 32)))
@@ -90,7 +90,7 @@ def test_full_blocks_skip_the_mask_and_keep_its_values():
 
     def block_max(masked):  # A full block (512 valid rows), no query among the bank's rows.
         best = jax.device_put(np.full((4, 64, 1), -np.inf, np.float32), by_bank)
-        return np.asarray(score._block_max_fn(mesh, masked)(
+        return np.asarray(knn._block_max_fn(mesh, masked)(
             q, b, jnp.int32(512), best, jnp.int32(-10_000), jnp.int32(0)))
 
     plain, masked = block_max(False), block_max(True)
