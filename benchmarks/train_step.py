@@ -37,7 +37,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from configs import default  # noqa: E402
+from unode_jax.configs import default  # noqa: E402
 from unode_jax.augment import weights as weights_lib  # noqa: E402
 from unode_jax.models import DTYPES, STEMS, compute_dtype, normalize_input  # noqa: E402
 from unode_jax.training import (devices as devices_lib, losses, optim,  # noqa: E402

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from configs import default as default_config
+from unode_jax.configs import default as default_config
 from unode_jax.augment import negatives, transforms, views
 
 S = 16  # image side used by most tests

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from configs import digits
+from unode_jax.configs import digits
 from tests import children
 from unode_jax.augment import autoaug, embedders, transforms as transforms_lib
 from unode_jax.data.registry import load_dataset

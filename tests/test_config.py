@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from configs import default
+from unode_jax.configs import default
 from unode_jax import validate as V
 from unode_jax.augment.weights import negative_weights
 from unode_jax.data.registry import names
@@ -16,13 +16,13 @@ from unode_jax.validate import validate_config
 
 # saved.py reads a trained workdir's config.json (tests/test_workdir_config.py).
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(
-    os.path.join(os.path.dirname(__file__), '..', 'configs', '*.py'))
+    os.path.join(os.path.dirname(__file__), '..', 'unode_jax', 'configs', '*.py'))
     if os.path.basename(p) not in ('__init__.py', 'saved.py'))
 
 
 @pytest.mark.parametrize('name', CONFIGS)
 def test_every_config_is_valid(name):
-    config = importlib.import_module(f'configs.{name}').get_config()
+    config = importlib.import_module(f'unode_jax.configs.{name}').get_config()
     if config.data.name == 'arrays':
         config.data.path = 'mine.npz'
     if config.data.name in names('folder'):
@@ -120,7 +120,7 @@ def test_device_and_class_checks():
 
 def test_stems_by_config():
     """32 px from scratch: the CIFAR stem; ImageNet weights and 224 px: torchvision's."""
-    stem = {name: importlib.import_module(f'configs.{name}').get_config().model.stem
+    stem = {name: importlib.import_module(f'unode_jax.configs.{name}').get_config().model.stem
             for name in ('cifar10', 'svhn', 'mnist', 'cifar10_pretrained', 'mvtec', 'digits')}
     assert stem == {'cifar10': 'cifar', 'svhn': 'cifar', 'mnist': 'cifar',
                     'cifar10_pretrained': 'imagenet', 'mvtec': 'imagenet',
@@ -166,7 +166,7 @@ def _undocumented(lines, field, allowed):
 def test_default_py_documents_every_allowed_value():
     """Allowed values are defined once, where implemented (validate.CHOICES reads them);
     default.py's comment of each enumerated field names every value, or the table."""
-    with open(os.path.join(os.path.dirname(__file__), '..', 'configs', 'default.py')) as f:
+    with open(os.path.join(os.path.dirname(__file__), '..', 'unode_jax', 'configs', 'default.py')) as f:
         lines = f.read().splitlines()
     for field, allowed in {**V.CHOICES, **V.ENTRY_CHOICES, **V.OPTIONAL_CHOICES}.items():
         assert not _undocumented(lines, field, allowed), (
@@ -218,7 +218,7 @@ def _flat(d, prefix=''):
 @pytest.mark.parametrize('name', CPU_CONFIGS)
 def test_cpu_configs_share_one_recipe(name):
     recipe = _flat(importlib.import_module('configs.digits').get_config().to_dict())
-    config = _flat(importlib.import_module(f'configs.{name}').get_config().to_dict())
+    config = _flat(importlib.import_module(f'unode_jax.configs.{name}').get_config().to_dict())
     assert set(config) == set(recipe)
     differ = sorted(k for k in config if config[k] != recipe[k])
     assert differ, f'configs/{name}.py is configs/digits.py'

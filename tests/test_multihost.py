@@ -44,7 +44,7 @@ def _one_host(workdir, autoaug_json):
     """The reference: one process with the test session's 4 devices, trained with the
     AutoAugOOD weights in `autoaug_json` (placed in its workdir, where the weights' cache
     finds them: the fingerprint covers the data and settings, not the device count)."""
-    from configs import digits
+    from unode_jax.configs import digits
     config = digits.get_config()
     for k, v in OVERRIDES.items():
         section, _, field = k.rpartition('.')

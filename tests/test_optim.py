@@ -6,7 +6,7 @@ import pytest
 import optax
 from ml_collections import ConfigDict
 
-from configs import default
+from unode_jax.configs import default
 from unode_jax.training import optim
 
 

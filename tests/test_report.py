@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tests import children
-from configs.fashion_mnist_cpu import PAPER_AUROC
+from unode_jax.configs.fashion_mnist_cpu import PAPER_AUROC
 from unode_jax.evaluation import metrics, report
 from unode_jax.evaluation.baselines import BASELINES
 

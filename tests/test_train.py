@@ -421,14 +421,20 @@ def test_bad_override_fails_with_one_line(tmp_path):
         assert r.returncode == 1 and r.stderr.count('\n') == 1, r.stderr[-2000:]
         assert r.stderr.startswith('error: ') and want in r.stderr, r.stderr
     r = children.launch('--config=configs/nope.py', f'--workdir={tmp_path / "bad"}')
-    assert r.returncode == 1 and r.stderr == (
-        'error: --config=configs/nope.py: no such file (the configs are in configs/)\n')
+    assert r.returncode == 1 and r.stderr.startswith(
+        'error: --config=configs/nope.py: no such file or packaged config (arrays, cifar10, ')
+    assert r.stderr.count('\n') == 1 and ' digits, ' in r.stderr
     assert not (tmp_path / 'bad').exists()  # nothing written
+    # A packaged config by its bare name: read (its validation runs), from any directory.
+    r = children.launch('--config=digits', f'--workdir={tmp_path / "bad"}',
+                        '--config.optim.peak_lr=-1', cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.startswith('error: ') and 'peak_lr' in r.stderr, r.stderr
+    assert not (tmp_path / 'bad').exists()
 
 
 @pytest.mark.slow
 def test_quick_start_detects_novel_digits_and_sweep_resumes(tmp_path, monkeypatch):
-    from configs import digits
+    from unode_jax.configs import digits
     from unode_jax.run import run
     trained, real_train = [], train_lib.train  # the class folder of each call to train
 

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from configs import saved
+from unode_jax.configs import saved
 from tests import children
 from tests.tiny_config import tiny_config
 from unode_jax.runtime import fingerprint
@@ -80,7 +80,7 @@ def test_eval_and_predict_without_config(trained_digits3, tmp_path):
 def test_fields_training_reads_and_fields_it_does_not():
     """Every field but the listed evaluation and run fields is a training field; a new
     field is guarded until it is listed."""
-    from configs import default
+    from unode_jax.configs import default
     fields = fingerprint.flat_fields(default.get_config())
     not_trained = {k for k in fields if not fingerprint.is_training_field(k)}
     assert {k for k in not_trained if not k.startswith(('score.', 'corruptions.', 'report.',

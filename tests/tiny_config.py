@@ -1,5 +1,5 @@
 """The small training config of the end-to-end tests, with 'section.field' overrides."""
-from configs import default
+from unode_jax.configs import default
 
 
 def tiny_config(**overrides):

@@ -4,6 +4,7 @@
 use, so that `import unode_jax.serving.exported` (an exported model's loader) needs only jax and
 numpy.
 """
+__version__ = '0.1.0'
 
 
 def __getattr__(name):

@@ -1,5 +1,6 @@
-"""Config files as code: get_config() of a configs/*.py file, dotted-name overrides, and
-the config a trained workdir saved (configs/saved.py), for launch.py and the Python API."""
+"""Config files as code: get_config() of a config file (a path, or a packaged config by name:
+`digits` is unode_jax/configs/digits.py), dotted-name overrides, and the config a trained
+workdir saved (configs/saved.py), for the command line and the Python API."""
 import importlib.util
 import os
 import sys
@@ -9,15 +10,36 @@ from ml_collections import config_dict
 from unode_jax.runtime import fingerprint
 from unode_jax.runtime.errors import ConfigError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAVED_CONFIG = os.path.join(REPO, 'configs', 'saved.py')
+PACKAGED = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
+SAVED_CONFIG = os.path.join(PACKAGED, 'saved.py')
+
+
+def packaged_configs():
+    """The names of the packaged configs (digits, cifar10, ...), sorted."""
+    return sorted(f[:-3] for f in os.listdir(PACKAGED)
+                  if f.endswith('.py') and not f.startswith('_'))
+
+
+def config_path(name):
+    """The file of a config: name itself where it is a file, else the packaged config of that
+    bare name (`digits` or `digits.py`); anything else is a ConfigError listing them."""
+    if os.path.isfile(name):
+        return name
+    stem = name[:-3] if name.endswith('.py') else name
+    if os.sep not in stem and '/' not in stem and stem in packaged_configs():
+        return os.path.join(PACKAGED, stem + '.py')
+    raise ConfigError(f'no such file or packaged config ({", ".join(packaged_configs())}; '
+                      'configs/NAME.py in the repository)')
 
 
 def load_module(path):
     """The Python file at path as a module, with the folder above its own importable so
-    that a config's `from configs import default` works from any working directory."""
-    if not os.path.isfile(path):
-        raise ConfigError(f'config {path}: no such file (the configs are in configs/)')
+    that a config beside its own package's configs (`from myconfigs import base`) works from
+    any working directory; the packaged configs import `unode_jax.configs`."""
+    try:
+        path = config_path(path)
+    except ConfigError as e:
+        raise ConfigError(f'config {path}: {e}') from None
     root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
     added = root not in sys.path
     if added:
@@ -35,10 +57,17 @@ def load_module(path):
 def load_config_file(path, arg=None):
     """get_config() (or get_config(arg)) of a config file; `path:arg` as launch.py's
     --config writes it."""
-    if arg is None and ':' in path and not os.path.isfile(path):
+    if arg is None and ':' in path and not os.path.isfile(path) and not _is_config(path):
         path, arg = path.split(':', 1)
     module = load_module(path)
     return module.get_config(arg) if arg else module.get_config()
+
+
+def _is_config(name):
+    try:
+        return bool(config_path(name))
+    except ConfigError:
+        return False
 
 
 def with_overrides(config, overrides):

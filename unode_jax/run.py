@@ -20,27 +20,22 @@ is printed as a table (evaluation/report.py).
 """
 import os
 
-import jax
 import numpy as np
 
 from unode_jax import ablation
-from unode_jax.augment import embedders
-from unode_jax.augment.weights import negative_weights
 from unode_jax.data import images as images_lib
-from unode_jax.data.datasets import load_outliers
 from unode_jax.data.registry import load_data
 from unode_jax.evaluation import report
 from unode_jax.evaluation.evaluators import evaluator, predict_images
+from unode_jax.fitting import Fitting, check_data, check_pretrained
 from unode_jax.modes import MODES
 from unode_jax.plan import model_directories, plan_runs, predict_dir
 from unode_jax.runtime import hosts
 from unode_jax.runtime.errors import ConfigError, DamagedFileError
 from unode_jax.runtime.files import read_json
 from unode_jax.serving.export import export_model
-from unode_jax.trained import (check_trained_with, load_trained, results_key, save_config,
-                               train_or_restore)
-from unode_jax.training import train as train_lib
-from unode_jax.validate import check_training_sizes, validate_config
+from unode_jax.trained import check_trained_with, load_trained, results_key
+from unode_jax.validate import training_groups
 
 
 def _finished(config, run, mode):
@@ -90,8 +85,7 @@ def run(config, workdir, mode='train_eval', classes=None, images=None, threshold
     if m.one_class_only and config.data.setting != 'one_class':
         raise ConfigError(f"--mode={mode} is defined for data.setting='one_class' (the "
                           'corrupted evaluation and the ablations): use --mode=train_eval')
-    if config.model.pretrained:  # Read (and checked) before any work: a bad file stops here.
-        train_lib.check_pretrained(config, config.data.image_size)
+    check_pretrained(config)  # Read (and checked) before any work: a bad file stops here.
     if mode == 'predict':  # One trained model and new images; no dataset.
         if not images:
             raise ConfigError('--mode=predict needs --images=FOLDER_OR_GLOB')
@@ -109,41 +103,29 @@ def run(config, workdir, mode='train_eval', classes=None, images=None, threshold
 
     # Process 0 prepares (and caches) the data first; the others then read the cache.
     ds = hosts.writer_first(lambda: load_data(config, workdir), 'loading the data')
-    validate_config(config, num_classes=ds.num_classes, num_devices=jax.device_count())
-    check_training_sizes(config, ds.y_train, ds.class_names, classes, training=m.train)
+    check_data(config, training_groups(config, ds.y_train, ds.class_names, classes),
+               train=m.train, num_classes=ds.num_classes)
     if not len(ds.x_test) and m.needs_test:
         raise ConfigError(f'{ds.name} at {config.data.path} has no test images, which '
                           f'--mode={mode} scores: use --mode=train (or train_eval), then '
                           '--mode=predict --images=...')
     evals = [evaluator(e, config, ds, workdir) for e in m.evals] if len(ds.x_test) else []
-    weights = negative_weights(config)  # None: AutoAugOOD's, per model.
-    embedder = outliers = None
-    if m.train:
-        save_config(config, workdir)  # The config the models are trained with.
-        if weights is None and hosts.is_writer():  # Process 0 runs AutoAugOOD.
-            embedder = embedders.make_embedder(config)  # A missing CLIP file stops here.
-    if config.negatives.outliers:
-        outliers = load_outliers(config.negatives.outliers, config.data.image_size)
     runs = plan_runs(config, ds, workdir, classes)
-    shared = {}
-    if len(runs) > 1 and m.train:  # Pad classes to the largest: one compiled step for all.
-        shared = dict(n_pad=int(np.bincount(ds.y_train, minlength=ds.num_classes).max()),
-                      p_train_step=train_lib.make_p_train_step(config))
+    n_pad = None
+    if len(runs) > 1:  # Pad classes to the largest: one compiled step for all.
+        n_pad = int(np.bincount(ds.y_train, minlength=ds.num_classes).max())
+    fitting = Fitting(config, workdir, train=m.train, n_pad=n_pad)
     rows = [[] for _ in evals]
     for r in runs:
         done = _finished(config, r, m)
         if done is not None and len(evals) == 1:
             rows[0].append(done)  # Finished before a stop: not redone.
             continue
-        if m.train and r.in_sweep:
-            save_config(config, r.directory, normal_class=r.normal_class)
-        model = train_or_restore(config, r, m.train and done is None, weights=weights,
-                                 embedder=embedder, outliers=outliers, **shared)
+        model = fitting.model(r, m.train and done is None)
         for i, e in enumerate(evals):
             rows[i].append(done if i == 0 and done is not None else e.run(model))
     if m.train and not len(ds.x_test):
         print(f'{ds.name} has no test images: trained model(s) and feature bank saved in '
               f'{workdir}; score new images with --mode=predict', flush=True)
-    summaries = [e.finish(rows[i], None if embedder is None else embedder.description)
-                 for i, e in enumerate(evals)]
+    summaries = [e.finish(rows[i], fitting.embedder_description) for i, e in enumerate(evals)]
     return summaries[0] if summaries else None

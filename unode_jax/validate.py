@@ -131,6 +131,12 @@ def validate_config(config, *, num_classes=None, num_devices=None):
 def check_training_sizes(config, y_train, class_names, classes=None, training=True):
     """Each model the run makes has training images, and (when it trains) at least
     batch_size of them once predict.holdout's are set aside; checked before any work."""
+    check_group_sizes(config, training_groups(config, y_train, class_names, classes), training)
+
+
+def training_groups(config, y_train, class_names, classes=None):
+    """[(what, number of training images)] of each model the run makes (one per class of a
+    one-class run, one for the inlier classes of a multi-class run); --classes checked."""
     d = config.data
     counts = np.bincount(y_train, minlength=len(class_names))
     if classes and (d.setting != 'one_class' or d.normal_class >= 0):
@@ -141,19 +147,26 @@ def check_training_sizes(config, y_train, class_names, classes=None, training=Tr
         raise ConfigError(f'--classes: {d.name} has classes 0..{len(counts) - 1}, got {bad}')
     if d.setting == 'one_class':
         todo = [d.normal_class] if d.normal_class >= 0 else (classes or range(len(counts)))
-        groups = [(f'class {k} ({class_names[k]})', int(counts[k])) for k in todo]
+        groups = [(f'{d.name}: class {k} ({class_names[k]})', int(counts[k])) for k in todo]
     else:
         inliers = list(d.inlier_classes or range(len(counts)))
-        groups = [('the inlier classes', int(counts[inliers].sum()))]
+        groups = [(f'{d.name}: the inlier classes', int(counts[inliers].sum()))]
+    return groups
+
+
+def check_group_sizes(config, groups, training=True, flag='--config.batch_size'):
+    """Each (what, number of training images) of groups has images and, when training, at
+    least batch_size of them once predict.holdout's are set aside; `flag` is how the user
+    sets batch_size (the command line's flag, or the Python API's keyword)."""
     for what, n in groups:
         if n == 0:
-            raise ConfigError(f'{d.name}: {what} has no training images')
+            raise ConfigError(f'{what} has no training images')
         n_fit = len(holdout_split(n, config.predict.holdout, config.seed)[0])
         if training and n_fit < config.batch_size:
             held = f' ({n - n_fit} held out by predict.holdout)' if n_fit < n else ''
-            raise ConfigError(f'{d.name}: {what} has {n_fit} training images{held}, fewer than '
-                              f'batch_size={config.batch_size}: lower --config.batch_size to '
-                              f'at most {n_fit}')
+            raise ConfigError(f'{what} has {n_fit} training images{held}, fewer than '
+                              f'batch_size={config.batch_size}: lower {flag} to at most '
+                              f'{n_fit}')
 
 
 def _check_finite(config, prefix=''):
