@@ -67,3 +67,21 @@ def test_readme_is_short():
     with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
         n = sum(1 for _ in f)
     assert n <= MAX_README_LINES, f'README.md has {n} lines; move sections to docs/'
+
+
+def test_the_configs_that_hold_images_out_are_the_ones_usage_md_names():
+    """docs/usage.md names every config whose predict.holdout is not 0, with its value."""
+    import importlib
+    from unode_jax.config_files import packaged_configs
+    text = ' '.join(open(os.path.join(ROOT, 'docs', 'usage.md'), encoding='utf-8').read().split())
+    stated = {}
+    for value, names in re.findall(r'holdout (\d\.\d+) in ((?:`\w+\.py`(?:, )?)+)', text):
+        for name in re.findall(r'`(\w+)\.py`', names):
+            stated[name] = float(value)
+    actual = {}
+    for name in packaged_configs():
+        if name != 'saved':
+            holdout = importlib.import_module(f'unode_jax.configs.{name}').get_config().predict.holdout
+            if holdout:
+                actual[name] = holdout
+    assert stated == actual

@@ -5,6 +5,7 @@ import os
 import struct
 import sys
 
+import numpy as np
 import pytest
 
 from tests import children
@@ -46,6 +47,12 @@ def test_rows_go_to_jsonl_and_tensorboard(tmp_path):
     scalars = read_scalars(tmp_path / 'tensorboard')
     assert scalars['eval/auroc'] == [(20, 0.75)] and 'eval/dataset' not in scalars
     assert 'eval/flag' not in scalars
+    # The operating point (metrics.operating_point): None without a fitted threshold.
+    log_evaluation(str(tmp_path), 30, dict(threshold=None, tpr_at_threshold=None,
+                                           f1_max=0.5, f1_max_threshold=1.25), True)
+    scalars = read_scalars(tmp_path / 'tensorboard')
+    assert scalars['eval/f1_max'] == [(30, 0.5)] and scalars['eval/f1_max_threshold'] == [
+        (30, 1.25)] and 'eval/tpr_at_threshold' not in scalars and 'eval/threshold' not in scalars
 
 
 def test_tensorboard_off_writes_only_jsonl(tmp_path):
@@ -68,7 +75,8 @@ def test_no_tensorflow_at_run_time(tmp_path):
 
 def test_a_run_shows_its_curves_and_aurocs(tmp_path):
     config = tiny_config(**{'data.normal_class': 0, 'negatives.weights': 'uniform',
-                            'negatives.transforms': ('rotation', 'cutout'), 'log_every': 5})
+                            'negatives.transforms': ('rotation', 'cutout'), 'log_every': 5,
+                            'predict.holdout': 0.2})  # A fitted threshold: the operating point
     summary = run(config, str(tmp_path))
     scalars = read_scalars(tmp_path / 'tensorboard')
     steps = [s for s, _ in scalars['train/loss']]
@@ -77,3 +85,14 @@ def test_a_run_shows_its_curves_and_aurocs(tmp_path):
     (step, auroc), = scalars['eval/auroc']  # the run's own number, at its last step
     assert step == steps[-1] and auroc == pytest.approx(summary['classes']['0']['auroc'])
     assert {'eval/auroc_sim', 'eval/auroc_binary', 'eval/fpr95'} <= set(scalars)
+    # The operating point at the threshold of bank.npz, saved with the scores, counted here.
+    row, bank = summary['classes']['0'], np.load(tmp_path / 'bank.npz')
+    saved = np.load(tmp_path / 'scores.npz')
+    t = float(bank['threshold'])
+    assert np.isfinite(t) and row['threshold'] == t == float(saved['threshold'])
+    novel, flagged = ~saved['is_normal'], saved['score'] < t
+    assert row['tpr_at_threshold'] == pytest.approx(flagged[novel].mean())
+    assert row['fpr_at_threshold'] == pytest.approx(flagged[~novel].mean())
+    assert row['precision_at_threshold'] == pytest.approx(novel[flagged].mean())
+    for key in ('tpr_at_threshold', 'fpr_at_threshold', 'f1_at_threshold', 'f1_max'):
+        assert scalars[f'eval/{key}'] == [(step, pytest.approx(row[key]))]

@@ -12,9 +12,11 @@ from unode_jax.evaluation import metrics, report
 from unode_jax.evaluation.baselines import BASELINES
 
 
-def _fake_run(workdir, classes=(0, 1, 2), baselines=(), seed=0, dataset='toy', **extra):
+def _fake_run(workdir, classes=(0, 1, 2), baselines=(), seed=0, dataset='toy', quantile=None,
+              **extra):
     """A finished sweep as run.py leaves it: class_<c>/scores.npz + results.json per class;
-    baselines: names of baselines.BASELINES whose scores it also saved."""
+    baselines: names of baselines.BASELINES whose scores it also saved; quantile: saves a
+    threshold with the scores (predict's fit, here on the normal test images' scores)."""
     rng = np.random.default_rng(seed)
     results = []
     for c in classes:
@@ -25,8 +27,10 @@ def _fake_run(workdir, classes=(0, 1, 2), baselines=(), seed=0, dataset='toy', *
         binary = rng.random(200) * 0.5 + 0.4 * is_normal
         base = {BASELINES[b][0]: rng.normal(size=200) + (0.3 + 0.4 * i) * is_normal
                 for i, b in enumerate(baselines)}
+        fitted = {} if quantile is None else dict(
+            threshold=np.quantile((sim + binary)[is_normal], quantile))
         np.savez(d / 'scores.npz', is_normal=is_normal, sim=sim, binary=binary,
-                 score=sim + binary, **base)
+                 score=sim + binary, **base, **fitted)
         r = dict(dataset=dataset, normal_class=c, class_name=f'c{c}', steps=10,
                  **report.class_metrics(dict(np.load(d / 'scores.npz'))))
         (d / 'results.json').write_text(json.dumps(r))
@@ -48,9 +52,10 @@ def test_summary_and_tables(tmp_path):
     assert float(rows[1]['aupr_out']) == pytest.approx(summary['classes']['1']['aupr_out'],
                                                       abs=1e-6)
     md = (tmp_path / 'results.md').read_text()
-    assert 'positive class' in md and '**mean ± std**' in md and md.count('\n| ') == 5
+    # Two tables: the metrics (normal = positive), then the operating point (novel = positive).
+    assert 'positive class' in md and md.count('**mean ± std**') == 2 and md.count('\n| ') == 10
     table = report.format_table(summary)
-    assert 'FPR@95' in table and table.splitlines()[-3].split()[0] == 'mean'
+    assert 'FPR@95' in table and table.splitlines()[4].split()[0] == 'mean'
     for c in '012':
         assert (tmp_path / f'class_{c}' / 'roc.png').stat().st_size > 5000
         assert (tmp_path / f'class_{c}' / 'hist.png').stat().st_size > 5000
@@ -189,3 +194,173 @@ def test_universality_verdict_numbers():
     assert line.endswith('best baseline (pixel kNN) 95.0 ± 0.0: -5.0 points, std 1.0 against '
                          '0 (pixel kNN)')
     assert report.universality_verdict(u(auroc=(0.9, 0.1))) == ''
+
+
+# The operating point (metrics.operating_point): NOVEL = positive, flagged when score < t.
+OPERATING_HEAD = (' class         name         t     TPR@t     FPR@t    prec@t      F1@t     F1max'
+                  '  t(F1max)')
+
+
+def _counted(scores, t):
+    """TPR, FPR, precision and F1 of the flag score < t, counted from saved scores."""
+    novel = ~np.asarray(scores['is_normal'], bool)
+    flagged = scores['score'] < t
+    tp, fp = int(np.sum(flagged & novel)), int(np.sum(flagged & ~novel))
+    fn = int(novel.sum()) - tp
+    return dict(tpr_at_threshold=tp / (tp + fn), fpr_at_threshold=fp / int((~novel).sum()),
+                precision_at_threshold=tp / (tp + fp), f1_at_threshold=2 * tp / (2 * tp + fp + fn))
+
+
+def test_the_operating_point_in_every_report(tmp_path):
+    summary = _fake_run(tmp_path, quantile=0.05)
+    report.write_report(str(tmp_path), summary, plots=False)
+    for c in '012':
+        scores = dict(np.load(tmp_path / f'class_{c}' / 'scores.npz'))
+        r = summary['classes'][c]
+        assert r['threshold'] == float(scores['threshold'])
+        assert {k: r[k] for k in metrics.OPERATING[:4]} == pytest.approx(
+            _counted(scores, r['threshold']), abs=1e-12)
+        assert r['f1_max'] >= r['f1_at_threshold']
+    tprs = [summary['classes'][c]['tpr_at_threshold'] for c in '012']
+    m = summary['metrics']['tpr_at_threshold']
+    assert (m['mean'], m['std']) == pytest.approx((np.mean(tprs), np.std(tprs)))
+    assert 'threshold' not in summary['metrics']  # Each model's scores have their own scale.
+    # The console: the AUROC table as before, a blank line, then the operating point's block.
+    lines = report.format_table(summary).splitlines()
+    assert lines[4].split()[0] == 'mean' and lines[6].startswith('(normal (inlier)')
+    start = lines.index(OPERATING_HEAD)
+    assert start == 8 and lines[7] == ''
+    assert [x.split()[0] for x in lines[start + 1:start + 6]] == ['0', '1', '2', 'mean', 'std']
+    r = summary['classes']['1']
+    assert lines[start + 2].split()[2:] == [f'{r["threshold"]:.4f}'] + [
+        f'{100 * r[k]:.2f}' for k in metrics.OPERATING] + [f'{r["f1_max_threshold"]:.4f}']
+    assert lines[start + 4].split()[2:] == [  # No mean threshold.
+        f'{100 * summary["metrics"][k]["mean"]:.2f}' for k in metrics.OPERATING]
+    assert lines[start + 6].startswith('(operating point, NOVEL = positive: an image is '
+                                       'flagged novel when its score < t')
+    assert max(map(len, lines[start:])) <= 100
+    # results.csv: its fields after the counts; results.md: a second table.
+    rows = list(csv.DictReader(open(tmp_path / 'results.csv')))
+    assert list(rows[0])[-7:] == ['threshold', *metrics.OPERATING, 'f1_max_threshold']
+    assert float(rows[1]['fpr_at_threshold']) == pytest.approx(r['fpr_at_threshold'], abs=1e-6)
+    assert float(rows[1]['threshold']) == pytest.approx(r['threshold'], abs=1e-6)
+    assert rows[3]['threshold'] == '' and float(rows[3]['f1_max']) == pytest.approx(
+        summary['metrics']['f1_max']['mean'], abs=1e-6)
+    md = (tmp_path / 'results.md').read_text().splitlines()
+    i = md.index('| class | t | TPR@t | FPR@t | precision@t | F1@t | F1-max | t of F1-max |')
+    assert md[i - 2].startswith('Operating point (%, NOVEL = positive')
+    assert md[i + 3].startswith(f'| 1 (c1) | {r["threshold"]:.4f} | '
+                                f'{100 * r["tpr_at_threshold"]:.1f} | ')
+    assert md[i + 5].startswith('| **mean ± std** |  | **')
+
+
+def test_without_a_threshold_the_table_still_prints(tmp_path):
+    """predict.holdout=0: no fitted threshold, so '-' at it; F1-max is threshold-free."""
+    summary = _fake_run(tmp_path)
+    report.write_report(str(tmp_path), summary, plots=False)
+    saved = json.loads((tmp_path / 'results.json').read_text())['classes']['0']
+    assert all(saved[k] is None for k in ('threshold',) + metrics.OPERATING[:4])
+    assert summary['metrics']['fpr_at_threshold'] == dict(mean=None, std=None)
+    lines = report.format_table(summary).splitlines()
+    start = lines.index(OPERATING_HEAD)
+    row = lines[start + 1].split()
+    assert row[2:7] == ['-'] * 5 and float(row[7]) == pytest.approx(
+        100 * summary['classes']['0']['f1_max'], abs=0.005)
+    assert lines[start + 4].split()[2:] == ['-'] * 4 + [
+        f'{100 * summary["metrics"]["f1_max"]["mean"]:.2f}']
+    rows = list(csv.DictReader(open(tmp_path / 'results.csv')))
+    assert rows[0]['threshold'] == rows[0]['tpr_at_threshold'] == '' and rows[0]['f1_max']
+    assert '| 0 (c0) | - | - | - | - | - | ' in (tmp_path / 'results.md').read_text()
+    assert report.rebuild(str(tmp_path)) == json.loads((tmp_path / 'results.json').read_text())
+
+
+def test_a_rebuild_recomputes_the_operating_point_at_the_saved_threshold(tmp_path):
+    summary = _fake_run(tmp_path, quantile=0.05)
+    report.write_report(str(tmp_path), summary, plots=False)
+    first = (tmp_path / 'results.json').read_text()
+    # A row's own threshold and numbers (stale, edited) are not trusted: scores.npz's are.
+    stale = json.loads(first)
+    stale['classes']['1'].update(threshold=-5.0, tpr_at_threshold=0.0, f1_max=0.0)
+    (tmp_path / 'results.json').write_text(json.dumps(stale))
+    assert report.rebuild(str(tmp_path)) == json.loads(first)
+    assert (tmp_path / 'results.json').read_text() == first
+    # A scores.npz from before the threshold was saved with the scores: bank.npz's, when
+    # it is of the row's training step (10); of another step, or none: no threshold.
+    d = tmp_path / 'class_1'
+    scores = dict(np.load(d / 'scores.npz'))
+    t = scores.pop('threshold')
+    np.savez(d / 'scores.npz', **scores)
+    np.savez(d / 'bank.npz', threshold=t, step=np.int64(10))
+    assert report.rebuild(str(tmp_path)) == json.loads(first)
+    for bank in (dict(threshold=t, step=np.int64(11)), None):
+        os.remove(d / 'bank.npz')
+        if bank:
+            np.savez(d / 'bank.npz', **bank)
+        rebuilt = report.rebuild(str(tmp_path))
+        r = rebuilt['classes']['1']
+        assert r['threshold'] is None and all(r[k] is None for k in metrics.OPERATING[:4])
+        assert r['f1_max'] == summary['classes']['1']['f1_max']
+        assert rebuilt['classes']['0'] == summary['classes']['0']
+        assert rebuilt['metrics']['tpr_at_threshold'] == dict(mean=None, std=None)
+
+
+def test_rows_from_before_the_operating_point(tmp_path):
+    """A sweep's class scored before the operating point existed (its results.json read
+    back by a resumed run): the reports show no operating point rather than fail."""
+    summary = _fake_run(tmp_path)
+    rows = [{k: v for k, v in r.items() if k not in metrics.OPERATING + metrics.THRESHOLDS}
+            for r in summary['classes'].values()]
+    rows[0] = summary['classes']['0']  # One new row among old ones.
+    old = report.summarize(rows, 'toy')
+    assert not set(old['metrics']) & set(metrics.OPERATING)
+    table, text, md = _outputs(old)
+    assert 'TPR@t' not in table and table.splitlines()[-1].startswith('(normal (inlier)')
+    assert 'threshold' not in text and 'Operating point' not in md
+
+
+def test_the_operating_point_of_a_multiclass_run():
+    rng = np.random.default_rng(3)
+    rows = []
+    for i, name in enumerate(('svhn', 'rest')):
+        is_normal = np.arange(120) < 80
+        score = rng.normal(size=120) + 1.5 * is_normal
+        t = np.quantile(score[is_normal], 0.05)  # The inliers' threshold, as for every set
+        rows.append(dict(index=i, outlier_set=name, **report.class_metrics(dict(
+            is_normal=is_normal, score=score, sim=score, binary=score, threshold=t))))
+        assert rows[-1]['fpr_at_threshold'] == pytest.approx(np.mean(score[is_normal] < t))
+    summary = report.summarize_multiclass(rows, 'digits', 'unlabeled')
+    lines = report.format_table(summary).splitlines()
+    start = lines.index('     #  outlier set         t     TPR@t     FPR@t    prec@t      F1@t'
+                        '     F1max  t(F1max)')
+    assert lines[start + 2].split()[:2] == ['1', 'rest']
+    md = report.to_markdown(summary)
+    assert '| outliers | t | TPR@t | FPR@t | precision@t | F1@t | F1-max | t of F1-max |' in md
+
+
+def test_the_corrupted_table_at_each_class_threshold():
+    rng = np.random.default_rng(4)
+    per_class = {}
+    for c, t in (('0', 0.1), ('1', 0.3)):
+        per_class[c] = {}
+        for name, shift in (('identity', 1.5), ('noise', 0.5), ('blur', 1.0)):
+            is_normal = rng.random(100) < 0.3
+            score = rng.normal(size=100) + shift * is_normal
+            per_class[c][name] = dict(metrics.detection_metrics(is_normal, score),
+                                      **metrics.operating_point(is_normal, score, t))
+    summary = report.corrupted_summary(per_class, 'toy', 5)
+    for k in metrics.OPERATING:
+        assert summary['corruptions']['noise'][k] == pytest.approx(
+            np.mean([per_class[c]['noise'][k] for c in '01']))
+        assert summary['mean_corrupted'][k] == pytest.approx(np.mean(
+            [per_class[c][n][k] for c in '01' for n in ('noise', 'blur')]))
+    md = report.corrupted_markdown(summary).splitlines()
+    assert md[2] == ('| corruption | AUROC | AUPR-In | AUPR-Out | FPR@95TPR | TPR@t | FPR@t | '
+                     'precision@t | F1@t | F1-max |')
+    assert 'NOVEL = positive' in md[0]
+    noise = summary['corruptions']['noise']
+    assert md[5].split(' | ')[6] == f'{100 * noise["fpr_at_threshold"]:.1f}'
+    # A class without a threshold (predict.holdout=0): '-' at it, F1-max still averaged.
+    for name in per_class['1']:
+        per_class['1'][name].update(dict.fromkeys(metrics.OPERATING[:4]), threshold=None)
+    md = report.corrupted_markdown(report.corrupted_summary(per_class, 'toy', 5)).splitlines()
+    assert md[4].split(' | ')[5:9] == ['-'] * 4 and md[4].split(' | ')[9] != '-'

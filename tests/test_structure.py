@@ -37,10 +37,16 @@ def _imports(tree):
                     yield alias.name, None
 
 
+# The packaged configs are data: a get_config() is one documented field per line, so its
+# length is the number of fields, not logic (configs/default.py defines them all).
+CONFIGS = 'unode_jax.configs'
+
+
 def test_module_and_function_sizes():
     long_modules = {name: n for name, (_, _, n) in MODULES.items() if n > 400}
     long_functions = {f'{name}.{node.name}': node.end_lineno - node.lineno + 1
-                      for name, (_, tree, _) in MODULES.items() for node in ast.walk(tree)
+                      for name, (_, tree, _) in MODULES.items()
+                      if not name.startswith(CONFIGS) for node in ast.walk(tree)
                       if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
                       and node.end_lineno - node.lineno + 1 > 80}
     assert not long_modules and not long_functions, (long_modules, long_functions)

@@ -277,11 +277,13 @@ def format_table(result, title=''):
 
 
 def plot_densities(result, path):
-    """autoaug.png: the 1-D densities of the originals and of each transform, with j and w."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    """autoaug.png: the 1-D densities of the originals and of each transform, with j and w.
+    A Figure on its own Agg canvas: the user's pyplot backend is left as it is."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(8, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     grid = np.asarray(result['grid'])
     ax.fill_between(grid, result['density_original'], color='0.8', label='originals (P)')
     for name, q, j, w in zip(result['transforms'], result['density_transformed'],
@@ -294,7 +296,6 @@ def plot_densities(result, path):
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 @functools.lru_cache(maxsize=None)

@@ -168,13 +168,17 @@ def evaluate_multiclass(state, config, bank, x_test, outlier_sets, *, weight, he
     return results, scores
 
 
-def evaluate_corrupted(state, config, bank, test_sets, *, weight, head='binary'):
+def evaluate_corrupted(state, config, bank, test_sets, *, weight, head='binary',
+                       threshold=float('nan')):
     """The detection metrics of a trained model on each corrupted test set (Table 2),
     without retraining: test_sets yields (name, uint8 images, is_normal), the clean test
-    set being the row 'identity'; bank and weight as for evaluate_one_class."""
+    set being the row 'identity'; bank and weight as for evaluate_one_class. With the
+    model's threshold (fitted on clean held-out images; NaN: none), also the operating
+    point (metrics.operating_point): what the flag does on corrupted images."""
     out = {}
     for name, x, is_normal in test_sets:
         s = score.unode_scores(bank, embed(state, x, config), balance=config.score.balance,
                                head=head, weight=weight)
-        out[name] = metrics.detection_metrics(is_normal, s['score'])
+        out[name] = dict(metrics.detection_metrics(is_normal, s['score']),
+                         **metrics.operating_point(is_normal, s['score'], threshold))
     return out

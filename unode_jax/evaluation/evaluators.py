@@ -19,7 +19,7 @@ from unode_jax.data import corrupted as tfds_corrupted, images as images_lib, re
 from unode_jax.data.corruptions import CORRUPTIONS, corrupt
 from unode_jax.data.datasets import load_outliers
 from unode_jax.data.splits import multiclass_split, one_class_test
-from unode_jax.evaluation import predict as predict_lib, report
+from unode_jax.evaluation import grids, plots, predict as predict_lib, report
 from unode_jax.evaluation.baselines import Baselines
 from unode_jax.evaluation.evaluate import (embed, evaluate_corrupted, evaluate_multiclass,
                                            evaluate_one_class)
@@ -33,10 +33,14 @@ from unode_jax.training.metrics_log import log_evaluation
 CORRUPTED_CACHE_MB = 2048
 
 
-def save_scores(directory, is_normal, scores):
+def save_scores(directory, is_normal, scores, take=None):
+    """scores.npz; with take (indices -> those test images), test_images.npz: the few test
+    images the report's grids show, keyed by these scores (grids.py)."""
     os.makedirs(directory, exist_ok=True)
     write_npz(os.path.join(directory, 'scores.npz'), is_normal=is_normal, **{
         k: v for k, v in scores.items() if k not in ('weight', 'is_normal')})
+    if take is not None:
+        grids.save_images(directory, dict(score=scores['score'], is_normal=is_normal), take)
 
 
 class OneClassTest:
@@ -51,13 +55,14 @@ class OneClassTest:
                                             run.is_normal, weight=model.weight,
                                             head=model.head,
                                             reference=model.bank['reference'])
-        scores.update(Baselines(config, model.x_fit, embed).scores(run.x_test))
+        scores.update(Baselines(config, model.x_fit, embed).scores(run.x_test),
+                      threshold=np.float64(model.threshold))  # The operating point's (NaN: none)
         result.update(report.class_metrics(dict(scores, is_normal=run.is_normal)))
         result = dict(dataset=self.ds.name, normal_class=run.normal_class,
                       class_name=self.ds.class_names[run.normal_class], steps=model.step,
                       **model.weights_record(config), **result,
                       key=fingerprint.results_key(config, model.record['images']))  # run.py's
-        save_scores(model.directory, run.is_normal, scores)
+        save_scores(model.directory, run.is_normal, scores, grids.take_from(run.x_test))
         log_evaluation(model.directory, model.step, result, config.tensorboard)
         if run.in_sweep:  # A finished class: a resumed sweep reads it back (run.py).
             write_json(os.path.join(model.directory, 'results.json'), result)
@@ -90,12 +95,13 @@ class MultiClassTest:
         for name, x in sets.items():
             outlier_base = base.scores(x)
             scores[name].update({k: np.concatenate([v, outlier_base[k]])
-                                 for k, v in inlier_base.items()})
+                                 for k, v in inlier_base.items()},
+                                threshold=np.float64(model.threshold))  # Inliers' threshold
             results[name].update(report.class_metrics(scores[name]))
         rows = []
         for i, (name, r) in enumerate(results.items()):
             save_scores(report.row_dir(model.directory, name), scores[name]['is_normal'],
-                        scores[name])
+                        scores[name], grids.take_from(run.x_test, sets[name]))
             rows.append(dict(index=i, outlier_set=name, **r))
             log_evaluation(model.directory, model.step, r, config.tensorboard,
                            prefix=f'eval_{name}')
@@ -190,7 +196,8 @@ class Corrupted:
             mask, is_normal = one_class_test(y, self.ds.test_anomalous, k)
             out.update(evaluate_corrupted(model.state, self.config, model.bank,
                                           [(name, x if mask is None else x[mask], is_normal)],
-                                          weight=model.weight, head=model.head))
+                                          weight=model.weight, head=model.head,
+                                          threshold=model.threshold))
         write_json(os.path.join(model.directory, 'corrupted.json'), out)
         return k, out
 
@@ -242,7 +249,10 @@ def predict_images(config, model, paths, threshold=None):
                   for j, i in enumerate(ok)}
     out = os.path.join(model.directory, 'predictions.csv')
     counts = predict_lib.write_predictions(out, paths, scores, threshold, errors)
+    drawn = plots.plot_predictions(model.directory, [paths[i] for i in ok],
+                                   s['score'] if len(x) else [], x, threshold,
+                                   model.holdout_scores)
     print(f'{len(paths)} files: {counts["novel"]} novel, {counts["normal"]} normal, '
           f'{counts["error"]} unreadable; threshold {threshold:.4f} ({how}; score below it = '
-          f'novel)\nwrote {out}', flush=True)
+          f'novel)\nwrote {out}' + ''.join(f', {p}' for p in drawn), flush=True)
     return out, counts

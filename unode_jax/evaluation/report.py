@@ -1,4 +1,5 @@
-"""Reports of runs: the console table, results.json/.csv/.md, ROC curves, histograms.
+"""Reports of runs: the console table, results.json/.csv/.md, and, drawn by plots.py and
+put on one page by page.py, each class's plots and the run's report.html.
 
 A one-class run has a row per normal class (summary['classes'], class_<c>/ in a sweep);
 a multi-class run a row per outlier test set (summary['outlier_sets'], ood_<name>/).
@@ -15,9 +16,10 @@ import re
 
 import numpy as np
 
-from unode_jax.evaluation import metrics
+from unode_jax.evaluation import metrics, operating, page, plots as plots_lib
 from unode_jax.evaluation.baselines import BASELINES, baseline_columns
 from unode_jax.runtime import hosts, files
+from unode_jax.runtime.errors import DamagedFileError
 from unode_jax.runtime.files import read_json, read_npz, write_json
 
 POSITIVE = 'normal (inlier) images are the positive class; higher score = more normal'
@@ -36,7 +38,7 @@ def columns(rows):
 
 
 def class_metrics(scores):
-    """The COLUMNS of one class from its saved scores (score, sim, binary, is_normal)."""
+    """COLUMNS and the operating point (at scores['threshold'], if saved) of saved scores."""
     is_normal = np.asarray(scores['is_normal'], bool)
     out = metrics.detection_metrics(is_normal, scores['score'])
     out.update(auroc_sim=metrics.auroc(is_normal, scores['sim']),
@@ -44,6 +46,8 @@ def class_metrics(scores):
                binary_ties=metrics.ties_fraction(scores['binary']),
                **{key: metrics.auroc(is_normal, scores[name])
                   for name, key, _ in BASELINES.values() if name in scores},
+               **metrics.operating_point(is_normal, scores['score'],
+                                         scores.get('threshold', np.nan)),
                n_test_inliers=int(is_normal.sum()), n_test_outliers=int((~is_normal).sum()))
     return out
 
@@ -60,8 +64,9 @@ def summarize(results, dataset, paper_auroc=(), **extra):
 
 
 def _stats(results):
-    return {k: dict(mean=float(np.mean([r[k] for r in results])),
-                    std=float(np.std([r[k] for r in results]))) for k in columns(results)}
+    return {**{k: dict(mean=float(np.mean([r[k] for r in results])),
+                       std=float(np.std([r[k] for r in results]))) for k in columns(results)},
+            **operating.stats(results)}
 
 
 def summarize_multiclass(results, dataset, setting, **extra):
@@ -134,7 +139,8 @@ def format_table(summary):
         lines.append(f'{stat:>6} {summary["dataset"][:12]:>12}' + ''.join(
             f' {100 * summary["metrics"][k][stat]:9.2f}' for k in cols) +
             (f' {np.mean(paper):9.2f}' if paper and stat == 'mean' else ''))
-    return '\n'.join(lines) + f'\n({POSITIVE})' + learning_check(summary)
+    return '\n'.join(lines) + f'\n({POSITIVE})' + learning_check(summary) + operating.console(
+        _rows(summary), [_key_name(r) for r in _rows(summary)], first, summary)
 
 
 def learning_check(summary):
@@ -159,16 +165,18 @@ def to_csv(summary):
     first = ['index', 'outlier_set'] if _multiclass(summary) else ['normal_class', 'class_name']
     cols = columns(_rows(summary))
     paper = paper_column(summary)  # As the other columns: a fraction, not percent.
+    ops = operating.fields(_rows(summary))  # After the counts: the columns before stay put.
     w.writerow(first + list(cols) + (['paper_auroc'] if paper else []) +
-               ['n_test_inliers', 'n_test_outliers'])
+               ['n_test_inliers', 'n_test_outliers'] + list(ops))
     for i, r in enumerate(_rows(summary)):
         w.writerow(list(_key_name(r)) + [f'{r[k]:.6f}' for k in cols] +
                    ([f'{paper[i] / 100:.6f}'] if paper else []) +
-                   [r['n_test_inliers'], r['n_test_outliers']])
+                   [r['n_test_inliers'], r['n_test_outliers']] + operating.csv_cells(r, ops))
     for stat in ('mean', 'std'):
         mean = [f'{np.mean(paper) / 100:.6f}' if stat == 'mean' else ''] if paper else []
         w.writerow([stat, summary['dataset']] +
-                   [f'{summary["metrics"][k][stat]:.6f}' for k in cols] + mean + ['', ''])
+                   [f'{summary["metrics"][k][stat]:.6f}' for k in cols] + mean + ['', ''] +
+                   operating.csv_cells(summary['metrics'], ops, stat))
     return f.getvalue()
 
 
@@ -180,9 +188,11 @@ def to_markdown(summary):
         (['AUROC paper'] if paper else [])
     lines = [f'{_title(summary)} ({POSITIVE}; FPR@95TPR: lower is better)',
              '', '| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
+    labels = []
     for i, r in enumerate(_rows(summary)):
         key, name = _key_name(r)
         label = name if _multiclass(summary) else f'{key} ({name})'
+        labels.append(label)
         lines.append(f'| {label} | ' + ' | '.join(
             [f'{100 * r[k]:.1f}' for k in keys] + ([f'{paper[i]:.1f}'] if paper else [])) + ' |')
     lines.append('| **mean ± std** | ' + ' | '.join(
@@ -190,36 +200,11 @@ def to_markdown(summary):
          f'{100 * summary["metrics"][k]["std"]:.1f}' for k in keys] +
         ([f'**{np.mean(paper):.1f}**'] if paper else [])) + ' |')
     check = learning_check(summary).strip()
-    return '\n'.join(lines + ([check] if check else [])) + '\n'
+    return '\n'.join(lines + ([check] if check else []) +
+                     operating.markdown(_rows(summary), labels, cols[0], summary)) + '\n'
 
 
-def plot_class(class_dir, scores, title):
-    """roc.png (ROC of the score and of each term) and hist.png (normal vs novel scores)."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
-    is_normal = np.asarray(scores['is_normal'], bool)
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    for key, label in (('score', 'score (15)'), ('sim', 'sim (13)'), ('binary', 'binary (14)')):
-        fpr, tpr, _ = roc_curve(is_normal, scores[key])
-        ax.plot(fpr, tpr, label=f'{label}: AUROC {100 * metrics.auroc(is_normal, scores[key]):.1f}')
-    ax.plot([0, 1], [0, 1], ':', color='0.6')
-    ax.set(xlabel='false positive rate (novel accepted)',
-           ylabel='true positive rate (normal accepted)', title=title)
-    ax.legend(fontsize=8, loc='lower right')
-    fig.tight_layout()
-    fig.savefig(os.path.join(class_dir, 'roc.png'), dpi=100)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    bins = np.histogram_bin_edges(scores['score'], 40)
-    ax.hist(scores['score'][is_normal], bins, alpha=0.6, density=True, label='normal')
-    ax.hist(scores['score'][~is_normal], bins, alpha=0.6, density=True, label='novel')
-    ax.set(xlabel='score (higher = more normal)', ylabel='density', title=title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(os.path.join(class_dir, 'hist.png'), dpi=100)
-    plt.close(fig)
+plot_class = plots_lib.plot_class  # roc.png, pr.png, hist.png (plots.py).
 
 
 def class_dir(workdir, normal_class):
@@ -233,9 +218,23 @@ def load_scores(directory):
                     'rerun --mode=eval to score the test set again')
 
 
+def sections(workdir, summary):
+    """Each row's part of report.html: its title, folder (scores.npz, plots), its model's
+    folder (bank.npz, metrics.jsonl, autoaug.json) and title, and its row."""
+    multi, out = _multiclass(summary), []
+    for r in _rows(summary):
+        key, name = _key_name(r)
+        d = _dir(workdir, summary, r)
+        title = (f'{summary["dataset"]} vs {name}' if multi else
+                 f'{summary["dataset"]}, normal class {key} ({name})')
+        out.append(dict(title=title, directory=d, row=r, model_dir=workdir if multi else d,
+                        model_title=summary['dataset'] if multi else title))
+    return out
+
+
 def write_report(workdir, summary, plots=True):
-    """results.json, results.csv, results.md and, per class, roc.png and hist.png (by
-    process 0 of a multi-host run)."""
+    """results.json, results.csv, results.md and, with plots, each class's plots (plots.py)
+    and report.html (page.py), by process 0 of a multi-host run."""
     if not hosts.is_writer():
         return
     write_json(os.path.join(workdir, 'results.json'), summary)
@@ -244,12 +243,18 @@ def write_report(workdir, summary, plots=True):
     with open(os.path.join(workdir, 'results.md'), 'w') as f:
         f.write(to_markdown(summary))
     if plots:
-        for r in _rows(summary):
-            d = _dir(workdir, summary, r)
-            key, name = _key_name(r)
-            title = (f'{summary["dataset"]} vs {name}' if _multiclass(summary) else
-                     f'{summary["dataset"]}, normal class {key} ({name})')
-            plot_class(d, load_scores(d), title)
+        parts = sections(workdir, summary)
+        plots_lib.plot_sections(parts, load_scores)
+        page.write_page(workdir, summary['dataset'], parts)
+
+
+def write_page(workdir):
+    """report.html again from results.json and the plots saved (after corrupted.md)."""
+    try:
+        summary = read_json(os.path.join(workdir, 'results.json'), 'not used')
+        page.write_page(workdir, summary['dataset'], sections(workdir, summary))
+    except (FileNotFoundError, DamagedFileError, KeyError, TypeError):
+        return  # No results to show (corrupted.md stands alone).
 
 
 def rebuild(workdir):
@@ -264,7 +269,9 @@ def rebuild(workdir):
         d = _dir(workdir, old, r)
         if not os.path.exists(os.path.join(d, 'scores.npz')):
             raise FileNotFoundError(f'no scores.npz in {d}: evaluate the run again')
-        results.append({**r, **class_metrics(load_scores(d))})
+        scores = operating.with_threshold(load_scores(d), workdir if _multiclass(old) else d,
+                                          r.get('steps', old.get('steps')))
+        results.append({**r, **class_metrics(scores)})
     extra = {k: v for k, v in old.items()
              if k not in ('dataset', 'setting', 'positive_class', 'mean_auroc', 'metrics',
                           'classes', 'outlier_sets', 'metric')}
@@ -353,25 +360,30 @@ def corrupted_summary(per_class, dataset, severity, source='ours'):
     names = list(next(iter(per_class.values())))
     table = {n: {k: float(np.mean([r[n][k] for r in per_class.values()]))
                  for k in metrics.METRICS} for n in names}
+    for n in names:  # And the operating point's rates (operating.means).
+        table[n].update(operating.means([r[n] for r in per_class.values()]))
     corrupted = [n for n in names if n != 'identity']
     mean = {k: float(np.mean([table[n][k] for n in corrupted])) for k in metrics.METRICS}
+    mean.update(operating.means([table[n] for n in corrupted]))
     return dict(dataset=dataset, severity=severity, source=source, positive_class=POSITIVE,
                 corruptions=table, mean_corrupted=mean, classes=per_class)
 
 
 def corrupted_markdown(summary):
-    cols = ['corruption'] + [metrics.NAMES[k] for k in metrics.METRICS]
+    ops = [k for k in metrics.OPERATING if k in summary['mean_corrupted']]
+    cols = ['corruption'] + [metrics.NAMES[k] for k in metrics.METRICS + tuple(ops)]
     source = {'tfds': 'tfds', 'ours': 'our'}.get(summary.get('source', 'ours'))
     level = ('their single level' if summary['severity'] is None else
              f'severity {summary["severity"]}')
     lines = [f'**{summary["dataset"]}**, {source} corrupted test sets at {level}, '
-             f'mean over {len(summary["classes"])} normal classes ({POSITIVE})', '',
+             f'mean over {len(summary["classes"])} normal classes ({POSITIVE}'
+             f'{operating.CORRUPTED_NOTE if ops else ""})', '',
              '| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
     rows = list(summary['corruptions'].items()) + [('**mean (corrupted)**',
                                                     summary['mean_corrupted'])]
     for name, m in rows:
-        lines.append(f'| {name} | ' + ' | '.join(f'{100 * m[k]:.1f}' for k in metrics.METRICS)
-                     + ' |')
+        lines.append(f'| {name} | ' + ' | '.join(operating.cell(m[k], k, '.1f')
+                                                 for k in metrics.METRICS + tuple(ops)) + ' |')
     return '\n'.join(lines) + '\n'
 
 
@@ -382,4 +394,5 @@ def write_corrupted(workdir, summary):
         write_json(os.path.join(workdir, 'corrupted.json'), summary)
         with open(os.path.join(workdir, 'corrupted.md'), 'w') as f:
             f.write(md)
+        write_page(workdir)  # report.html with Table 2
     return md

@@ -58,8 +58,9 @@ class MetricsLog:
 
 
 def log_evaluation(directory, step, result, tensorboard, prefix='eval'):
-    """A model's evaluation numbers (AUROCs, AUPRs, FPR@95, lambda) at its training step
-    as <prefix>/<name> in its TensorBoard folder; strings and lists are left out."""
+    """A model's evaluation numbers (AUROCs, AUPRs, FPR@95, lambda, the operating point:
+    threshold, tpr_at_threshold, ..., f1_max) at its training step as <prefix>/<name> in
+    its TensorBoard folder; strings, lists and None (no fitted threshold) are left out."""
     if not (tensorboard and hosts.is_writer()):
         return
     events = _event_writer(directory)
