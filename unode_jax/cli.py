@@ -8,6 +8,7 @@ novelty detector. --config takes a config file or a packaged config's name (digi
   python launch.py --config=configs/digits.py --workdir=DIR --mode=all  # + corrupted (Table 2)
   python launch.py --workdir=DIR/class_3 --mode=predict --images='new/*.png'  # predictions.csv
   python launch.py --workdir=DIR/class_3 --mode=export --out=EXPORT  # serving/exported.py
+  python launch.py --workdir=DIR/class_3 --mode=export --format=onnx --out=EXPORT  # model.onnx
   python launch.py --workdir=DIR/class_3 --mode=eval --config.score.ensemble=10  # its config
   python launch.py --config=configs/mvtec.py --workdir=DIR --config.data.path=/data/mvtec \
       --config.data.normal_class=-1   # an image-folder dataset: data.path is its root
@@ -53,6 +54,9 @@ flags.DEFINE_float('threshold', None, '--mode=predict: score below which an imag
                    '(default: fitted on held-out normal training images, see predict.holdout).')
 flags.DEFINE_string('out', None, '--mode=export: the folder to write the exported model to '
                     '(unode_jax/serving/export.py).')
+flags.DEFINE_enum('format', 'jax', ['jax', 'onnx'], '--mode=export: jax (jax.export\'s '
+                  'function, for serving/exported.py) or onnx (model.onnx, for ONNX Runtime; '
+                  "pip install 'unode-jax[onnx]'), unode_jax/serving/onnx_export.py.")
 flags.DEFINE_string('compilation_cache', 'auto', "JAX's persistent compilation cache: auto "
                     '(on a GPU or TPU, under ~/.cache/unode_jax/xla; off on a CPU), a folder, '
                     'or none (unode_jax/runtime/xla_options.py).')
@@ -155,6 +159,8 @@ def main(argv):
         sys.exit('error: --runs goes with --mode=report')
     if FLAGS.out and FLAGS.mode != 'export':
         sys.exit('error: --out goes with --mode=export')
+    if FLAGS['format'].present and FLAGS.mode != 'export':
+        sys.exit('error: --format goes with --mode=export')
     if FLAGS.classes and not all(c.strip().isdigit() for c in FLAGS.classes):
         sys.exit(f'error: --classes takes class numbers, e.g. --classes=0,6,9, got '
                  f'{",".join(FLAGS.classes)}')
@@ -191,7 +197,8 @@ def main(argv):
                 print(report.write_universality(FLAGS.workdir, FLAGS.runs), end='')
             else:
                 run(FLAGS.config, FLAGS.workdir, FLAGS.mode, classes=classes,
-                    images=FLAGS.images, threshold=FLAGS.threshold, out=FLAGS.out)
+                    images=FLAGS.images, threshold=FLAGS.threshold, out=FLAGS.out,
+                    export_format=FLAGS.format)
     except KeyboardInterrupt:
         if FLAGS.debug:
             raise

@@ -36,7 +36,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.metrics import roc_auc_score
 
 from unode_jax.config_files import load_config_file, saved_config, with_overrides
-from unode_jax.data.images import prepare_batch
+from unode_jax.data.prepare import prepare_batch
 from unode_jax.fitting import Fitting, check_data, check_pretrained
 from unode_jax.plan import ModelRun, predict_dir
 from unode_jax.runtime import xla_options
@@ -190,8 +190,10 @@ class Detector(NoveltyConventions, OutlierMixin, BaseEstimator):
                              'score_samples(X) gives each image its score')
         return float(roc_auc_score(normal, self.score_samples(X)))
 
-    def export(self, path):
-        """Writes the fitted model as a folder that unode_jax.serving.exported.load(path) scores
-        with jax and numpy alone (serving/export.py); returns path."""
+    def export(self, path, format='jax'):  # noqa: A002 -- the command line's --format
+        """Writes the fitted model as a folder; returns path. format 'jax': one that
+        unode_jax.serving.exported.load(path) scores with jax and numpy alone
+        (serving/export.py); 'onnx': path/model.onnx for ONNX Runtime, its input the prepared
+        uint8 batch (serving/onnx_export.py; the [onnx] extra)."""
         from unode_jax.serving.export import export_model
-        return export_model(self._fitted(), self._config, path)
+        return export_model(self._fitted(), self._config, path, format)

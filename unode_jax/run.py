@@ -65,15 +65,16 @@ def _one_trained(config, workdir):
 
 
 def run(config, workdir, mode='train_eval', classes=None, images=None, threshold=None,
-        out=None):
+        out=None, export_format='jax'):
     """Train and/or evaluate as `mode` (modes.py) and config.data.setting say; returns the
     summary of the mode's first evaluator (None when it has none).
 
     One-class: normal_class = -1 sweeps every class (or those in `classes`) in turn, and
     a stopped sweep resumes, skipping classes finished under the same settings and
     images. 'predict' scores `images` (a folder or glob) with the trained model, 'export'
-    writes it to the folder `out`. A workdir whose models were trained with other training
-    fields stops the run before any work (trained.check_trained_with).
+    writes it to the folder `out` (export_format: 'jax' or 'onnx'). A workdir whose models
+    were trained with other training fields stops the run before any work
+    (trained.check_trained_with).
     """
     if mode not in MODES:
         raise ValueError(f'--mode must be one of {tuple(MODES)}, got {mode!r}')
@@ -91,10 +92,11 @@ def run(config, workdir, mode='train_eval', classes=None, images=None, threshold
             raise ConfigError('--mode=predict needs --images=FOLDER_OR_GLOB')
         paths = images_lib.list_images(images)  # Nothing there: stops before the restore.
         return predict_images(config, _one_trained(config, workdir), paths, threshold)
-    if mode == 'export':  # One trained model as a folder jax and numpy alone can score.
+    if mode == 'export':  # One trained model as a folder jax and numpy (or ONNX Runtime) scores.
         if not out:
             raise ConfigError('--mode=export needs --out=FOLDER')
-        print(f'wrote {export_model(_one_trained(config, workdir), config, out)}', flush=True)
+        model = _one_trained(config, workdir)
+        print(f'wrote {export_model(model, config, out, export_format)}', flush=True)
         return out
     if mode == 'ablate':  # Tables 4-6: a one-class train_eval run per variant.
         return ablation.run_ablation(config, workdir, run, classes)

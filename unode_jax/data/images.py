@@ -42,7 +42,13 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-from unode_jax.data.prepare import resize_bilinear, to_rgb
+# prepare, prepare_batch and the geometry live in prepare.py (numpy alone: the exported
+# model's loader prepares with them); they are named here too, where callers find them.
+from unode_jax.data.prepare import (centre_crop_offsets, check_geometry, prepare,
+                                    prepare_batch, resized_shape)
+
+__all__ = ['IMAGE_EXTENSIONS', 'ImageReadError', 'list_images', 'read_image', 'read_images',
+           'prepare', 'prepare_batch', 'resized_shape', 'centre_crop_offsets']
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')  # matched case-insensitively
 # Only these Pillow plugins may parse the bytes, whatever the file is called.
@@ -162,87 +168,6 @@ def _decode(fh, path: str) -> np.ndarray:
         raise ImageReadError(path, f'corrupt image ({type(e).__name__}: {e})') from None
 
 
-def _check_geometry(image_size, resize, pre_crop) -> tuple[int, int, int, int] | None:
-    """Validates prepare / read_image arguments; -> pre_crop as a tuple of 4 ints or None."""
-    if (isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer))
-            or image_size < 1):
-        raise ValueError(f'image_size must be a positive int, got {image_size!r}')
-    if resize is not None and (isinstance(resize, bool)
-                               or not isinstance(resize, (int, np.integer))
-                               or resize < image_size):
-        raise ValueError(f'resize must be None or an int >= image_size ({image_size}), '
-                         f'got {resize!r}')
-    if pre_crop is None:
-        return None
-    margins = tuple(pre_crop)
-    if (len(margins) != 4 or any(isinstance(m, bool) or not isinstance(m, (int, np.integer))
-                                 or m < 0 for m in margins)):
-        raise ValueError('pre_crop must be 4 non-negative ints (top, left, bottom, right), '
-                         f'got {pre_crop!r}')
-    return tuple(int(m) for m in margins)
-
-
-def resized_shape(height: int, width: int, resize: int) -> tuple[int, int]:
-    """(h, w) after scaling the shorter side to `resize`, as torchvision's Resize(int).
-
-    The longer side is int(resize * long / short) (truncated, not rounded), so
-    the output matches torchvision's geometry pixel for pixel.
-    """
-    if width <= height:
-        return int(resize * height / width), resize
-    return resize, int(resize * width / height)
-
-
-def centre_crop_offsets(height: int, width: int, size: int) -> tuple[int, int]:
-    """(top, left) of torchvision's CenterCrop(size): int(round((h - size) / 2.0)).
-
-    Python's round (half to even) is what torchvision uses, so .5 cases agree too.
-    """
-    return int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
-
-
-def prepare(x: np.ndarray, image_size: int, resize: int | None = None) -> np.ndarray:
-    """One decoded uint8 image (H, W), (H, W, 1) or (H, W, 3) -> uint8 (S, S, 3), S=image_size.
-
-    resize=None: straight bilinear resize to S x S (aspect not kept), exactly
-    as `prepare.to_rgb` prepares the tfds datasets. resize=R (>= S): shorter
-    side scaled to R, aspect kept (`resized_shape`), then the centre S x S
-    (`centre_crop_offsets`). Gray stays 1 channel through the resize (3x less
-    work) and is replicated to 3 channels at the end.
-    """
-    _check_geometry(image_size, resize, None)
-    if x.ndim == 2:
-        x = x[..., None]
-    if x.dtype != np.uint8 or x.ndim != 3 or x.shape[-1] not in (1, 3) or 0 in x.shape:
-        raise ValueError(f'prepare needs a non-empty uint8 (H, W), (H, W, 1) or (H, W, 3) '
-                         f'image, got {x.dtype} {x.shape}')
-    if resize is None:
-        return to_rgb(x[None], image_size)[0]
-    h, w = resized_shape(x.shape[0], x.shape[1], resize)
-    if (h, w) != x.shape[:2]:
-        x = resize_bilinear(x[None], h, w)[0]
-    top, left = centre_crop_offsets(h, w, image_size)
-    x = x[top:top + image_size, left:left + image_size]
-    if x.shape[-1] == 1:
-        x = np.repeat(x, 3, axis=-1)
-    return np.ascontiguousarray(x)
-
-
-def prepare_batch(x, image_size: int, resize: int | None = None) -> np.ndarray:
-    """uint8 images (N, H, W) or (N, H, W, C), C = 1 or 3 -> uint8 (N, S, S, 3), each
-    prepared as `prepare` prepares one read from a file (the Python API's input)."""
-    x = np.asarray(x)
-    if x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] not in (1, 3)):
-        raise ValueError(f'images must be uint8 (N, H, W) or (N, H, W, C) with C = 1 or 3, '
-                         f'got {x.dtype} {x.shape}')
-    if not len(x):
-        raise ValueError('no images given')
-    _check_geometry(image_size, resize, None)
-    if resize is None:  # One batched resize: each image as `prepare` resizes it alone.
-        return to_rgb(x, image_size)
-    return np.stack([prepare(im, image_size, resize) for im in x])
-
-
 def read_image(path, image_size: int, *, resize: int | None = None,
                pre_crop=None) -> np.ndarray:
     """One PNG / JPEG file -> uint8 (image_size, image_size, 3), prepared by `prepare`.
@@ -255,7 +180,7 @@ def read_image(path, image_size: int, *, resize: int | None = None,
     Raises ImageReadError (a ValueError) with a short reason for anything that
     is not a whole, supported PNG or JPEG image; ValueError for bad arguments.
     """
-    margins = _check_geometry(image_size, resize, pre_crop)
+    margins = check_geometry(image_size, resize, pre_crop)
     path = os.fspath(path)
     try:
         with open(path, 'rb') as fh:
@@ -286,7 +211,7 @@ def read_images(paths, image_size: int, *, progress: bool = False,
     Returns (x uint8 (n_ok, S, S, 3), indices into `paths` of the images in x,
     {path: reason} for the files that could not be read).
     """
-    _check_geometry(image_size, resize, pre_crop)  # bad arguments raise, not error rows
+    check_geometry(image_size, resize, pre_crop)  # bad arguments raise, not error rows
     paths = [os.fspath(p) for p in paths]
     # Filled in place: a list of arrays then np.stack would briefly need twice
     # the memory, which matters for tens of thousands of 224 px images.

@@ -3,11 +3,17 @@ orbax or tensorflow_datasets is imported):
 
   from unode_jax.serving import exported
   model = exported.load('exports/digits_class1')
-  s = model.score(x)           # uint8 (N, H, W) or (N, H, W, C), any size; float64 (N,)
-  novel = model.is_novel(x)    # s < model.threshold (fitted on held-out normal images)
+  s = model.score_samples(x)   # uint8 or [0, 1] float (N, H, W) or (N, H, W, C), any size;
+                               # float64 (N,), higher = more normal
+  label = model.predict(x)     # +1 normal, -1 novel: s < model.threshold_ (fitted on
+                               # held-out normal images); the Detector's names
+                               # (serving/conventions.py): decision_function, is_novel, ...
 
 The files are read without executing anything: JSON, a .npz without pickles, and
-jax.export's serialized StableHLO. Images are prepared as in training (data/images.py)
+jax.export's serialized StableHLO. load rescores the export's reference images and stops
+with a ValueError naming the largest difference when their scores drift from the trained
+model's (reference.py argues the tolerance). Images are prepared as in training
+(data/prepare.py)
 and scored in batches of up to BATCH, each padded to a power of two so that a service
 compiles a handful of shapes, not one per request size. The function gives eq. (13)'s
 similarity and the head's logits; the head's term and eq. (15) are computed from them
@@ -18,17 +24,21 @@ import os
 import jax
 import numpy as np
 
-from unode_jax.data.images import prepare_batch
+from unode_jax.data.prepare import prepare_batch
 from unode_jax.evaluation.score import balanced_head_term, copy_mean, copy_term
 from unode_jax.runtime.files import read_json, read_npz
+from unode_jax.serving import reference
+from unode_jax.serving.conventions import NoveltyConventions
 
-FORMAT = 2  # The model.json 'format' this reader reads (export.FORMAT).
+FORMAT = 3  # The model.json 'format' this reader reads (contents.FORMAT).
 BATCH = 256
 SEP = '/'
 
 
-class ExportedModel:
-    def __init__(self, path):
+class ExportedModel(NoveltyConventions):
+    """An export, scored with scikit-learn's names as the Detector is (conventions.py)."""
+
+    def __init__(self, path, rtol=None):
         missing = [f for f in ('model.jax', 'arrays.npz', 'model.json')
                    if not os.path.isfile(os.path.join(path, f))]
         if missing:
@@ -54,15 +64,32 @@ class ExportedModel:
                              f'not this machine\'s {jax.default_backend()}: export it on one')
         self.image_size = int(self.info['input']['image_size'])
         self.resize = self.info['input']['resize']
+        images, stored = reference.decode(self.info.get('reference'), f'{path}/model.json')
+        reference.check(stored, self.score_prepared(images)['score'],
+                        self.info.get('compute_dtype'), path, rtol)
 
     @property
-    def threshold(self):
+    def threshold_(self):
+        """The fitted threshold (nan when the model held no images out)."""
         t = self.info['threshold']
         return float('nan') if t is None else float(t)
 
+    @property
+    def decision_scores_(self):
+        """eq. (15) of the normal training images held out of training, float64."""
+        return np.asarray(self.info['holdout_scores'], np.float64)
+
     def score_terms(self, x):
         """{'score': eq. (15), 'sim': eq. (13), 'binary': the head's term}, float64 (N,)."""
-        x = prepare_batch(x, self.image_size, self.resize)
+        return self.score_prepared(prepare_batch(x, self.image_size, self.resize))
+
+    def score_prepared(self, x):
+        """score_terms of images already prepared: uint8 (N, S, S, 3), S = image_size."""
+        x = np.asarray(x)
+        if x.dtype != np.uint8 or x.shape[1:] != (self.image_size, self.image_size, 3) \
+                or not len(x):
+            raise ValueError(f'prepared images are uint8 (N, {self.image_size}, '
+                             f'{self.image_size}, 3), N >= 1, got {x.dtype} {x.shape}')
         parts = []
         for start in range(0, len(x), BATCH):
             chunk = x[start:start + BATCH]
@@ -74,14 +101,6 @@ class ExportedModel:
                                out.get('copy_sim', np.zeros((0, 0)))[:, :len(chunk)],
                                out.get('copy_logits', np.zeros((0, 0, 0)))[:, :len(chunk)]))
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-    def score(self, x):
-        """eq. (15) of each image, float64 (N,); higher = more normal."""
-        return self.score_terms(x)['score']
-
-    def is_novel(self, x, threshold=None):
-        """Whether each image scores below the threshold (default: the trained one)."""
-        return below_threshold(self.score(x), self.threshold if threshold is None else threshold)
 
 
 def terms(sim, logits, info, copy_sim=(), copy_logits=()):
@@ -100,18 +119,10 @@ def terms(sim, logits, info, copy_sim=(), copy_logits=()):
     return dict(score=sim + float(info['weight']) * binary, sim=sim, binary=binary)
 
 
-def below_threshold(scores, threshold):
-    """Which scores are below threshold (novel); Detector.is_novel shares it."""
-    threshold = float(threshold)
-    if np.isnan(threshold):
-        raise ValueError('no threshold: the model was trained with predict.holdout=0 '
-                         '(nothing held out to fit one); pass is_novel(x, threshold=S)')
-    return scores < threshold
-
-
-def load(path):
-    """The exported model in folder path."""
-    return ExportedModel(path)
+def load(path, rtol=None):
+    """The exported model in folder path, its reference images rescored: a ValueError when
+    they drift past the tolerance (reference.RTOL of its compute dtype; rtol overrides it)."""
+    return ExportedModel(path, rtol)
 
 
 def _pow2_at_least(n):
