@@ -327,3 +327,12 @@ def test_a_tiny_runs_report_and_predict(trained_digits3, tmp_path):
     assert (work / 'predictions.csv').exists()
     for f in plots.PREDICT_FILES:
         assert (work / f).read_bytes().startswith(PNG)
+
+
+def test_names_that_are_not_utf8_are_drawn_and_written():
+    """A file name's undecodable bytes (os's surrogate escapes) show as U+FFFD in a plot's
+    text and on the page, instead of stopping --mode=predict or the report."""
+    from unode_jax.evaluation import page, plots
+    name = os.fsdecode(b'bad_\xff.png')
+    assert plots.text(name) == 'bad_\ufffd.png' and page.esc(name) == 'bad_\ufffd.png'
+    assert plots.text('a$b') == r'a\$b' and page.esc('<a>') == '&lt;a&gt;'

@@ -427,8 +427,9 @@ def test_bad_override_fails_with_one_line(tmp_path):
     assert not (tmp_path / 'bad').exists()  # nothing written
     # A packaged config by its bare name: read (its validation runs), from any directory.
     r = children.launch('--config=digits', f'--workdir={tmp_path / "bad"}',
-                        '--config.optim.peak_lr=-1', cwd=tmp_path)
-    assert r.returncode == 1 and r.stderr.startswith('error: ') and 'peak_lr' in r.stderr, r.stderr
+                        '--config.batch_size=0', cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr == 'error: batch_size must be positive, got 0\n', \
+        r.stderr[-2000:]
     assert not (tmp_path / 'bad').exists()
 
 

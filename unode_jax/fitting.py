@@ -31,11 +31,12 @@ def check_pretrained(config):
 
 def check_data(config, groups, *, train=True, num_classes=None,
                flag='--config.batch_size'):
-    """The config against the devices (and the dataset's classes), and each model's
-    [(what, number of training images)] against batch_size (validate.check_group_sizes)."""
+    """The config against the devices (and the dataset's classes), then each model's
+    [(what, number of training images)] against batch_size (validate.check_group_sizes);
+    groups may be a function that lists them, called once the config is known valid (a
+    class the dataset lacks is the config's error, not an index out of range)."""
     validate_config(config, num_classes=num_classes, num_devices=jax.device_count())
-    if groups is not None:
-        check_group_sizes(config, groups, train, flag)
+    check_group_sizes(config, groups() if callable(groups) else groups, train, flag)
 
 
 class Fitting:

@@ -105,7 +105,7 @@ def run(config, workdir, mode='train_eval', classes=None, images=None, threshold
 
     # Process 0 prepares (and caches) the data first; the others then read the cache.
     ds = hosts.writer_first(lambda: load_data(config, workdir), 'loading the data')
-    check_data(config, training_groups(config, ds.y_train, ds.class_names, classes),
+    check_data(config, lambda: training_groups(config, ds.y_train, ds.class_names, classes),
                train=m.train, num_classes=ds.num_classes)
     if not len(ds.x_test) and m.needs_test:
         raise ConfigError(f'{ds.name} at {config.data.path} has no test images, which '

@@ -36,7 +36,10 @@ GRID_PLOTS = ('grid_extremes.png', 'grid_worst.png')
 
 
 def esc(value):
-    return html.escape(str(value), quote=True)
+    """value as HTML text; a file name's bytes that are not UTF-8 (os's surrogate escapes)
+    show as U+FFFD rather than stop the page."""
+    value = str(value).encode('utf-8', 'surrogateescape').decode('utf-8', 'replace')
+    return html.escape(value, quote=True)
 
 
 def image(path, alt):

@@ -43,8 +43,10 @@ def _save(fig, path):
 
 
 def text(s):
-    """s as matplotlib text: a '$' from a file or folder name is no mathtext."""
-    return str(s).replace('$', r'\$')
+    """s as matplotlib text: a '$' from a file or folder name is no mathtext, and a file
+    name's bytes that are not UTF-8 (os's surrogate escapes) show as U+FFFD."""
+    s = str(s).encode('utf-8', 'surrogateescape').decode('utf-8', 'replace')
+    return s.replace('$', r'\$')
 
 
 def wrap(s, inches, size=12):
@@ -253,7 +255,7 @@ def plot_predictions(directory, names, score, images, threshold, reference=()):
     ax.legend(fontsize=8)
     _save(fig, paths[0])
     order = np.lexsort((np.arange(len(score)), score))[:2 * grids.GRID]
-    cells = [(images[i], f'{os.path.basename(str(names[i]))[:16]}\n{score[i]:.3f}',
+    cells = [(images[i], f'{text(os.path.basename(str(names[i])))[:16]}\n{score[i]:.3f}',
               NOVEL if score[i] < threshold else NORMAL) for i in order]
     plot_grid(paths[1], [('lowest' if r == 0 else '', cells[r * grids.GRID:(r + 1) * grids.GRID])
                          for r in range(math.ceil(len(cells) / grids.GRID))],
