@@ -630,3 +630,11 @@ def test_resume_drops_metrics_past_the_checkpoint_and_a_half_written_line(tmp_pa
                     '{"step": 3, "loss": 0.8}\n{"step": 4, "lo')
     truncate_metrics(str(path), 2)
     assert path.read_text() == '{"step": 1, "loss": 1.0}\n{"step": 2, "loss": 0.9}\n'
+
+
+def test_help_lists_the_command_lines_flags(tmp_path):
+    """--help shows unode_jax/cli.py's usage and its own flags, as absl shows a program's."""
+    r = children.launch('--help', cwd=tmp_path)  # absl's --help exits with 1
+    assert 'unode-jax --config=digits' in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    for flag in ('--config:', '--workdir:', '--mode:', '--format:', '--images:'):
+        assert flag in r.stdout, flag

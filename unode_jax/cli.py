@@ -211,5 +211,9 @@ def main(argv):
 
 
 def entry():
-    """The `unode-jax` console command (pyproject.toml) and launch.py."""
+    """The `unode-jax` console command (pyproject.toml) and launch.py. --help lists this
+    module's flags and usage, as absl lists those of the program it runs (sys.argv[0])."""
+    for flag in FLAGS.get_key_flags_for_module(sys.modules[__name__]):
+        FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    sys.modules['__main__'].__doc__ = __doc__  # absl's usage text: this module's
     app.run(main, flags_parser=parse_flags)
