@@ -638,3 +638,7 @@ def test_help_lists_the_command_lines_flags(tmp_path):
     assert 'unode-jax --config=digits' in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
     for flag in ('--config:', '--workdir:', '--mode:', '--format:', '--images:'):
         assert flag in r.stdout, flag
+    # python -m unode_jax: the same command.
+    r = children.run([sys.executable, '-m', 'unode_jax', '--config=nope', '--workdir=x'])
+    assert r.returncode == 1 and r.stderr.startswith('error: --config=nope: no such file or '
+                                                     'packaged config'), r.stderr[-2000:]
