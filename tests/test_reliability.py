@@ -319,7 +319,8 @@ def test_every_config_error_of_validate_reaches_the_user_as_one_line(tmp_path):
         sys.settrace(tracer)
         try:
             with pytest.raises(ConfigError) as e:
-                validate.check_training_sizes(config, y, ('a', 'b', 'c'), classes)
+                validate.check_group_sizes(
+                    config, validate.training_groups(config, y, ('a', 'b', 'c'), classes))
         finally:
             sys.settrace(None)
         user_line(e)

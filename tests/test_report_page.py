@@ -173,9 +173,9 @@ def test_the_page_is_self_contained_and_escapes_what_it_reads(tmp_path):
             assert (tmp_path / f'class_{c}' / f).read_bytes().startswith(PNG), (c, f)
     assert NASTY not in text and 'onmouseover="' not in text and html.escape(NASTY) in text
     assert text.count('<table>') >= 2  # results.md's table and the AutoAugOOD weights
-    t0 = plots.threshold(str(tmp_path / 'class_0'))
-    assert t0 is not None and html.escape(t0[1]) in text  # class 0: the fitted threshold
-    assert plots.threshold(str(tmp_path / 'class_1')) is None  # holdout 0: none
+    t0 = plots.saved_threshold(report.load_scores(str(tmp_path / 'class_0')))
+    assert t0 is not None and f"predict's threshold {t0:.4f}" in text  # class 0's, fitted
+    assert plots.saved_threshold(report.load_scores(str(tmp_path / 'class_1'))) is None
     assert text.count('no fitted threshold') == 1
     assert '<td>rotation</td><td>0.7000' in text and html.escape(f'cutout{NASTY}') in text
     # --mode=report rebuilds the same page from the saved files.

@@ -128,12 +128,6 @@ def validate_config(config, *, num_classes=None, num_devices=None):
                           f'{config.data.name} has classes 0..{num_classes - 1} (-1: all)')
 
 
-def check_training_sizes(config, y_train, class_names, classes=None, training=True):
-    """Each model the run makes has training images, and (when it trains) at least
-    batch_size of them once predict.holdout's are set aside; checked before any work."""
-    check_group_sizes(config, training_groups(config, y_train, class_names, classes), training)
-
-
 def training_groups(config, y_train, class_names, classes=None):
     """[(what, number of training images)] of each model the run makes (one per class of a
     one-class run, one for the inlier classes of a multi-class run); --classes checked."""

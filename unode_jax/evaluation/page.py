@@ -13,7 +13,8 @@ import numbers
 import os
 import re
 
-from unode_jax.evaluation import plots
+import numpy as np
+
 from unode_jax.runtime import hosts
 
 PAGE = 'report.html'
@@ -143,12 +144,13 @@ def section(i, s, shown_models):
     """One class's (or outlier set's) part of the page. s: a report.sections dict."""
     d, m = s['directory'], s['model_dir']
     out = [f'<h2 id="s{i}">{esc(s["title"])}</h2>']
-    threshold = plots.threshold(m)
-    if threshold:
-        out.append(f'<p>predict\'s {esc(threshold[1])} (score below it: novel)</p>')
+    t = s['row'].get('threshold')  # The row's, as its scores were saved with it.
+    if t is not None and np.isfinite(t):
+        out.append(f'<p>predict\'s threshold {t:.4f}, the predict.quantile quantile of the '
+                   'held-out normal training images\' scores (score below it: novel)</p>')
     else:
         out.append('<p class="note">no fitted threshold: the model was trained on all its '
-                   'normal images (predict.holdout = 0) or has no bank.npz</p>')
+                   'normal images (predict.holdout = 0)</p>')
     out.append(details(s['row']))
     out.append('<div>' + ''.join(image(os.path.join(d, p), f'{s["title"]}: {p}')
                                  for p in PLOTS) + '</div>')

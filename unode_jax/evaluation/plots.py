@@ -4,7 +4,8 @@ canvas): the user's pyplot backend and figures are never touched.
 Per class (or outlier set), from its scores.npz (report.write_report):
   roc.png          ROC of the score (15), its terms (13), (14) and each saved baseline
   pr.png           precision-recall, normal = positive (AUPR-In) and novel = positive (AUPR-Out)
-  hist.png         normal and novel test scores, with predict's fitted threshold (bank.npz)
+  hist.png         normal and novel test scores, with predict's fitted threshold (the one
+                   saved with them in scores.npz)
                    where one was fitted (predict.holdout > 0)
   grid_extremes.png, grid_worst.png  the test images grids.py picks
 Per trained model: curves.png, its training curves from metrics.jsonl.
@@ -17,10 +18,9 @@ import textwrap
 
 import numpy as np
 
-from unode_jax.evaluation import grids, metrics, predict
+from unode_jax.evaluation import grids, metrics
 from unode_jax.evaluation.baselines import BASELINES
 from unode_jax.runtime import hosts
-from unode_jax.runtime.errors import DamagedFileError
 
 TERMS = (('score', 'score (15)'), ('sim', 'sim (13)'), ('binary', 'binary (14)'))
 NORMAL, NOVEL = 'tab:green', 'tab:red'
@@ -61,23 +61,16 @@ def _curves(scores):
                   if key in scores]
 
 
-def threshold(model_dir):
-    """(threshold, its description) from model_dir's bank.npz; None without one (no bank,
-    a damaged one, or predict.holdout = 0: nothing held out, no threshold)."""
-    try:
-        bank = predict.load_bank(model_dir)
-    except (FileNotFoundError, DamagedFileError, KeyError):
-        return None
-    t = bank['threshold']
-    if not np.isfinite(t):
-        return None
-    return t, (f'threshold {t:.4f}: the {bank["quantile"]:g} quantile of '
-               f'{len(bank["holdout_scores"])} held-out normal training images\' scores')
+def saved_threshold(scores):
+    """The fitted threshold saved with these scores (scores.npz: the one the operating point
+    uses), or None (predict.holdout = 0, or scores saved before it was)."""
+    t = float(scores.get('threshold', np.nan))
+    return t if np.isfinite(t) else None
 
 
-def plot_class(directory, scores, title, threshold=None):
-    """roc.png, pr.png and hist.png of one class's scores; threshold: (value, description)
-    drawn on the histogram, or None."""
+def plot_class(directory, scores, title):
+    """roc.png, pr.png and hist.png of one class's scores; the histogram shows the
+    threshold saved with them (saved_threshold), where there is one."""
     from sklearn.metrics import precision_recall_curve, roc_curve
     is_normal = np.asarray(scores['is_normal'], bool)
     fig = _figure(4.6, 4.6)
@@ -112,9 +105,10 @@ def plot_class(directory, scores, title, threshold=None):
             color=NORMAL)
     ax.hist(scores['score'][~is_normal], bins, alpha=0.6, density=True, label='novel',
             color=NOVEL)
+    threshold = saved_threshold(scores)
     if threshold is not None:
-        ax.axvline(threshold[0], color='k', ls='--', lw=1.2,
-                   label=text(f'threshold {threshold[0]:.3f} (below: novel)'))
+        ax.axvline(threshold, color='k', ls='--', lw=1.2,
+                   label=text(f'threshold {threshold:.3f} (below: novel)'))
     ax.set(xlabel='score (higher = more normal)', ylabel='density', title=wrap(title, 6))
     ax.legend(fontsize=8)
     _save(fig, os.path.join(directory, 'hist.png'))
@@ -126,7 +120,7 @@ def plot_sections(parts, load_scores):
     models = set()
     for s in parts:
         scores = load_scores(s['directory'])
-        plot_class(s['directory'], scores, s['title'], threshold(s['model_dir']))
+        plot_class(s['directory'], scores, s['title'])
         plot_grids(s['directory'], scores, s['title'])
         if s['model_dir'] not in models:
             models.add(s['model_dir'])

@@ -204,9 +204,6 @@ def to_markdown(summary):
                      operating.markdown(_rows(summary), labels, cols[0], summary)) + '\n'
 
 
-plot_class = plots_lib.plot_class  # roc.png, pr.png, hist.png (plots.py).
-
-
 def class_dir(workdir, normal_class):
     """A sweep keeps each class in class_<c>/; a one-class run in the workdir itself."""
     d = files.class_dir(workdir, normal_class)
